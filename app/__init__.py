@@ -1,0 +1,1 @@
+"""The segmentation operator: NIfTI in, Triton inference, label map + overlay + report out."""

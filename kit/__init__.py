@@ -1,0 +1,1 @@
+"""The kit's own tooling: phantoms, demo-model training, embedded Triton, pipelines, benchmark."""

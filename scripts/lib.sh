@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Shared shell logic for the kit's scripts. Source it; do not run it.
+# Every script: `set -euo pipefail`, then `source "$(dirname "$0")/lib.sh"`.
+
+ODK_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export ODK_ROOT
+ODK_VENV="${ODK_VENV:-$ODK_ROOT/.venv}"
+ODK_PY="$ODK_VENV/bin/python"
+ODK_RUN_DIR="${ODK_RUN_DIR:-$ODK_ROOT/.run}"
+export ODK_VENV ODK_PY ODK_RUN_DIR
+
+log() { printf '[odk] %s\n' "$*" >&2; }
+warn() { printf '[odk] warning: %s\n' "$*" >&2; }
+# die MESSAGE: one line saying what failed and what to do, then exit 1.
+die() { printf '[odk] error: %s\n' "$*" >&2; exit 1; }
+
+# A command that runs the given command as-is, or only prints it when DRY_RUN=1.
+run_or_print() {
+    if [[ "${DRY_RUN:-0}" == "1" ]]; then
+        printf '+'; printf ' %q' "$@"; printf '\n'
+    else
+        "$@"
+    fi
+}
+
+require_venv() {
+    [[ -x "$ODK_PY" ]] || die "no virtualenv at $ODK_VENV; run 'make venv' (any make target creates it)"
+}
+
+# detect_engine: prints the container engine that really works (docker, then podman),
+# honouring ENGINE=docker|podman. Returns 1 (prints nothing) when none works.
+detect_engine() {
+    local candidates=(docker podman)
+    if [[ -n "${ENGINE:-}" ]]; then
+        case "$ENGINE" in
+            docker|podman) candidates=("$ENGINE") ;;
+            *) die "ENGINE must be docker or podman, not '$ENGINE'" ;;
+        esac
+    fi
+    local e
+    for e in "${candidates[@]}"; do
+        if command -v "$e" >/dev/null 2>&1 && "$e" info >/dev/null 2>&1; then
+            printf '%s\n' "$e"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# require_engine: like detect_engine, but dies with one clear line when none works.
+require_engine() {
+    local e
+    if ! e="$(detect_engine)"; then
+        if [[ -n "${ENGINE:-}" ]]; then
+            die "container engine '$ENGINE' is not usable ('$ENGINE info' fails); start it, or unset ENGINE"
+        fi
+        die "no working container engine (neither 'docker info' nor 'podman info' succeeds); install/start Docker or podman (CI: scripts/setup-podman.sh)"
+    fi
+    printf '%s\n' "$e"
+}
+
+# image_exists ENGINE IMAGE:TAG
+image_exists() {
+    "$1" image inspect "$2" >/dev/null 2>&1
+}
