@@ -1,0 +1,155 @@
+"""Pure geometry and intensity transforms: input grid <-> canonical RAS+ grid <-> model grid.
+
+Data flows one way: input array -> canonical orientation -> model spacing -> HU window (forward), and
+labels come back model grid -> canonical grid -> input orientation (inverse), always onto the input's grid.
+
+Resampling maps the *extent* of the volume onto itself (scipy ``grid_mode=True``): voxel i of an axis of
+n input voxels covers [i, i+1) * n_in/n_out of the output axis. The inverse uses the same mapping in the
+other direction, so a label map goes back onto exactly the voxels it came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from nibabel import orientations
+
+Vec3 = tuple[float, float, float]
+Shape3 = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What the forward transforms did, so that the inverse can undo it exactly."""
+
+    input_shape: Shape3  # spatial shape of the input array, as stored
+    ornt: np.ndarray  # nibabel orientation: stored axes -> canonical RAS+ axes
+    canonical_shape: Shape3  # shape after reorientation
+    canonical_spacing: Vec3  # voxel size (mm) along the canonical axes
+    model_shape: Shape3  # shape after resampling to the model spacing
+
+
+def voxel_spacing(affine: np.ndarray) -> Vec3:
+    """Voxel size (mm) along each stored array axis."""
+    sp = np.sqrt((np.asarray(affine, dtype=float)[:3, :3] ** 2).sum(axis=0))
+    return (float(sp[0]), float(sp[1]), float(sp[2]))
+
+
+def canonical_ornt(affine: np.ndarray) -> np.ndarray:
+    """Orientation transform taking stored axes to the closest canonical RAS+ axes."""
+    return orientations.io_orientation(np.asarray(affine, dtype=float))
+
+
+def to_canonical(arr: np.ndarray, ornt: np.ndarray) -> np.ndarray:
+    """Reorder/flip a 3D array into canonical RAS+ axis order (a view; no copy)."""
+    return orientations.apply_orientation(arr, ornt)
+
+
+def from_canonical(arr: np.ndarray, ornt: np.ndarray) -> np.ndarray:
+    """Exact inverse of :func:`to_canonical` (a view; no copy)."""
+    inverse = orientations.ornt_transform(orientations.axcodes2ornt(("R", "A", "S")),
+                                          orientations.axcodes2ornt(orientations.ornt2axcodes(ornt)))
+    return orientations.apply_orientation(arr, inverse)
+
+
+def canonical_spacing(spacing: Vec3, ornt: np.ndarray) -> Vec3:
+    """Stored-axis spacing reordered to the canonical axes."""
+    out = [0.0, 0.0, 0.0]
+    for stored_axis, (canon_axis, _flip) in enumerate(ornt):
+        out[int(canon_axis)] = spacing[stored_axis]
+    return (out[0], out[1], out[2])
+
+
+def resampled_shape(shape: Shape3, spacing: Vec3, target: Vec3) -> Shape3:
+    """Number of voxels covering the same extent at the target spacing (at least 1 per axis)."""
+    n = [max(1, round(s * sp / t)) for s, sp, t in zip(shape, spacing, target, strict=True)]
+    return (n[0], n[1], n[2])
+
+
+def _source_coords(n_in: int, n_out: int) -> np.ndarray:
+    """Centre of each output voxel, in input voxel coordinates, under extent-preserving mapping."""
+    return (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+
+
+def _linear_axis(vol: np.ndarray, axis: int, n_out: int) -> np.ndarray:
+    """Separable linear interpolation along one axis (edge values replicated), float32 output."""
+    n_in = vol.shape[axis]
+    if n_in == n_out:
+        return vol.astype(np.float32, copy=False)
+    x = np.clip(_source_coords(n_in, n_out), 0.0, n_in - 1)
+    lo = np.floor(x).astype(np.intp)
+    hi = np.minimum(lo + 1, n_in - 1)
+    w = (x - lo).astype(np.float32)
+    shape = [1, 1, 1]
+    shape[axis] = n_out
+    w = w.reshape(shape)
+    a = np.take(vol, lo, axis=axis).astype(np.float32, copy=False)
+    b = np.take(vol, hi, axis=axis).astype(np.float32, copy=False)
+    b -= a
+    b *= w
+    a += b
+    return a
+
+
+def resample_linear(vol: np.ndarray, out_shape: Shape3) -> np.ndarray:
+    """Trilinear, extent-preserving resampling to ``out_shape`` (float32).
+
+    Axes are processed from the most shrinking first, so the intermediate arrays stay small.
+    """
+    order = sorted(range(3), key=lambda a: out_shape[a] / vol.shape[a])
+    out = vol
+    for axis in order:
+        out = _linear_axis(out, axis, out_shape[axis])
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def nearest_indices(n_in: int, n_out: int) -> np.ndarray:
+    """For each of ``n_out`` voxels, the index of the nearest of ``n_in`` voxels (extent-preserving)."""
+    x = _source_coords(n_in, n_out)
+    return np.clip(np.floor(x + 0.5), 0, n_in - 1).astype(np.intp)
+
+
+def resample_nearest(vol: np.ndarray, out_shape: Shape3) -> np.ndarray:
+    """Nearest-neighbour, extent-preserving resampling (keeps dtype): for label maps."""
+    ix, iy, iz = (nearest_indices(vol.shape[a], out_shape[a]) for a in range(3))
+    return vol[np.ix_(ix, iy, iz)]
+
+
+def hu_window(vol: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Map Hounsfield units to 0..1: (x - lo) / (hi - lo), clipped. float32, in place when possible."""
+    out = vol if vol.dtype == np.float32 else vol.astype(np.float32)
+    out -= np.float32(lo)
+    out *= np.float32(1.0 / (hi - lo))
+    np.clip(out, 0.0, 1.0, out=out)
+    return out
+
+
+def forward(arr: np.ndarray, affine: np.ndarray, model_spacing: Vec3,
+            window: tuple[float, float]) -> tuple[np.ndarray, Geometry]:
+    """Input array (any orientation, any dtype) -> model-grid float32 volume in 0..1, and its geometry."""
+    if arr.ndim != 3:
+        raise ValueError(f"expected a 3D volume, got shape {arr.shape}")
+    ornt = canonical_ornt(affine)
+    canon = to_canonical(arr, ornt)
+    c_spacing = canonical_spacing(voxel_spacing(affine), ornt)
+    m_shape = resampled_shape(canon.shape, c_spacing, model_spacing)
+    vol = resample_linear(canon, m_shape)
+    vol = hu_window(vol, *window)
+    geom = Geometry(input_shape=(arr.shape[0], arr.shape[1], arr.shape[2]), ornt=ornt,
+                    canonical_shape=(canon.shape[0], canon.shape[1], canon.shape[2]),
+                    canonical_spacing=c_spacing, model_shape=m_shape)
+    return vol, geom
+
+
+def labels_to_model(labels: np.ndarray, geom: Geometry) -> np.ndarray:
+    """A label map on the input grid -> the model grid (nearest), e.g. for training targets."""
+    return resample_nearest(to_canonical(labels, geom.ornt), geom.model_shape)
+
+
+def inverse_labels(labels: np.ndarray, geom: Geometry) -> np.ndarray:
+    """Model-grid label map -> the input's grid and orientation (nearest; exact inverse of forward)."""
+    if labels.shape != geom.model_shape:
+        raise ValueError(f"label map shape {labels.shape} is not the model grid {geom.model_shape}")
+    canon = resample_nearest(labels, geom.canonical_shape)
+    return np.ascontiguousarray(from_canonical(canon, geom.ornt))
