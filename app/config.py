@@ -1,0 +1,106 @@
+"""Operator configuration from the environment (see env.list for every variable and its default)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+TRANSPORTS = ("auto", "grpc", "shm")
+TRUE = {"1", "true", "yes", "on"}
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed; the message says which and what is expected."""
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    triton_url: str = "localhost:8001"
+    model_name: str = "segmentation_liver_v1"
+    model_version: str = ""  # "" = the version Triton serves by default
+    model_input: str = ""  # "" = the model's only input
+    model_output: str = ""  # "" = the model's only output
+    transport: str = "auto"
+    ready_timeout_s: float = 120.0
+    request_timeout_s: float = 300.0
+    retries: int = 3
+    overlap: float = 0.25
+    blend: str = "gaussian"
+    batch_size: int = 0  # 0 = the model's max_batch_size
+    largest_component: bool = True
+    overlay: bool = True
+    # Overrides of the model's own parameters (config.pbtxt `parameters`); None = use the model's.
+    spacing_mm: tuple[float, float, float] | None = None
+    hu_window: tuple[float, float] | None = None
+
+
+def _floats(name: str, raw: str, n: int) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in raw.replace(" ", "").split(","))
+    except ValueError:
+        values = ()
+    if len(values) != n:
+        raise ConfigError(f"{name}={raw!r}: expected {n} comma-separated numbers")
+    return values
+
+
+def _number(env: Mapping[str, str], name: str, default: float, kind: type = float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a {kind.__name__}") from None
+
+
+def triton_url(env: Mapping[str, str]) -> str:
+    """gRPC address of Triton: NVIDIA_TRITON_GRPCURI, else NVIDIA_CLARA_TRTISURI, else TRITON_URL."""
+    for name in ("NVIDIA_TRITON_GRPCURI", "NVIDIA_CLARA_TRTISURI", "TRITON_URL"):
+        raw = env.get(name, "").strip()
+        if raw:
+            for scheme in ("grpc://", "http://", "https://"):
+                raw = raw.removeprefix(scheme)
+            return raw.rstrip("/")
+    return OperatorConfig.triton_url
+
+
+def from_env(env: Mapping[str, str] | None = None) -> OperatorConfig:
+    """Read the operator's configuration; raise ConfigError with one clear line on a bad value."""
+    env = os.environ if env is None else env
+    transport = env.get("TRITON_TRANSPORT", "auto").strip().lower() or "auto"
+    if transport not in TRANSPORTS:
+        raise ConfigError(f"TRITON_TRANSPORT={transport!r}: expected one of {', '.join(TRANSPORTS)}")
+    blend = env.get("ODK_BLEND", "gaussian").strip().lower() or "gaussian"
+    if blend not in ("gaussian", "constant"):
+        raise ConfigError(f"ODK_BLEND={blend!r}: expected gaussian or constant")
+    overlap = _number(env, "ODK_OVERLAP", OperatorConfig.overlap)
+    if not 0.0 <= overlap < 1.0:
+        raise ConfigError(f"ODK_OVERLAP={overlap}: expected a number in [0, 1)")
+    spacing = env.get("ODK_SPACING_MM", "").strip()
+    window = env.get("ODK_HU_WINDOW", "").strip()
+    hu = _floats("ODK_HU_WINDOW", window, 2) if window else None
+    if hu is not None and hu[1] <= hu[0]:
+        raise ConfigError(f"ODK_HU_WINDOW={window!r}: expected low,high with low < high")
+    sp = _floats("ODK_SPACING_MM", spacing, 3) if spacing else None
+    if sp is not None and min(sp) <= 0:
+        raise ConfigError(f"ODK_SPACING_MM={spacing!r}: spacings must be positive")
+    return OperatorConfig(
+        triton_url=triton_url(env),
+        model_name=env.get("TRITON_MODEL_NAME", "").strip() or OperatorConfig.model_name,
+        model_version=env.get("TRITON_MODEL_VERSION", "").strip(),
+        model_input=env.get("TRITON_MODEL_INPUT", "").strip(),
+        model_output=env.get("TRITON_MODEL_OUTPUT", "").strip(),
+        transport=transport,
+        ready_timeout_s=_number(env, "TRITON_READY_TIMEOUT", OperatorConfig.ready_timeout_s),
+        request_timeout_s=_number(env, "TRITON_REQUEST_TIMEOUT", OperatorConfig.request_timeout_s),
+        retries=int(_number(env, "TRITON_RETRIES", OperatorConfig.retries, int)),
+        overlap=overlap,
+        blend=blend,
+        batch_size=int(_number(env, "ODK_BATCH_SIZE", 0, int)),
+        largest_component=env.get("ODK_LARGEST_COMPONENT", "1").strip().lower() in TRUE,
+        overlay=env.get("ODK_OVERLAY", "1").strip().lower() in TRUE,
+        spacing_mm=(sp[0], sp[1], sp[2]) if sp else None,
+        hu_window=(hu[0], hu[1]) if hu else None,
+    )

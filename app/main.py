@@ -1,0 +1,56 @@
+"""Entry point: the driver hands over the payload, the operator processes it.
+
+Run as ``python -u -m app`` (the image's entry point). Configuration comes from the environment
+(env.list); the payload from NVIDIA_CLARA_INPUTPATHS / NVIDIA_CLARA_OUTPUTPATHS through the driver.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import clara
+
+from . import operator
+from .config import ConfigError, from_env
+from .inference import TritonUnavailable
+from .model import ModelMismatch
+
+log = logging.getLogger("app")
+
+
+def execute(driver: clara.Driver, payload: clara.Payload) -> bool:
+    cfg = from_env()
+    if not payload.input_entries:
+        raise clara.Error("the payload has no input entry; set NVIDIA_CLARA_INPUTPATHS (e.g. payload:/input)")
+    if not payload.output_entries:
+        raise clara.Error("the payload has no output entry; set NVIDIA_CLARA_OUTPUTPATHS (e.g. op/out:/output)")
+    if len(payload.output_entries) > 1:
+        log.info("several output entries; writing to the first, %s", payload.output_entries[0].name)
+    output = payload.output_entries[0].path
+    inputs = [entry.path for entry in payload.input_entries]
+    log.info("job %s, operator %s: %s -> %s", driver.job_name, driver.stage_name,
+             ", ".join(f"{e.name}:{e.path}" for e in payload.input_entries), output)
+    summary = operator.run(inputs, output, cfg)
+    return summary.ok
+
+
+def main() -> int:
+    logging.basicConfig(level=os.environ.get("ODK_LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Problems that concern the whole run are reported as one line, without a traceback.
+    for noisy in ("tritonclient",):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    def guarded(driver: clara.Driver, payload: clara.Payload) -> bool:
+        try:
+            return execute(driver, payload)
+        except (ConfigError, ModelMismatch, TritonUnavailable, operator.OperatorError) as exc:
+            log.error("%s", exc)
+            return False
+
+    return clara.run(execute_handler=guarded)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,109 @@
+"""What the operator needs to know about the model, read from Triton's model metadata and config.
+
+The pre/post-processing parameters live with the model, in config.pbtxt `parameters`
+(spacing_mm, hu_window, labels, output_activation, axes), and can be overridden from the environment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tritonclient.grpc import model_config_pb2
+
+from .config import OperatorConfig
+
+Shape3 = tuple[int, int, int]
+
+
+class ModelMismatch(ValueError):
+    """The served model does not fit what the operator was configured for."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    version: str
+    input_name: str
+    output_name: str
+    roi: Shape3
+    channels: int
+    max_batch_size: int
+    spacing_mm: tuple[float, float, float]
+    hu_window: tuple[float, float]
+    labels: tuple[str, ...]
+    softmax_applied: bool
+
+
+def _param(config: model_config_pb2.ModelConfig, key: str) -> str | None:
+    if key in config.parameters:
+        return config.parameters[key].string_value
+    return None
+
+
+def _floats(model: str, key: str, raw: str | None, n: int) -> tuple[float, ...]:
+    if raw is None:
+        raise ModelMismatch(f"model {model}: config.pbtxt has no parameter '{key}' and no override is set")
+    try:
+        values = tuple(float(v) for v in raw.replace(" ", "").split(","))
+    except ValueError:
+        values = ()
+    if len(values) != n:
+        raise ModelMismatch(f"model {model}: parameter {key}={raw!r} is not {n} comma-separated numbers")
+    return values
+
+
+def _pick(kind: str, wanted: str, available: list[str], model: str) -> str:
+    if wanted:
+        if wanted not in available:
+            raise ModelMismatch(f"model {model} has no {kind} named '{wanted}' (it has: {', '.join(available)});"
+                                f" fix TRITON_MODEL_{kind.upper()} in env.list")
+        return wanted
+    if len(available) != 1:
+        raise ModelMismatch(f"model {model} has {len(available)} {kind}s ({', '.join(available)});"
+                            f" set TRITON_MODEL_{kind.upper()} in env.list")
+    return available[0]
+
+
+def build_spec(metadata: object, config: model_config_pb2.ModelConfig, cfg: OperatorConfig) -> ModelSpec:
+    """Check Triton's model metadata/config against the operator's expectations and describe the model.
+
+    ``metadata`` is tritonclient's ModelMetadataResponse (name, versions, inputs, outputs with
+    name/datatype/shape). Shapes there include the batch dimension (-1) when max_batch_size > 0.
+    """
+    name = config.name or cfg.model_name
+    inputs = {t.name: t for t in metadata.inputs}
+    outputs = {t.name: t for t in metadata.outputs}
+    in_name = _pick("input", cfg.model_input, list(inputs), name)
+    out_name = _pick("output", cfg.model_output, list(outputs), name)
+    tin, tout = inputs[in_name], outputs[out_name]
+    for kind, t in (("input", tin), ("output", tout)):
+        if t.datatype != "FP32":
+            raise ModelMismatch(f"model {name} {kind} '{t.name}' is {t.datatype}; the operator sends/reads FP32")
+    batched = config.max_batch_size > 0
+    in_dims = list(tin.shape)[1:] if batched else list(tin.shape)
+    out_dims = list(tout.shape)[1:] if batched else list(tout.shape)
+    if len(in_dims) != 4 or in_dims[0] != 1 or any(d <= 0 for d in in_dims):
+        raise ModelMismatch(f"model {name} input '{in_name}' has dims {in_dims}; expected [1, D, H, W]"
+                            " (one channel-first window of fixed size)")
+    roi = (int(in_dims[1]), int(in_dims[2]), int(in_dims[3]))
+    if len(out_dims) != 4 or list(out_dims[1:]) != list(roi) or out_dims[0] < 2:
+        raise ModelMismatch(f"model {name} output '{out_name}' has dims {out_dims}; expected [C, {roi[0]},"
+                            f" {roi[1]}, {roi[2]}] with C >= 2 classes")
+    spacing = cfg.spacing_mm or _floats(name, "spacing_mm", _param(config, "spacing_mm"), 3)
+    window = cfg.hu_window or _floats(name, "hu_window", _param(config, "hu_window"), 2)
+    labels_raw = _param(config, "labels")
+    labels = tuple(s.strip() for s in labels_raw.split(",")) if labels_raw else tuple(
+        f"label{i}" for i in range(out_dims[0]))
+    if len(labels) != out_dims[0]:
+        raise ModelMismatch(f"model {name}: parameter labels lists {len(labels)} names for {out_dims[0]} channels")
+    axes = (_param(config, "axes") or "RAS").upper()
+    if axes != "RAS":
+        raise ModelMismatch(f"model {name}: parameter axes={axes!r}; this operator feeds RAS-canonical windows")
+    activation = (_param(config, "output_activation") or "none").lower()
+    if activation not in ("softmax", "none"):
+        raise ModelMismatch(f"model {name}: output_activation={activation!r}; expected softmax or none")
+    version = cfg.model_version or (metadata.versions[-1] if metadata.versions else "")
+    return ModelSpec(name=name, version=str(version), input_name=in_name, output_name=out_name, roi=roi,
+                     channels=int(out_dims[0]), max_batch_size=max(1, int(config.max_batch_size)),
+                     spacing_mm=(spacing[0], spacing[1], spacing[2]), hu_window=(window[0], window[1]),
+                     labels=labels, softmax_applied=activation == "softmax")

@@ -1,0 +1,43 @@
+"""Post-processing on the model grid: class map, clean-up, volumes. Pure functions."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+LIVER, LESION = 1, 2
+
+
+def argmax_labels(probs: np.ndarray) -> np.ndarray:
+    """(C, X, Y, Z) scores -> uint8 class map (X, Y, Z)."""
+    return np.argmax(probs, axis=0).astype(np.uint8)
+
+
+def keep_largest_organ(labels: np.ndarray) -> np.ndarray:
+    """Keep only the largest connected liver (liver + lesion) component; the rest becomes background.
+
+    Lesions are part of the organ, so a lesion on the liver's edge does not split it.
+    """
+    organ = labels > 0
+    if not organ.any():
+        return labels
+    components, n = ndimage.label(organ)
+    if n <= 1:
+        return labels
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    keep = components == int(np.argmax(sizes))
+    out = labels.copy()
+    out[~keep] = 0
+    return out
+
+
+def label_counts(labels: np.ndarray, n_labels: int) -> list[int]:
+    """Voxel count of each label 0..n_labels-1."""
+    return [int(c) for c in np.bincount(labels.ravel(), minlength=n_labels)[:n_labels]]
+
+
+def volumes_ml(counts: list[int], spacing_mm: tuple[float, float, float]) -> list[float]:
+    """Volume of each label in millilitres, from voxel counts and voxel size."""
+    voxel_ml = float(np.prod(spacing_mm)) / 1000.0
+    return [round(c * voxel_ml, 3) for c in counts]

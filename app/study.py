@@ -1,0 +1,114 @@
+"""One study, end to end: read -> canonical -> model spacing -> window -> Triton -> blend -> invert -> write."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from nibabel import orientations
+
+from . import overlay, postprocess, transforms
+from .config import OperatorConfig
+from .model import ModelSpec
+from .niftiio import Volume, atomic_write_bytes, read_volume, stem, write_labels
+from .sliding import sliding_window
+
+log = logging.getLogger("app")
+Predict = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class Timer:
+    stages: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[name] = round(self.stages.get(name, 0.0) + time.perf_counter() - t0, 4)
+
+
+@dataclass(frozen=True)
+class StudyOutputs:
+    seg: Path
+    overlay: Path
+    report: Path
+
+    @classmethod
+    def for_input(cls, out_dir: Path, name: str) -> StudyOutputs:
+        return cls(seg=out_dir / f"{name}_seg.nii.gz", overlay=out_dir / f"{name}_overlay.png",
+                   report=out_dir / f"{name}.json")
+
+
+def segment(vol: Volume, spec: ModelSpec, predict: Predict, cfg: OperatorConfig,
+            timer: Timer) -> tuple[np.ndarray, transforms.Geometry]:
+    """The model-side pipeline: returns the label map on the input's grid and the forward geometry."""
+    with timer.stage("preprocess"):
+        model_vol, geom = transforms.forward(vol.data, vol.affine, spec.spacing_mm, spec.hu_window)
+    batch = min(cfg.batch_size or spec.max_batch_size, spec.max_batch_size)
+    with timer.stage("inference"):
+        scores = sliding_window(model_vol, predict, roi=spec.roi, overlap=cfg.overlap, batch_size=batch,
+                                blend=cfg.blend)
+    del model_vol
+    with timer.stage("postprocess"):
+        labels = postprocess.argmax_labels(scores)
+        del scores
+        if cfg.largest_component:
+            labels = postprocess.keep_largest_organ(labels)
+        labels = transforms.inverse_labels(labels, geom)
+    return labels, geom
+
+
+def build_report(src: Path, vol: Volume, labels: np.ndarray, spec: ModelSpec, transport: str,
+                 timer: Timer, outputs: StudyOutputs) -> dict:
+    counts = postprocess.label_counts(labels, len(spec.labels))
+    volumes = postprocess.volumes_ml(counts, vol.spacing)
+    by_name = {name: {"label": i, "voxels": counts[i], "volume_ml": volumes[i]}
+               for i, name in enumerate(spec.labels)}
+    return {
+        "input": str(src),
+        "shape": list(vol.data.shape),
+        "spacing_mm": [round(s, 6) for s in vol.spacing],
+        "dtype": str(vol.data.dtype),
+        "orientation": "".join(orientations.aff2axcodes(vol.affine)),
+        "liver_volume_ml": volumes[1] + (volumes[2] if len(volumes) > 2 else 0.0),
+        "lesion_volume_ml": volumes[2] if len(volumes) > 2 else 0.0,
+        "labels": by_name,
+        "model": {"name": spec.name, "version": spec.version, "spacing_mm": list(spec.spacing_mm),
+                  "hu_window": list(spec.hu_window), "roi": list(spec.roi)},
+        "transport": transport,
+        "timings_s": dict(timer.stages),
+        "outputs": {"segmentation": outputs.seg.name, "overlay": outputs.overlay.name,
+                    "report": outputs.report.name},
+    }
+
+
+def process_study(src: Path, out_dir: Path, spec: ModelSpec, predict: Predict, cfg: OperatorConfig,
+                  transport: str) -> dict:
+    """Process one NIfTI file into ``out_dir``; raises StudyError (or others) on failure."""
+    timer = Timer()
+    t0 = time.perf_counter()
+    outputs = StudyOutputs.for_input(out_dir, stem(src))
+    with timer.stage("read"):
+        vol = read_volume(src)
+    labels, geom = segment(vol, spec, predict, cfg, timer)
+    with timer.stage("write"):
+        write_labels(outputs.seg, labels, vol)
+    if cfg.overlay:
+        with timer.stage("overlay"):
+            ct_ras = transforms.to_canonical(vol.data, geom.ornt)
+            lab_ras = transforms.to_canonical(labels, geom.ornt)
+            png = overlay.render(ct_ras, lab_ras, geom.canonical_spacing, title=f"{src.name}  {spec.name}")
+            atomic_write_bytes(outputs.overlay, png)
+    timer.stages["total"] = round(time.perf_counter() - t0, 4)
+    report = build_report(src, vol, labels, spec, transport, timer, outputs)
+    atomic_write_bytes(outputs.report, (json.dumps(report, indent=2) + "\n").encode())
+    return report
