@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# make build: the operator image IMAGE:TAG (defaults clara/simple-operator:0.1.0) from Dockerfile.
+# Env: IMAGE, TAG, ENGINE=docker|podman (default: the engine that works).
+set -euo pipefail
+# shellcheck source=scripts/lib.sh source-path=SCRIPTDIR
+source "$(dirname "$0")/lib.sh"
+cd "$ODK_ROOT"
+
+image="${IMAGE:-clara/simple-operator}"
+tag="${TAG:-0.1.0}"
+engine="$(require_engine)"
+compgen -G 'lib/*.whl' >/dev/null || die "no driver wheel in lib/; run 'make wheel' first"
+[[ -f app/__main__.py ]] || die "no operator in app/ (app/__main__.py missing)"
+
+SECONDS=0
+build_image "$engine" "$image:$tag" Dockerfile --build-arg "VERSION=$tag" \
+    || die "building $image:$tag with $engine failed (see above)"
+log "built $image:$tag with $engine in ${SECONDS}s; run it with 'make run-local RUNTIME=container'"
