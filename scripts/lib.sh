@@ -63,3 +63,22 @@ require_engine() {
 image_exists() {
     "$1" image inspect "$2" >/dev/null 2>&1
 }
+
+# build_image ENGINE IMAGE:TAG DOCKERFILE [BUILD-OPTION...]: build from the repository root, passing the
+# OCI label build args SOURCE (git remote) and REVISION (git commit). With podman, the host's CA bundle
+# is mounted read-only into RUN steps (pip through a TLS-intercepting proxy) without baking it in.
+build_image() {
+    local engine="$1" ref="$2" dockerfile="$3"
+    shift 3
+    local args=(build -f "$ODK_ROOT/$dockerfile" -t "$ref")
+    local rev src
+    rev="$(git -C "$ODK_ROOT" rev-parse --short HEAD 2>/dev/null || true)"
+    src="$(git -C "$ODK_ROOT" remote get-url origin 2>/dev/null || true)"
+    [[ -n "$rev" ]] && args+=(--build-arg "REVISION=$rev")
+    [[ -n "$src" ]] && args+=(--build-arg "SOURCE=$src")
+    if [[ "$engine" == podman && -f /etc/ssl/certs/ca-certificates.crt ]]; then
+        args+=(-v /etc/ssl/certs:/etc/ssl/certs:ro)
+    fi
+    log "$engine build -t $ref -f $dockerfile $*"
+    "$engine" "${args[@]}" "$@" "$ODK_ROOT"
+}
