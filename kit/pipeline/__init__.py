@@ -1,0 +1,1 @@
+"""Clara pipeline definitions: loading with line numbers, validation, local runs and deployment."""
