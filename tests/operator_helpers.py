@@ -1,0 +1,50 @@
+"""Running the real operator (``python -u -m app``) against a real Triton from tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def operator_env(in_dir: Path, out_dir: Path, grpc_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NVIDIA_", "TRITON_", "ODK_"))}
+    env.update({
+        "NVIDIA_CLARA_INPUTPATHS": f"payload:{in_dir}",
+        "NVIDIA_CLARA_OUTPUTPATHS": f"segmentation/out:{out_dir}",
+        "NVIDIA_CLARA_NOSYNCLOCK": "TRUE",
+        "NVIDIA_TRITON_GRPCURI": grpc_url,
+        "PYTHONPATH": str(ROOT),
+    })
+    env.update(extra)
+    return env
+
+
+def run_operator(in_dir: Path, out_dir: Path, grpc_url: str, timeout: float = 600,
+                 **extra: str) -> subprocess.CompletedProcess[str]:
+    """Run the operator as the image does; returns the finished process (stdout+stderr in .stdout)."""
+    return subprocess.run([sys.executable, "-u", "-m", "app"], cwd=ROOT, env=operator_env(in_dir, out_dir, grpc_url,
+                                                                                          **extra),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False)
+
+
+def load(path: Path) -> nib.Nifti1Image:
+    return nib.load(str(path))
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(bool), b.astype(bool)
+    denom = a.sum() + b.sum()
+    return 1.0 if denom == 0 else float(2.0 * np.logical_and(a, b).sum() / denom)
+
+
+def shm_regions() -> set[str]:
+    """The operator's shared-memory regions currently present on this host."""
+    shm = Path("/dev/shm")
+    return {p.name for p in shm.iterdir() if p.name.startswith("odk_")} if shm.is_dir() else set()
