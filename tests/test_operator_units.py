@@ -1,0 +1,124 @@
+"""Pure pieces of the operator: geometry, sliding windows, post-processing, configuration."""
+
+from __future__ import annotations
+
+import itertools
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from app import postprocess, sliding, transforms
+from app.config import ConfigError, from_env, triton_url
+
+
+def _reoriented(data: np.ndarray, affine: np.ndarray, perm, flips) -> nib.Nifti1Image:
+    ornt = np.array([[perm[i], flips[i]] for i in range(3)])
+    return nib.Nifti1Image(data, affine).as_reoriented(ornt)
+
+
+@pytest.mark.parametrize(("perm", "flips"), list(itertools.product(
+    itertools.permutations(range(3)), [(1, 1, 1), (-1, 1, -1), (-1, -1, -1)])))
+def test_forward_is_independent_of_storage_order(perm, flips):
+    rng = np.random.default_rng(1)
+    data = rng.integers(-1000, 1000, (40, 36, 12)).astype(np.int16)
+    affine = np.diag([0.9, 0.8, 3.0, 1.0])
+    ref, ref_geom = transforms.forward(data, affine, (2.5, 2.5, 2.5), (-200, 300))
+    img = _reoriented(data, affine, perm, flips)
+    vol, geom = transforms.forward(np.asarray(img.dataobj), img.affine, (2.5, 2.5, 2.5), (-200, 300))
+    assert np.array_equal(vol, ref)
+    assert geom.model_shape == ref_geom.model_shape
+    # Labels made on the model grid go back onto exactly the stored grid of each copy.
+    labels = (vol > 0.5).astype(np.uint8)
+    back = transforms.inverse_labels(labels, geom)
+    back_ref = transforms.inverse_labels(labels, ref_geom)
+    assert back.shape == img.shape
+    assert np.array_equal(np.asarray(nib.Nifti1Image(back, img.affine).as_reoriented(
+        nib.orientations.io_orientation(img.affine)).dataobj), back_ref)
+
+
+def test_resample_linear_matches_scipy_zoom():
+    vol = np.random.default_rng(2).normal(size=(50, 41, 13)).astype(np.float32)
+    out = transforms.resample_linear(vol, (20, 16, 30))
+    ref = ndimage.zoom(vol, (20 / 50, 16 / 41, 30 / 13), order=1, grid_mode=True, mode="nearest")
+    assert np.allclose(out, ref, atol=1e-5)
+
+
+def test_nearest_inverse_restores_model_labels():
+    labels = np.random.default_rng(3).integers(0, 3, (33, 20, 7)).astype(np.uint8)
+    up = transforms.resample_nearest(labels, (100, 61, 21))
+    assert np.array_equal(transforms.resample_nearest(up, labels.shape), labels)
+
+
+def test_hu_window_clips_and_scales():
+    out = transforms.hu_window(np.array([-1000, -200, 50, 300, 3000], dtype=np.int16), -200, 300)
+    assert out.dtype == np.float32
+    assert np.allclose(out, [0, 0, 0.5, 1, 1])
+
+
+def test_window_grid_covers_volume_like_monai():
+    assert sliding.axis_starts(164, 96, 0.25) == [0, 68]
+    assert sliding.axis_starts(200, 96, 0.25) == [0, 72, 104]
+    assert sliding.axis_starts(50, 96, 0.5) == [0]
+    starts = sliding.window_starts((164, 164, 200), (96, 96, 96), 0.25)
+    assert len(starts) == 12
+
+
+@pytest.mark.parametrize("blend", ["constant", "gaussian"])
+def test_sliding_window_reassembles_an_identity_model(blend):
+    vol = np.random.default_rng(4).random((100, 40, 130)).astype(np.float32)
+
+    def predict(batch):
+        assert batch.shape[0] <= 3 and batch.shape[1:] == (1, 32, 32, 32)
+        return np.concatenate([batch, 1 - batch], axis=1)
+
+    out = sliding.sliding_window(vol, predict, roi=(32, 32, 32), overlap=0.5, batch_size=3, blend=blend)
+    assert out.shape == (2, 100, 40, 130)
+    assert np.allclose(out[0], vol, atol=1e-5) and np.allclose(out[1], 1 - vol, atol=1e-5)
+
+
+def test_sliding_window_pads_small_volumes():
+    vol = np.ones((10, 50, 20), dtype=np.float32)
+    out = sliding.sliding_window(vol, lambda b: np.concatenate([b, b], axis=1), roi=(32, 32, 32))
+    assert out.shape == (2, 10, 50, 20) and np.allclose(out, 1)
+
+
+def test_keep_largest_organ_keeps_lesions_of_the_liver():
+    labels = np.zeros((30, 30, 30), dtype=np.uint8)
+    labels[2:20, 2:20, 2:20] = 1
+    labels[8:12, 8:12, 8:12] = 2
+    labels[25:28, 25:28, 25:28] = 1  # a small detached false positive
+    out = postprocess.keep_largest_organ(labels)
+    assert out[26, 26, 26] == 0 and out[10, 10, 10] == 2 and out[3, 3, 3] == 1
+
+
+def test_volumes_in_ml():
+    counts = postprocess.label_counts(np.array([0, 1, 1, 2], dtype=np.uint8), 3)
+    assert counts == [1, 2, 1]
+    assert postprocess.volumes_ml(counts, (10.0, 10.0, 10.0)) == [1.0, 2.0, 1.0]
+
+
+def test_triton_url_fallbacks():
+    assert triton_url({"NVIDIA_TRITON_GRPCURI": "10.0.0.1:8001", "TRITON_URL": "x:1"}) == "10.0.0.1:8001"
+    assert triton_url({"NVIDIA_CLARA_TRTISURI": "trtis:8001"}) == "trtis:8001"
+    assert triton_url({"TRITON_URL": "grpc://host:9001/"}) == "host:9001"
+    assert triton_url({}) == "localhost:8001"
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"ODK_OVERLAP": "1.5"}, "ODK_OVERLAP"),
+    ({"ODK_SPACING_MM": "1,2"}, "3 comma-separated numbers"),
+    ({"TRITON_READY_TIMEOUT": "soon"}, "TRITON_READY_TIMEOUT"),
+    ({"ODK_BLEND": "median"}, "ODK_BLEND"),
+])
+def test_bad_configuration_is_named(env, message):
+    with pytest.raises(ConfigError, match=message):
+        from_env(env)
+
+
+def test_configuration_overrides():
+    cfg = from_env({"ODK_SPACING_MM": "2, 2, 3", "ODK_HU_WINDOW": "-100,200", "TRITON_TRANSPORT": "GRPC",
+                    "ODK_LARGEST_COMPONENT": "0"})
+    assert cfg.spacing_mm == (2.0, 2.0, 3.0) and cfg.hu_window == (-100.0, 200.0)
+    assert cfg.transport == "grpc" and not cfg.largest_component
