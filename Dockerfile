@@ -19,8 +19,8 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 
 # The package's parent (/opt/odk) is the working directory, so `python -m app` finds it.
 COPY app /opt/odk/app
-RUN groupadd --system --gid 10001 odk \
-    && useradd --system --uid 10001 --gid odk --no-create-home --home-dir /opt/odk odk
+RUN groupadd --gid 10001 odk \
+    && useradd --uid 10001 --gid odk --no-create-home --home-dir /opt/odk odk
 WORKDIR /opt/odk
 USER 10001:10001
 ENTRYPOINT ["python", "-u", "-m", "app"]
