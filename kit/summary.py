@@ -1,0 +1,62 @@
+"""Summarise an operator output folder: one line per study, where the files are, and Dice where truth exists.
+
+    python -m kit.summary OUTPUT_DIR [--truth-dir DIR]
+
+A truth label map is looked up as ``<truth-dir>/<stem>_truth.nii.gz`` (the sample phantom ships one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    denom = int(a.sum()) + int(b.sum())
+    return 1.0 if denom == 0 else 2.0 * float(np.logical_and(a, b).sum()) / denom
+
+
+def truth_scores(seg_path: Path, truth_path: Path) -> str:
+    seg = np.asanyarray(nib.load(str(seg_path)).dataobj)
+    truth = np.asanyarray(nib.load(str(truth_path)).dataobj)
+    if seg.shape != truth.shape:
+        return f"truth shape {truth.shape} != {seg.shape}"
+    return (f"Dice vs truth: liver {dice(seg > 0, truth > 0):.3f}, "
+            f"lesion {dice(seg == 2, truth == 2):.3f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("output_dir", type=Path)
+    ap.add_argument("--truth-dir", type=Path, default=None)
+    args = ap.parse_args(argv)
+    out = args.output_dir.resolve()
+    reports = sorted(p for p in out.rglob("*.json") if not p.name.startswith("."))
+    if not reports:
+        print(f"[odk] no study reports in {out}", file=sys.stderr)
+        return 1
+    print(f"\nResults in {out}:")
+    for rep_path in reports:
+        rep = json.loads(rep_path.read_text())
+        stem = rep_path.name[: -len(".json")]
+        seg = rep_path.parent / rep["outputs"]["segmentation"]
+        png = rep_path.parent / rep["outputs"]["overlay"]
+        shape = "x".join(map(str, rep["shape"]))
+        liver, lesion = rep["liver_volume_ml"], rep["lesion_volume_ml"]
+        print(f"  {stem}: {shape} voxels, liver {liver:.1f} mL, lesion {lesion:.1f} mL,"
+              f" {rep['timings_s'].get('total', 0):.1f} s via {rep['transport']}")
+        print(f"    label map  {seg}")
+        print(f"    overlay    {png}")
+        truth = args.truth_dir / f"{stem}_truth.nii.gz" if args.truth_dir else None
+        if truth is not None and truth.is_file() and seg.is_file():
+            print(f"    {truth_scores(seg, truth)}  ({truth})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
