@@ -1,0 +1,161 @@
+"""The embedded server: a real Triton (the tritonserver bundled in nvidia-pytriton) serving every model of a
+repository through PyTriton, each one run by onnxruntime on CPU under its own name, version and signature.
+
+Runs in the foreground until SIGTERM/SIGINT; `kit.triton.embedded` starts it in the background.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import sys
+import sysconfig
+from pathlib import Path
+
+from kit.triton.onnx_model import cpu_threads, make_infer_func, make_session, signature_problems
+from kit.triton.repository import ModelSpec, Unservable, read_repository
+
+LOG = logging.getLogger("kit.triton")
+
+
+@dataclasses.dataclass(frozen=True)
+class Ports:
+    http: int = 8000
+    grpc: int = 8001
+    metrics: int = 8002
+
+    def named(self) -> dict[str, int]:
+        return {"TRITON_HTTP_PORT": self.http, "TRITON_GRPC_PORT": self.grpc,
+                "TRITON_METRICS_PORT": self.metrics}
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeOptions:
+    models_dir: Path
+    ports: Ports = Ports()
+    address: str = "0.0.0.0"
+    skip_unservable: bool = False
+    ort_threads: int = 0  # 0: all cores, shared among a model's instances
+    log_verbose: int = 0
+
+
+def fix_libpython_path(environ: dict | None = None) -> str:
+    """Put this interpreter's libpython directory first on LD_LIBRARY_PATH.
+
+    The python backend stub that Triton spawns loads libpython from the linker path; without this a
+    pyenv/venv interpreter's stub fails to start or picks up an older distro libpython.
+    """
+    environ = os.environ if environ is None else environ
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    parts = [p for p in environ.get("LD_LIBRARY_PATH", "").split(":") if p]
+    if libdir and (not parts or parts[0] != libdir):
+        environ["LD_LIBRARY_PATH"] = ":".join([libdir, *[p for p in parts if p != libdir]])
+    return libdir
+
+
+def _carry_parameters(triton, spec: ModelSpec) -> None:
+    """Publish config.pbtxt `parameters` in the served model config.
+
+    PyTriton's public ModelConfig has no field for model parameters; its generated Triton config carries
+    the proxy's own backend parameters, so the model's parameters are added to that same map. Clients
+    then read them with get_model_config(...).config.parameters as from the NGC server.
+    """
+    for model in triton._model_manager.models:
+        if model.model_name == spec.name and model.model_version == spec.version:
+            model._get_triton_model_config().backend_parameters.update(spec.parameters)
+            return
+    raise RuntimeError(f"model {spec.name} was not bound")
+
+
+def _bind(triton, spec: ModelSpec, threads: int) -> None:
+    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+
+    sessions = [make_session(spec, threads) for _ in range(spec.instance_count)]
+    batcher = None
+    if spec.batching is not None:
+        batcher = DynamicBatcher(
+            max_queue_delay_microseconds=spec.batching.max_queue_delay_microseconds,
+            preferred_batch_size=list(spec.batching.preferred_batch_size) or None,
+            preserve_ordering=spec.batching.preserve_ordering,
+        )
+    triton.bind(
+        model_name=spec.name,
+        model_version=spec.version,
+        infer_func=[make_infer_func(spec, s) for s in sessions],
+        inputs=[Tensor(name=t.name, dtype=t.np_dtype, shape=t.dims) for t in spec.inputs],
+        outputs=[Tensor(name=t.name, dtype=t.np_dtype, shape=t.dims) for t in spec.outputs],
+        config=ModelConfig(
+            batching=spec.max_batch_size > 0,
+            max_batch_size=max(spec.max_batch_size, 1),
+            batcher=batcher,
+        ),
+        strict=True,
+    )
+    _carry_parameters(triton, spec)
+
+
+def check_models(models: tuple[ModelSpec, ...], threads: int) -> tuple[list[ModelSpec], list[Unservable]]:
+    """Open every model with onnxruntime and compare its graph with config.pbtxt."""
+    ok: list[ModelSpec] = []
+    bad: list[Unservable] = []
+    for spec in models:
+        try:
+            problems = signature_problems(spec, make_session(spec, 1))
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
+            problems = [f"onnxruntime cannot load {spec.model_file}: {exc}"]
+        if problems:
+            bad.append(Unservable(spec.name, "; ".join(problems)))
+        else:
+            ok.append(spec)
+    return ok, bad
+
+
+def _raise_interrupt(signum, _frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def serve(opts: ServeOptions) -> int:
+    """Serve until stopped. Returns the process exit code (2: a model cannot be served)."""
+    libdir = fix_libpython_path()
+    repo = read_repository(opts.models_dir)
+    threads = opts.ort_threads or 0
+    models, unservable = check_models(repo.models, 1)
+    unservable = [*repo.unservable, *unservable]
+    for item in unservable:
+        LOG.error("model cannot be served: %s", item)
+    if unservable and not opts.skip_unservable:
+        LOG.error("%d model(s) cannot be served; fix them, or set TRITON_SKIP_UNSERVABLE=1 to serve the rest",
+                  len(unservable))
+        return 2
+    if not models:
+        LOG.error("no servable model in %s", opts.models_dir)
+        return 2
+
+    from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
+
+    config = TritonConfig(
+        http_address=opts.address, http_port=opts.ports.http,
+        grpc_address=opts.address, grpc_port=opts.ports.grpc,
+        metrics_address=opts.address, metrics_port=opts.ports.metrics,
+        exit_on_error=True, exit_timeout_secs=5, log_verbose=opts.log_verbose,
+    )
+    # Shared memory stays open to clients (the operator sends windows through system shm, as to the NGC
+    # server); model loading/unloading, statistics, trace and logging stay behind PyTriton's random token.
+    restricted = ["model-repository", "statistics", "trace", "logging"]
+    security = TritonSecurityConfig(restricted_endpoints=restricted)
+    LOG.info("LD_LIBRARY_PATH starts with %s (libpython of %s)", libdir, sys.executable)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    triton = Triton(config=config, security_config=security)
+    try:
+        for spec in models:
+            _bind(triton, spec, threads or cpu_threads(spec.instance_count))
+            LOG.info("serving %s version %d (%s) with onnxruntime on CPU",
+                     spec.name, spec.version, spec.model_file)
+        triton.serve()
+    except KeyboardInterrupt:
+        LOG.info("stopping")
+    finally:
+        triton.stop()
+    return 0

@@ -1,0 +1,62 @@
+"""A tiny model repository with the demo model's contract (same name, tensors, dims and parameters).
+
+One 3x3x3 convolution (1 -> 3 channels, fixed seeded weights) and a softmax over the channels, with a
+dynamic batch dimension: enough to exercise a real Triton end to end when no trained model is at hand.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+NAME = "segmentation_liver_v1"
+INPUT = "NV_MODEL_INPUT"
+OUTPUT = "NV_MODEL_OUTPUT"
+WINDOW = 96
+CLASSES = 3
+
+CONFIG = f"""\
+name: "{NAME}"
+platform: "onnxruntime_onnx"
+max_batch_size: 4
+input [ {{ name: "{INPUT}" data_type: TYPE_FP32 dims: [ 1, {WINDOW}, {WINDOW}, {WINDOW} ] }} ]
+output [ {{ name: "{OUTPUT}" data_type: TYPE_FP32 dims: [ {CLASSES}, {WINDOW}, {WINDOW}, {WINDOW} ] }} ]
+parameters {{ key: "spacing_mm" value: {{ string_value: "2.5,2.5,2.5" }} }}
+parameters {{ key: "hu_window" value: {{ string_value: "-200,300" }} }}
+parameters {{ key: "labels" value: {{ string_value: "background,liver,lesion" }} }}
+parameters {{ key: "output_activation" value: {{ string_value: "softmax" }} }}
+parameters {{ key: "axes" value: {{ string_value: "RAS" }} }}
+"""
+
+
+def tiny_onnx(window: int = WINDOW, seed: int = 0) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    weight = rng.normal(0.0, 0.5, size=(CLASSES, 1, 3, 3, 3)).astype(np.float32)
+    bias = np.array([0.5, 0.0, -0.5], dtype=np.float32)
+    graph = helper.make_graph(
+        nodes=[
+            helper.make_node("Conv", [INPUT, "w", "b"], ["logits"], pads=[1] * 6, kernel_shape=[3, 3, 3]),
+            helper.make_node("Softmax", ["logits"], [OUTPUT], axis=1),
+        ],
+        name="tiny_segmentation",
+        inputs=[helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["N", 1, window, window, window])],
+        outputs=[helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["N", CLASSES, window, window, window])],
+        initializer=[numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8  # readable by older onnxruntime builds too
+    onnx.checker.check_model(model)
+    return model
+
+
+def write_tiny_repository(root: Path | str, name: str = NAME, version: int = 1, config: str = CONFIG) -> Path:
+    """Write <root>/<name>/{config.pbtxt, <version>/model.onnx}; returns root."""
+    root = Path(root)
+    model_dir = root / name
+    (model_dir / str(version)).mkdir(parents=True, exist_ok=True)
+    (model_dir / "config.pbtxt").write_text(config.replace(f'name: "{NAME}"', f'name: "{name}"'))
+    onnx.save(tiny_onnx(), str(model_dir / str(version) / "model.onnx"))
+    return root
