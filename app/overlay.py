@@ -44,12 +44,23 @@ def _panel(rgb: np.ndarray, px_w: float, px_h: float, title: str) -> Image.Image
     return canvas
 
 
+def centre_of(labels: np.ndarray) -> tuple[int, int, int]:
+    """Centre of mass of the labelled voxels (the volume's centre when there are none), cheaply."""
+    organ = labels > 0
+    centre = []
+    for axis in range(3):
+        profile = organ.sum(axis=tuple(a for a in range(3) if a != axis), dtype=np.int64)
+        total = int(profile.sum())
+        if total == 0:
+            return (labels.shape[0] // 2, labels.shape[1] // 2, labels.shape[2] // 2)
+        centre.append(round(float((profile * np.arange(len(profile))).sum()) / total))
+    return (centre[0], centre[1], centre[2])
+
+
 def render(ct_ras: np.ndarray, labels_ras: np.ndarray, spacing_ras: tuple[float, float, float],
            title: str = "") -> bytes:
     """PNG bytes of three orthogonal slices through the liver's centre (or the volume's centre)."""
-    organ = np.argwhere(labels_ras > 0)
-    centre = organ.mean(axis=0).round().astype(int) if len(organ) else np.asarray(ct_ras.shape) // 2
-    i, j, k = (int(c) for c in centre)
+    i, j, k = centre_of(labels_ras)
     sx, sy, sz = spacing_ras
     # Axial (k): rows = anterior->posterior, cols = patient right->left (RAS x decreasing).
     axial = _blend(ct_ras[:, :, k], labels_ras[:, :, k]).transpose(1, 0, 2)[::-1, ::-1]

@@ -34,7 +34,8 @@ def keep_largest_organ(labels: np.ndarray) -> np.ndarray:
 
 def label_counts(labels: np.ndarray, n_labels: int) -> list[int]:
     """Voxel count of each label 0..n_labels-1."""
-    return [int(c) for c in np.bincount(labels.ravel(), minlength=n_labels)[:n_labels]]
+    # count_nonzero per label avoids bincount's int64 copy of the whole (input-sized) volume.
+    return [int(np.count_nonzero(labels == k)) for k in range(n_labels)]
 
 
 def volumes_ml(counts: list[int], spacing_mm: tuple[float, float, float]) -> list[float]:
