@@ -6,22 +6,21 @@ from collections.abc import Mapping, Sequence
 
 
 def topological_order(nodes: Sequence[str], upstream: Mapping[str, Sequence[str]]) -> list[str]:
-    """Kahn's algorithm, stable: among ready operators the one declared first runs first.
+    """Kahn's algorithm, stable: whenever several operators are ready, the one declared first runs next.
 
     ``upstream[n]`` lists the operators ``n`` reads from. Raises ValueError naming a cycle.
     """
     remaining = {n: {u for u in upstream.get(n, ()) if u in upstream or u in nodes} for n in nodes}
     order: list[str] = []
     while remaining:
-        ready = [n for n in nodes if n in remaining and not remaining[n]]
-        if not ready:
+        ready = next((n for n in nodes if n in remaining and not remaining[n]), None)
+        if ready is None:
             cycle = find_cycle(list(remaining), {n: sorted(d) for n, d in remaining.items()})
             raise ValueError("cycle: " + " -> ".join(cycle or list(remaining)))
-        for n in ready:
-            order.append(n)
-            del remaining[n]
+        order.append(ready)
+        del remaining[ready]
         for deps in remaining.values():
-            deps.difference_update(ready)
+            deps.discard(ready)
     return order
 
 

@@ -1,0 +1,159 @@
+"""The export operator: one summary (CSV and JSON) of every study the segmentation operator reported.
+
+Run as ``python -u -m app.export`` (the same image as the segmentation operator, another command).
+It reads each input entry (normally ``segmentation/segmentation``: the upstream operator's output),
+finds the study reports ``<stem>.json`` in it, and writes into its own output folder:
+
+- ``summary.csv`` — one row per study: input entry, study, shape, spacing, liver and lesion volume (mL);
+- ``summary.json`` — the same rows, the totals, and the input entries (name and path) it was given;
+- ``labels/<stem>_seg.nii.gz`` — the label maps next to the summary (``EXPORT_COPY_LABELS``, default on).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+log = logging.getLogger("app.export")
+
+CSV_FIELDS = ("entry", "study", "shape", "spacing_mm", "liver_volume_ml", "lesion_volume_ml", "segmentation")
+TRUE = ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class StudyRow:
+    entry: str
+    study: str
+    shape: list[int]
+    spacing_mm: list[float]
+    liver_volume_ml: float
+    lesion_volume_ml: float
+    segmentation: str  # path of the label map relative to the input entry ("" when missing)
+
+
+class ExportError(Exception):
+    """A problem that fails the export operator (message says what to do)."""
+
+
+def read_report(entry_name: str, entry_root: Path, path: Path) -> StudyRow | None:
+    """The row of one study report; None for JSON files that are not study reports."""
+    report = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(report, dict) or "liver_volume_ml" not in report:
+        return None
+    seg_name = (report.get("outputs") or {}).get("segmentation") or f"{path.stem}_seg.nii.gz"
+    seg = path.with_name(seg_name)
+    return StudyRow(
+        entry=entry_name,
+        study=path.stem,
+        shape=[int(n) for n in report.get("shape", [])],
+        spacing_mm=[float(s) for s in report.get("spacing_mm", [])],
+        liver_volume_ml=round(float(report["liver_volume_ml"]), 3),
+        lesion_volume_ml=round(float(report.get("lesion_volume_ml", 0.0)), 3),
+        segmentation=str(seg.relative_to(entry_root)) if seg.is_file() else "",
+    )
+
+
+def collect(entries: list[tuple[str, Path]]) -> tuple[list[StudyRow], list[str]]:
+    """Rows of every study report under the entries, and the reports that could not be read."""
+    rows: list[StudyRow] = []
+    bad: list[str] = []
+    for name, root in entries:
+        for path in sorted(root.rglob("*.json")):
+            if path.name.startswith("."):
+                continue
+            try:
+                row = read_report(name, root, path)
+            except (OSError, ValueError, TypeError) as exc:
+                log.error("%s: not a readable study report: %s", path, exc)
+                bad.append(str(path))
+                continue
+            if row is not None:
+                rows.append(row)
+    return rows, bad
+
+
+def summary_csv(rows: list[StudyRow]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        values = asdict(row)
+        values["shape"] = "x".join(map(str, row.shape))
+        values["spacing_mm"] = "x".join(f"{s:g}" for s in row.spacing_mm)
+        writer.writerow(values)
+    return out.getvalue()
+
+
+def summary_json(rows: list[StudyRow], entries: list[tuple[str, Path]], job: str, stage: str) -> str:
+    return json.dumps({
+        "job": job,
+        "operator": stage,
+        "inputs": [{"name": name, "path": str(path)} for name, path in entries],
+        "studies": [asdict(r) for r in rows],
+        "totals": {"studies": len(rows),
+                   "liver_volume_ml": round(sum(r.liver_volume_ml for r in rows), 3),
+                   "lesion_volume_ml": round(sum(r.lesion_volume_ml for r in rows), 3)},
+    }, indent=2) + "\n"
+
+
+def atomic_write(dest: Path, data: bytes) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def copy_labels(rows: list[StudyRow], entries: dict[str, Path], dest: Path) -> int:
+    """Copy each study's label map to ``dest`` (atomically: temp file, then rename)."""
+    copied = 0
+    for row in rows:
+        if not row.segmentation:
+            continue
+        src = entries[row.entry] / row.segmentation
+        target = dest / src.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        try:
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        copied += 1
+    return copied
+
+
+def export(entries: list[tuple[str, Path]], output: Path, job: str, stage: str, copy: bool = True) -> int:
+    """Write the summary of every study under ``entries`` into ``output``; returns the study count."""
+    for name, path in entries:
+        log.info("input entry %r -> %s", name, path)
+    rows, bad = collect(entries)
+    if not rows:
+        raise ExportError("no study reports (<stem>.json with liver_volume_ml) in the inputs "
+                          f"{', '.join(f'{n}:{p}' for n, p in entries)}; run the segmentation operator first")
+    atomic_write(output / "summary.csv", summary_csv(rows).encode())
+    atomic_write(output / "summary.json", summary_json(rows, entries, job, stage).encode())
+    if copy:
+        log.info("copied %d label map(s) to %s", copy_labels(rows, dict(entries), output / "labels"),
+                 output / "labels")
+    log.info("summary of %d studies: %s", len(rows), output / "summary.csv")
+    if bad:
+        raise ExportError(f"{len(bad)} report(s) could not be read: {', '.join(bad)}")
+    return len(rows)
+
+
+def copy_enabled(environ: dict[str, str] | os._Environ[str]) -> bool:
+    return environ.get("EXPORT_COPY_LABELS", "true").strip().lower() in TRUE

@@ -1,0 +1,236 @@
+"""Run a whole pipeline locally, wired as the platform wires it (``make run-pipeline``).
+
+``python -m kit.pipeline.run PIPELINE --input-dir DIR --output-dir DIR [--runtime auto|host|container]``
+Operators run one at a time in topological order. A failed operator stops its dependants; the others
+still run; the exit code is 1 naming the failed operator. A summary table ends every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from kit.pipeline import launch, wiring
+from kit.pipeline.graph import downstream_of
+from kit.pipeline.model import Pipeline, PipelineError, load_pipeline
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Result:
+    operator: str
+    status: str  # ok | failed | skipped
+    seconds: float = 0.0
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    runtime: str  # host | container (resolved)
+    engine: str | None
+    repo_image: str
+    python: Path
+    dockerfile: Path
+    log_dir: Path
+    job_name: str
+
+
+def log(message: str) -> None:
+    print(f"[odk] {message}", file=sys.stderr, flush=True)
+
+
+def image_exists(engine: str, image: str) -> bool:
+    return subprocess.run([engine, "image", "inspect", image], capture_output=True, check=False).returncode == 0
+
+
+def resolve_runtime(pipeline: Pipeline, runtime: str, engine: str | None, repo_image: str) -> str:
+    """auto: containers when an engine works and every image is there, else the host when every
+    operator is built from this repo. Raises PipelineError saying what to do otherwise."""
+    foreign = [f"{op.name} ({op.image})" for op in pipeline.operators if not launch.is_repo_image(op.image, repo_image)]
+    if runtime == "container" or (runtime == "auto" and engine):
+        missing = [f"{op.image}:{op.tag}" for op in pipeline.operators
+                   if not engine or not image_exists(engine, f"{op.image}:{op.tag}")]
+        if runtime == "container" and not engine:
+            raise PipelineError("RUNTIME=container needs a working container engine (docker or podman); "
+                                "start one, or use RUNTIME=host")
+        if not missing:
+            return "container"
+        if runtime == "container":
+            raise PipelineError(f"image(s) not found by {engine}: {', '.join(dict.fromkeys(missing))}; "
+                                "build them (make build) or use RUNTIME=host")
+    if foreign:
+        raise PipelineError(f"operator(s) {', '.join(foreign)} are not built from this repo (IMAGE="
+                            f"{repo_image}), so they can only run as containers: build or pull their images "
+                            "and use a working container engine")
+    return "host"
+
+
+def local_triton() -> wiring.Triton:
+    """NVIDIA_TRITON_GRPCURI/HTTPURI from the environment, else the Triton that `make triton` started."""
+    grpc = os.environ.get("NVIDIA_TRITON_GRPCURI") or None
+    http = os.environ.get("NVIDIA_TRITON_HTTPURI") or None
+    models: tuple[str, ...] = ()
+    try:
+        from kit.triton.state import default_run_dir, read_state
+
+        state = read_state(default_run_dir())
+    except (ImportError, OSError, ValueError):
+        state = None
+    if state is not None:
+        grpc = grpc or state.grpc_url
+        http = http or f"{state.host}:{state.http_port}"
+        models = tuple(name for name, _ in state.model_versions())
+    return wiring.Triton(grpc=grpc, http=http, models=models)
+
+
+def fresh(folder: Path, output_root: Path) -> None:
+    """Empty an output folder as the platform hands out empty ones (only ever under OUTPUT_DIR)."""
+    folder = folder.resolve()
+    if output_root.resolve() not in folder.parents:
+        raise PipelineError(f"refusing to clear {folder}: not under {output_root}")
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+
+
+def command_for(p: wiring.Plan, env: dict[str, str], s: Settings, run_id: str) -> tuple[list[str], dict[str, str]]:
+    op = p.operator
+    image = f"{op.image}:{op.tag}"
+    if s.runtime == "container":
+        assert s.engine
+        user = f"{os.getuid()}:{os.getgid()}" if hasattr(os, "getuid") else None
+        argv = launch.container_argv(s.engine, image, op.command, p, env, f"odk-{op.name}-{run_id}", user)
+        return argv, dict(os.environ)
+    defaults = launch.dockerfile_defaults(s.dockerfile) if s.dockerfile.is_file() else launch.ImageDefaults()
+    argv = launch.host_argv(launch.effective_argv(defaults, op.command), s.python)
+    return argv, {**os.environ, **env}
+
+
+def run_operator(p: wiring.Plan, env: dict[str, str], s: Settings, run_id: str) -> tuple[int, str]:
+    """Run one operator, its output streamed with an ``[op]`` prefix and kept in LOG_DIR/<op>.log."""
+    argv, full_env = command_for(p, env, s, run_id)
+    log_path = s.log_dir / f"{p.operator.name}.log"
+    log(f"{p.operator.name}: {launch.shown(argv)}")
+    last = ""
+    with log_path.open("w", encoding="utf-8") as log_file:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, errors="replace", bufsize=1)
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log_file.write(line)
+                print(f"[{p.operator.name}] {line}", end="", flush=True)
+                last = line.strip() or last
+            return proc.wait(), last
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                if s.runtime == "container" and s.engine:
+                    subprocess.run([s.engine, "rm", "-f", f"odk-{p.operator.name}-{run_id}"],
+                                   capture_output=True, check=False)
+
+
+def run_pipeline(pipeline: Pipeline, input_dir: Path, output_dir: Path, s: Settings) -> list[Result]:
+    if not input_dir.is_dir():
+        raise PipelineError(f"INPUT_DIR={input_dir} is not a folder; put the input studies there")
+    triton = local_triton()
+    if not triton.grpc:
+        log("warning: no Triton address (NVIDIA_TRITON_GRPCURI unset and no `make triton` running); "
+            "operators that need Triton will fail")
+    for model in wiring.missing_models(pipeline, triton):
+        log(f"warning: model '{model}' is not served by the running Triton ({', '.join(triton.models)})")
+    order = pipeline.order()
+    plans = {name: wiring.plan(pipeline, pipeline.operator(name), input_dir, output_dir) for name in order}
+    s.log_dir.mkdir(parents=True, exist_ok=True)
+    run_id = uuid.uuid4().hex
+    upstream = pipeline.upstream()
+    results: dict[str, Result] = {}
+    for name in order:
+        if name in results:  # skipped because an upstream operator failed
+            continue
+        p = plans[name]
+        for entry in p.outputs:
+            fresh(entry.host, output_dir)
+        env = wiring.operator_env(p, s.runtime == "host", run_id, s.job_name, triton)
+        start = time.monotonic()
+        try:
+            code, last = run_operator(p, env, s, run_id[:8])
+        except OSError as exc:
+            code, last = 127, f"cannot start: {exc}"
+        seconds = time.monotonic() - start
+        if code == 0:
+            results[name] = Result(name, "ok", seconds, ", ".join(str(e.host) for e in p.outputs))
+            continue
+        results[name] = Result(name, "failed", seconds, f"exit {code}: {last}"[:160])
+        for dependant in sorted(downstream_of(name, upstream), key=order.index):
+            results.setdefault(dependant, Result(dependant, "skipped", 0.0, f"'{name}' failed"))
+    return [results[name] for name in order]
+
+
+def summary(results: list[Result]) -> str:
+    width = max(len("operator"), *(len(r.operator) for r in results))
+    lines = [f"{'operator':<{width}}  {'status':<8}  {'time':>8}  detail"]
+    for r in results:
+        lines.append(f"{r.operator:<{width}}  {r.status:<8}  {r.seconds:>7.1f}s  {r.detail}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m kit.pipeline.run", description=__doc__.splitlines()[0])
+    ap.add_argument("pipeline", type=Path)
+    ap.add_argument("--input-dir", type=Path, default=Path("local/input"))
+    ap.add_argument("--output-dir", type=Path, default=Path("local/output"))
+    ap.add_argument("--runtime", choices=("auto", "host", "container"), default="auto")
+    ap.add_argument("--engine", default="", help="a working container engine (empty: none)")
+    ap.add_argument("--image", default=os.environ.get("IMAGE") or "clara/simple-operator",
+                    help="the image this repo builds (its operators can run on the host)")
+    ap.add_argument("--dockerfile", type=Path, default=ROOT / "Dockerfile",
+                    help="where the ENTRYPOINT/CMD of IMAGE are read for host runs")
+    ap.add_argument("--job-name", default=os.environ.get("JOB_NAME") or "local")
+    ap.add_argument("--log-dir", type=Path, default=Path(os.environ.get("ODK_RUN_DIR") or ROOT / ".run") / "pipeline")
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="override a pipeline parameter's default")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        overrides = dict(p.split("=", 1) for p in args.param)
+        pipeline = load_pipeline(args.pipeline, overrides)
+        runtime = resolve_runtime(pipeline, args.runtime, args.engine or None, args.image)
+        log(f"pipeline {pipeline.name} ({args.pipeline}): {' -> '.join(pipeline.order())}, runtime {runtime}")
+        settings = Settings(runtime=runtime, engine=args.engine or None, repo_image=args.image,
+                            python=Path(sys.executable), dockerfile=args.dockerfile,
+                            log_dir=args.log_dir.resolve(), job_name=args.job_name)
+        results = run_pipeline(pipeline, args.input_dir, args.output_dir, settings)
+    except (PipelineError, ValueError) as exc:
+        for problem in getattr(exc, "problems", ()):
+            print(problem)
+        print(f"[odk] error: {exc}", file=sys.stderr)
+        return 1
+    print(summary(results))
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        names = ", ".join(f"'{r.operator}' ({r.detail.split(':')[0]})" for r in failed)
+        log(f"error: operator {names} failed; logs in {settings.log_dir}")
+        return 1
+    log(f"pipeline done: outputs under {args.output_dir}/<operator>/<output-name>")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
