@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make real containers work on a machine with no Docker engine and no reachable registry:
-#   1. install podman + runc (+ debootstrap) from the Debian mirror,
+#   1. install podman + runc (+ debootstrap, and the CNI DNS plugin so that containers on a user-defined
+#      network such as odk-net reach each other by name) from the Debian mirror,
 #   2. configure podman for this kind of host (runc, cgroupfs, no default ulimits, file events log),
 #   3. create the base image python:3.11-slim-bookworm locally with debootstrap (no pull).
 # Idempotent: each step is skipped when already done, and the whole script returns in about a second
@@ -23,9 +24,16 @@ base_packages="python3,python3-venv,ca-certificates,libpython3.11"
 
 SECONDS=0
 
+# Name resolution on user-defined networks: netavark has it built in (aardvark-dns); CNI needs dnsname.
+has_dns_plugin() {
+    [[ "$(podman info --format '{{.Host.NetworkBackend}}' 2>/dev/null)" == netavark ]] \
+        || [[ -x /usr/lib/cni/dnsname || -x /usr/libexec/cni/dnsname || -x /opt/cni/bin/dnsname ]]
+}
+
 # podman runs a container from the base image: then there is nothing to do.
 podman_ready() {
     command -v podman >/dev/null 2>&1 \
+        && has_dns_plugin \
         && podman image exists "$base_image" 2>/dev/null \
         && podman run --rm --network none "$base_image" python3 -c 'import venv' >/dev/null 2>&1
 }
@@ -44,6 +52,9 @@ missing=()
 for cmd in podman runc debootstrap; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
 done
+if command -v podman >/dev/null 2>&1 && ! has_dns_plugin; then
+    missing+=(dnsname)
+fi
 if ((${#missing[@]})); then
     command -v apt-get >/dev/null 2>&1 \
         || die "need ${missing[*]} and there is no apt-get; install podman + runc with this system's package manager"
@@ -51,7 +62,8 @@ if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt_install() {
         apt-get install -y -q --no-install-recommends \
-            podman runc debootstrap uidmap slirp4netns fuse-overlayfs containernetworking-plugins >/dev/null
+            podman runc debootstrap uidmap slirp4netns fuse-overlayfs containernetworking-plugins \
+            golang-github-containernetworking-plugin-dnsname >/dev/null
     }
     if ! apt_install 2>/dev/null; then
         log "apt-get update"
@@ -89,6 +101,11 @@ EOF
     fi
 fi
 podman info >/dev/null 2>&1 || die "'podman info' still fails after set-up; run 'podman info' to see why"
+# A network made before the DNS plugin was there has no name resolution: drop it (make triton recreates it).
+if podman network exists odk-net 2>/dev/null \
+    && [[ "$(podman network inspect --format '{{.DNSEnabled}}' odk-net)" != true ]]; then
+    podman network rm odk-net >/dev/null && log "removed network odk-net (made without DNS); 'make triton' recreates it"
+fi
 
 # --- 3. base image, without any registry -----------------------------------------------------------
 debian_mirror() {
