@@ -92,16 +92,29 @@ def _linear_axis(vol: np.ndarray, axis: int, n_out: int) -> np.ndarray:
     return a
 
 
+def _fortran_like(vol: np.ndarray) -> bool:
+    """True when the first axis varies fastest in memory (NIfTI data as nibabel reads it)."""
+    strides = [abs(st) for st in vol.strides]
+    return strides[0] < strides[2]
+
+
 def resample_linear(vol: np.ndarray, out_shape: Shape3) -> np.ndarray:
     """Trilinear, extent-preserving resampling to ``out_shape`` (float32).
 
-    Axes are processed from the most shrinking first, so the intermediate arrays stay small.
+    Axes are processed from the most shrinking first (ties by axis number), so the intermediate arrays
+    stay small. The arithmetic does not depend on the memory layout: a Fortran-ordered volume is
+    processed through its transpose (fast, contiguous gathers) and comes back Fortran-ordered.
     """
-    order = sorted(range(3), key=lambda a: out_shape[a] / vol.shape[a])
+    order = sorted(range(3), key=lambda a: (out_shape[a] / vol.shape[a], a))
+    if _fortran_like(vol):
+        out = vol.T
+        for axis in order:
+            out = _linear_axis(out, 2 - axis, out_shape[axis])
+        return out.T.astype(np.float32, copy=False)
     out = vol
     for axis in order:
         out = _linear_axis(out, axis, out_shape[axis])
-    return np.ascontiguousarray(out, dtype=np.float32)
+    return out.astype(np.float32, copy=False)
 
 
 def nearest_indices(n_in: int, n_out: int) -> np.ndarray:
@@ -111,9 +124,21 @@ def nearest_indices(n_in: int, n_out: int) -> np.ndarray:
 
 
 def resample_nearest(vol: np.ndarray, out_shape: Shape3) -> np.ndarray:
-    """Nearest-neighbour, extent-preserving resampling (keeps dtype): for label maps."""
-    ix, iy, iz = (nearest_indices(vol.shape[a], out_shape[a]) for a in range(3))
-    return vol[np.ix_(ix, iy, iz)]
+    """Nearest-neighbour, extent-preserving resampling (keeps dtype): for label maps.
+
+    Nearest indices are monotonic, so each axis is a ``repeat`` (upsampling) or a ``take`` (downsampling).
+    """
+    transposed = _fortran_like(vol)
+    out = vol.T if transposed else vol
+    for axis in range(3):
+        ax = 2 - axis if transposed else axis
+        n_in, n_out = vol.shape[axis], out_shape[axis]
+        if n_in == n_out:
+            continue
+        idx = nearest_indices(n_in, n_out)
+        out = (np.repeat(out, np.bincount(idx, minlength=n_in), axis=ax) if n_out > n_in
+               else np.take(out, idx, axis=ax))
+    return out.T if transposed else out
 
 
 def hu_window(vol: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -152,4 +177,5 @@ def inverse_labels(labels: np.ndarray, geom: Geometry) -> np.ndarray:
     if labels.shape != geom.model_shape:
         raise ValueError(f"label map shape {labels.shape} is not the model grid {geom.model_shape}")
     canon = resample_nearest(labels, geom.canonical_shape)
-    return np.ascontiguousarray(from_canonical(canon, geom.ornt))
+    # Fortran order: how NIfTI stores voxels, so writing needs no reordering copy.
+    return np.asfortranarray(from_canonical(canon, geom.ornt))

@@ -122,3 +122,14 @@ def test_configuration_overrides():
                     "ODK_LARGEST_COMPONENT": "0"})
     assert cfg.spacing_mm == (2.0, 2.0, 3.0) and cfg.hu_window == (-100.0, 200.0)
     assert cfg.transport == "grpc" and not cfg.largest_component
+
+
+def test_resampling_does_not_depend_on_memory_layout():
+    vol = np.random.default_rng(5).normal(size=(47, 38, 21)).astype(np.float32)
+    c = transforms.resample_linear(vol, (20, 19, 30))
+    f = transforms.resample_linear(np.asfortranarray(vol), (20, 19, 30))
+    assert np.array_equal(c, f)
+    labels = (vol > 0).astype(np.uint8)
+    for shape in [(100, 80, 21), (20, 19, 30)]:
+        assert np.array_equal(transforms.resample_nearest(labels, shape),
+                              transforms.resample_nearest(np.asfortranarray(labels), shape))
