@@ -21,7 +21,12 @@ TRITON_GPUS="${TRITON_GPUS:-all}"                 # all | none | a --gpus value 
 TRITON_CONTAINER="${TRITON_CONTAINER:-odk-triton}"
 TRITON_NETWORK="${TRITON_NETWORK-odk-net}"        # empty: the engine's default network
 TRITON_SHM_SIZE="${TRITON_SHM_SIZE:-1g}"
-TRITON_ULIMITS="${TRITON_ULIMITS-memlock=-1 stack=67108864}"
+# NVIDIA's recommended ulimits for the GPU image; a CPU image (TRITON_GPUS=none) runs with the engine's.
+if [[ "$TRITON_GPUS" == "none" ]]; then
+    TRITON_ULIMITS="${TRITON_ULIMITS-}"
+else
+    TRITON_ULIMITS="${TRITON_ULIMITS-memlock=-1 stack=67108864}"
+fi
 TRITON_ALLOW_CLIENT_SHM="${TRITON_ALLOW_CLIENT_SHM:-auto}"  # auto (from the image tag) | true | false
 TRITON_ADDRESS="${TRITON_ADDRESS:-0.0.0.0}"       # embedded: address the server listens on
 TRITON_RUN_DIR="$ODK_RUN_DIR/triton"

@@ -27,9 +27,19 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
 
 def free_port() -> int:
     """A port the kernel considers free right now (for tests and throwaway servers)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports the kernel considers free right now (for tests and throwaway servers)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("0.0.0.0", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:

@@ -1,0 +1,59 @@
+"""Session-wide fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_MODEL = "segmentation_liver_v1"
+
+
+@dataclasses.dataclass(frozen=True)
+class TritonServer:
+    """A running embedded Triton: what tests need to talk to it."""
+
+    grpc_url: str  # "127.0.0.1:<port>" for tritonclient.grpc
+    http_url: str  # "http://127.0.0.1:<port>"
+    metrics_url: str
+    models_dir: Path
+    run_dir: Path
+    pid: int
+    model_name: str = DEMO_MODEL
+
+
+@pytest.fixture(scope="session")
+def triton_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """local/models when the demo model is there, else a tiny model repository with the same contract."""
+    real = ROOT / "local" / "models"
+    if (real / DEMO_MODEL / "1" / "model.onnx").is_file():
+        return real
+    from kit.triton.tiny_model import write_tiny_repository
+
+    return write_tiny_repository(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def triton_server(triton_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    """ONE real embedded Triton for the test session, on free ports; always stopped at the end."""
+    from kit.triton.embedded import start, stop
+    from kit.triton.readiness import free_ports
+    from kit.triton.server import Ports
+
+    run_dir = tmp_path_factory.mktemp("triton-run")
+    http, grpc, metrics = free_ports(3)
+    try:
+        handle = start(triton_models_dir, Ports(http, grpc, metrics), run_dir, timeout=180)
+        yield TritonServer(
+            grpc_url=handle.grpc_url,
+            http_url=handle.http_url,
+            metrics_url=f"http://127.0.0.1:{metrics}/metrics",
+            models_dir=triton_models_dir,
+            run_dir=run_dir,
+            pid=handle.pid,
+        )
+    finally:
+        stop(run_dir)
