@@ -44,7 +44,14 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if denom == 0 else float(2.0 * np.logical_and(a, b).sum() / denom)
 
 
-def shm_regions() -> set[str]:
-    """The operator's shared-memory regions currently present on this host."""
+def orphaned_shm_regions() -> set[str]:
+    """The operator's shared-memory regions (``odk_<pid>_...``) whose process no longer runs."""
     shm = Path("/dev/shm")
-    return {p.name for p in shm.iterdir() if p.name.startswith("odk_")} if shm.is_dir() else set()
+    if not shm.is_dir():
+        return set()
+    orphans = set()
+    for p in shm.iterdir():
+        parts = p.name.split("_")
+        if len(parts) >= 3 and parts[0] == "odk" and parts[1].isdigit() and not Path(f"/proc/{parts[1]}").exists():
+            orphans.add(p.name)
+    return orphans

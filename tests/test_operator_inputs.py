@@ -9,7 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from operator_helpers import run_operator, shm_regions
+from operator_helpers import orphaned_shm_regions, run_operator
 
 
 def _volume(shape=(64, 64, 24), dtype=np.int16) -> np.ndarray:
@@ -58,7 +58,7 @@ BAD = {
 
 
 def test_bad_inputs_are_isolated(triton_server, bad_inputs, tmp_path):
-    before = shm_regions()
+    before = orphaned_shm_regions()
     out = tmp_path / "out"
     proc = run_operator(bad_inputs, out, triton_server.grpc_url)
     log = proc.stdout
@@ -80,7 +80,7 @@ def test_bad_inputs_are_isolated(triton_server, bad_inputs, tmp_path):
     assert "skipping" in log and "notes.txt" in log
     assert not [p for p in out.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
     assert "Traceback" not in log
-    assert shm_regions() == before
+    assert orphaned_shm_regions() == before
 
 
 def test_empty_input_folder_fails_clearly(triton_server, tmp_path):
