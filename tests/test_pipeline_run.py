@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -147,3 +149,45 @@ def test_make_run_pipeline_errors_are_one_line() -> None:
         assert proc.returncode != 0
         ours = [line for line in proc.stderr.splitlines() if not line.startswith("make:")]
         assert len(ours) == 1 and fragment in ours[0], proc.stderr
+
+
+def container_engine() -> str | None:
+    proc = subprocess.run(["bash", "-c", 'source scripts/lib.sh && detect_engine'], cwd=ROOT, capture_output=True,
+                          text=True, check=False, timeout=120)
+    return proc.stdout.strip() or None
+
+
+@pytest.fixture(scope="module")
+def probe_image(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    engine = container_engine()
+    if engine is None:
+        if os.environ.get("ODK_REQUIRE_CONTAINERS") == "1":
+            pytest.fail("ODK_REQUIRE_CONTAINERS=1 but no container engine works")
+        pytest.skip("no working container engine")
+    ref = "localhost/odk-pipeline-probe:test"
+    context = tmp_path_factory.mktemp("probe-image")
+    for src in [RUN / "probe.py", *(ROOT / "lib").glob("*.whl")]:
+        shutil.copy2(src, context / src.name)
+    proc = subprocess.run([engine, "build", "-t", ref, "-f", str(RUN / "Dockerfile.probe"), str(context)],
+                          capture_output=True, text=True, check=False, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return engine, ref
+
+
+@pytest.mark.container
+def test_chain_in_containers_sees_its_declared_paths(probe_image: tuple[str, str], tmp_path: Path) -> None:
+    engine, ref = probe_image
+    image, tag = ref.rsplit(":", 1)
+    proc = run_chain(tmp_path, "--runtime", "container", "--engine", engine, "--param", f"IMAGE={image}",
+                     "--param", f"TAG={tag}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "runtime container" in proc.stderr
+    a, c = seen(tmp_path, "a/out"), seen(tmp_path, "c/final")
+    assert a["inputs"] == {"payload": "/input"}
+    assert a["outputs"] == {"a/out": "/output", "a/extra": "/extra"}
+    assert c["inputs"] == {"b": "/in-b", "a/extra": "/in-extra", "payload": "/payload"}
+    assert c["files"]["b"] == ["seen.json", "study.txt"]
+    assert a["variables"]["PROBE_GREETING"] == "hello" and c["stage"] == "c"
+    leftover = subprocess.run([engine, "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True,
+                              check=False).stdout
+    assert "odk-a-" not in leftover and "odk-c-" not in leftover

@@ -114,6 +114,18 @@ def command_for(p: wiring.Plan, env: dict[str, str], s: Settings, run_id: str) -
     return argv, {**os.environ, **env}
 
 
+def entrypoint_warnings(pipeline: Pipeline, s: Settings) -> list[str]:
+    """A `command` given to an image with an ENTRYPOINT is passed to it as arguments (as on the platform)."""
+    if not s.dockerfile.is_file():
+        return []
+    entrypoint = launch.dockerfile_defaults(s.dockerfile).entrypoint
+    return [f"operator '{op.name}': {s.dockerfile.name} has ENTRYPOINT {list(entrypoint)}, so its command "
+            f"{list(op.command)} is passed to it as arguments (use CMD in the Dockerfile to let pipelines "
+            "replace the command)"
+            for op in pipeline.operators
+            if entrypoint and op.command and launch.is_repo_image(op.image, s.repo_image)]
+
+
 def run_operator(p: wiring.Plan, env: dict[str, str], s: Settings, run_id: str) -> tuple[int, str]:
     """Run one operator, its output streamed with an ``[op]`` prefix and kept in LOG_DIR/<op>.log."""
     argv, full_env = command_for(p, env, s, run_id)
@@ -152,6 +164,8 @@ def run_pipeline(pipeline: Pipeline, input_dir: Path, output_dir: Path, s: Setti
             "operators that need Triton will fail")
     for model in wiring.missing_models(pipeline, triton):
         log(f"warning: model '{model}' is not served by the running Triton ({', '.join(triton.models)})")
+    for warning in entrypoint_warnings(pipeline, s):
+        log(f"warning: {warning}")
     order = pipeline.order()
     plans = {name: wiring.plan(pipeline, pipeline.operator(name), input_dir, output_dir) for name in order}
     s.log_dir.mkdir(parents=True, exist_ok=True)
