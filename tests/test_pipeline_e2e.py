@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,11 +12,19 @@ from pathlib import Path
 import nibabel as nib
 import pytest
 
+from kit.pipeline import launch
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = sorted((ROOT / "local" / "input").glob("*.nii*"))
+# On the platform (and in `make run-pipeline`), an operator's `command` is passed to the image's ENTRYPOINT
+# as arguments; the export operator's own command only runs when the image declares CMD instead.
+ENTRYPOINT = launch.dockerfile_defaults(ROOT / "Dockerfile").entrypoint if (ROOT / "Dockerfile").is_file() else ()
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(bool(ENTRYPOINT), strict=True,
+                   reason=f"Dockerfile ENTRYPOINT {list(ENTRYPOINT)} turns the export operator's command into "
+                          "arguments of the segmentation entry point; declare CMD instead")
 @pytest.mark.skipif(not SAMPLES, reason="no sample study in local/input (make phantoms)")
 def test_two_operator_pipeline_on_the_sample(triton_server, tmp_path: Path) -> None:
     out = tmp_path / "out"
@@ -48,5 +57,5 @@ def test_two_operator_pipeline_on_the_sample(triton_server, tmp_path: Path) -> N
     csv_rows = (out / "export" / "summary" / "summary.csv").read_text().splitlines()
     assert csv_rows[0].startswith("entry,study,shape") and len(csv_rows) == 1 + len(stems)
     assert "input entry 'segmentation/segmentation'" in proc.stdout
-    table = proc.stdout[proc.stdout.index("operator "):].splitlines()
+    table = proc.stdout[re.search(r"^operator +status", proc.stdout, re.MULTILINE).start():].splitlines()
     assert [row.split()[:2] for row in table[1:]] == [["segmentation", "ok"], ["export", "ok"]]
