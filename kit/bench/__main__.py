@@ -1,0 +1,169 @@
+"""python -m kit.bench: the operator (shm, gRPC) vs. the limit vs. MONAI on phantom CTs; table + JSON."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+from app.config import ConfigError, from_env
+from app.sliding import window_starts
+from app.transforms import canonical_ornt, canonical_spacing, resampled_shape, voxel_spacing
+from kit.bench import report
+from kit.bench.measure import BenchError
+from kit.bench.model import BenchModel, load_model
+from kit.bench.runners import ROOT, Job, run_operator, run_worker
+from kit.bench.serving import embedded_triton
+from kit.bench.transport import round_trips
+from kit.bench.volumes import SIZES, phantom_study
+from kit.triton.embedded import StartError
+
+log = logging.getLogger("kit.bench")
+
+
+def _windows(study: Path, model: BenchModel) -> int:
+    import nibabel as nib
+
+    img = nib.load(study)
+    ornt = canonical_ornt(img.affine)
+    shape = [0, 0, 0]
+    for stored_axis, (canon_axis, _flip) in enumerate(ornt):
+        shape[int(canon_axis)] = int(img.shape[stored_axis])
+    spacing = canonical_spacing(voxel_spacing(img.affine), ornt)
+    m_shape = resampled_shape((shape[0], shape[1], shape[2]), spacing, model.spacing_mm)
+    padded = tuple(max(s, r) for s, r in zip(m_shape, model.roi, strict=True))
+    return len(window_starts(padded, model.roi, from_env().overlap))
+
+
+def _profile_head(path: Path, lines: int = 60) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[:lines]) if path.is_file() else ""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m kit.bench", description=__doc__)
+    p.add_argument("--sizes", default="small,ct", help=f"comma-separated, of {', '.join(SIZES)}")
+    p.add_argument("--repeats", type=int, default=3, help="operator and limit runs per study (median)")
+    p.add_argument("--monai-repeats", type=int, default=3, help="MONAI runs per study (0: skip the peer)")
+    p.add_argument("--transport-repeats", type=int, default=10)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--model-dir", type=Path, default=ROOT / "local/models/segmentation_liver_v1")
+    p.add_argument("--cache", type=Path, default=ROOT / ".cache/bench")
+    p.add_argument("--out", type=Path, default=ROOT / ".run/bench")
+    p.add_argument("--no-profile", action="store_true", help="skip the pyinstrument run of the operator")
+    return p.parse_args(argv)
+
+
+def bench(args: argparse.Namespace) -> dict:
+    model = load_model(args.model_dir)
+    cfg = from_env()
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    work = args.out / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    sizes = [SIZES[s.strip()] for s in args.sizes.split(",") if s.strip()]
+    result: dict = {"timestamp": stamp, "machine": report.machine(),
+                    "model": {"name": model.name, "onnx": str(model.onnx_file), "roi": model.roi,
+                              "spacing_mm": model.spacing_mm, "hu_window": model.hu_window,
+                              "max_batch_size": model.max_batch_size},
+                    "settings": {"overlap": cfg.overlap, "blend": cfg.blend,
+                                 "batch_size": cfg.batch_size or model.max_batch_size,
+                                 "largest_component": cfg.largest_component, "repeats": args.repeats,
+                                 "monai_repeats": args.monai_repeats},
+                    "studies": {}}
+    jobs: dict[str, Job] = {}
+    for size in sizes:
+        log.info("phantom %s %s at %s mm (cached in %s)", size.name, size.shape, size.spacing, args.cache)
+        path = phantom_study(args.cache, size, args.seed)
+        jobs[size.name] = Job(study=path, model=model, cfg=cfg, work=work / size.name)
+        result["studies"][size.name] = {"file": str(path), "file_mb": round(path.stat().st_size / 2**20, 1),
+                                        "shape": list(size.shape), "spacing_mm": list(size.spacing),
+                                        "float32_mb": round(size.float32_mb, 1), "windows": _windows(path, model)}
+
+    log.info("starting the embedded Triton (%s + the no-compute transport model)", model.name)
+    with embedded_triton(model, work) as triton:
+        url = triton.grpc_url
+        shm = round_trips(url, model, "shm", args.transport_repeats)
+        grpc = round_trips(url, model, "grpc", args.transport_repeats)
+        speedup = round(grpc.round_trip_s / shm.round_trip_s, 2)
+        result["transport"] = {"shm": shm.as_dict(), "grpc": grpc.as_dict(), "shm_speedup_over_grpc": speedup,
+                               "target": report.check_targets({"shm_speedup_over_grpc": speedup})[
+                                   "shm_speedup_over_grpc"]}
+        log.info("transport: shm %.3f s, gRPC %.3f s per round trip (%.1fx)", shm.round_trip_s,
+                 grpc.round_trip_s, speedup)
+        largest = sizes[-1].name
+        profile = args.out / f"{stamp}-profile-operator-{largest}.txt"
+        if args.no_profile:
+            run_operator(jobs[largest], url, "shm", "warmup")
+        else:
+            log.info("profiling the operator on %s (pyinstrument; also warms Triton up)", largest)
+            run_operator(jobs[largest], url, "shm", "profile", profile_to=profile)
+            result["profile"] = str(profile)
+        for name, job in jobs.items():
+            runs: dict[str, list[dict]] = {"shm": [], "grpc": []}
+            for i in range(args.repeats):
+                for transport in ("shm", "grpc"):  # interleaved, so background noise hits both alike
+                    r = run_operator(job, url, transport, f"{transport}-{i}")
+                    log.info("%s operator %s run %d: total %.2f s, wall %.2f s, RSS %.0f MB", name, transport, i,
+                             r["timings_s"]["total"], r["wall_s"], r["peak_rss_mb"])
+                    runs[transport].append(r)
+            for transport, rs in runs.items():
+                result["studies"][name][f"operator_{transport}"] = {"summary": report.summarise(rs), "runs": rs}
+    log.info("embedded Triton stopped; now the limit and the peer")
+    for name, job in jobs.items():
+        study = result["studies"][name]
+        runs_l = []
+        for i in range(args.repeats):
+            runs_l.append(run_worker(job, "kit.bench.limit", f"limit-{i}"))
+            log.info("%s limit run %d: total %.2f s, wall %.2f s", name, i, runs_l[-1]["timings_s"]["total"],
+                     runs_l[-1]["wall_s"])
+        study["limit"] = {"summary": report.summarise(runs_l), "runs": runs_l,
+                          "read_variants_s": report.median_stages([r["read_variants_s"] for r in runs_l]),
+                          "encode_variants_s": report.median_stages([r["encode_variants_s"] for r in runs_l])}
+        if args.monai_repeats > 0:
+            runs_m = []
+            for i in range(args.monai_repeats):
+                runs_m.append(run_worker(job, "kit.bench.peer", f"monai-{i}"))
+                log.info("%s MONAI run %d: total %.2f s, wall %.2f s", name, i, runs_m[-1]["timings_s"]["total"],
+                         runs_m[-1]["wall_s"])
+            study["monai"] = {"summary": report.summarise(runs_m), "runs": runs_m}
+        study["ratios"] = report.study_ratios(study)
+        study["targets"] = report.check_targets(study["ratios"])
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="[bench] %(message)s")
+    args = parse_args(argv)
+    try:
+        result = bench(args)
+    except (BenchError, StartError, ConfigError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        head, _, detail = (str(exc) or type(exc).__name__).partition("\n")
+        if detail:
+            print(detail, file=sys.stderr)
+        print(f"[odk] error: bench failed: {head}", file=sys.stderr)
+        log.debug("details", exc_info=True)
+        return 1
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{result['timestamp']}.json"
+    text = json.dumps(result, indent=2) + "\n"
+    path.write_text(text)
+    (args.out / "latest.json").write_text(text)
+    m = result["machine"]
+    print(f"\nmachine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']:.0f} GiB RAM; model {result['model']['name']}, "
+          f"overlap {result['settings']['overlap']}, blend {result['settings']['blend']}, batch "
+          f"{result['settings']['batch_size']}\n")
+    print(report.table(result))
+    if result.get("profile"):
+        print(f"\noperator profile (pyinstrument): {result['profile']}")
+    print(f"results: {path} (also {args.out / 'latest.json'})\n")
+    print("ratios (work = read+preprocess+inference+postprocess+write, medians; wall = process start to exit):")
+    for line in report.verdict_lines(result):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

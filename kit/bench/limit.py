@@ -1,0 +1,140 @@
+"""The limit: the operator's job with nothing between it and the machine.
+
+The same preprocessing (app.transforms), the same window grid and batches (app.sliding) run straight
+through onnxruntime in this process (no Triton, no transport), the same post-processing, and the
+fastest gzip decoder/encoder available for reading the study and writing the label map.
+
+    python -m kit.bench.limit --input CT.nii.gz --model-dir local/models/<name> --out-dir DIR --json FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from isal import igzip
+
+from app import postprocess, transforms
+from app.niftiio import Volume, label_image
+from app.sliding import sliding_window
+from kit.bench.model import load_model, ort_session
+
+
+def _timed(fn: Callable[[], object]) -> tuple[object, float]:
+    t0 = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - t0
+
+
+def _from_bytes(raw: bytes) -> Volume:
+    img = nib.Nifti1Image.from_bytes(raw)
+    data = np.asanyarray(img.dataobj)
+    return Volume(data=data.reshape(data.shape[:3]), affine=img.affine, header=img.header, klass=type(img))
+
+
+def _nibabel_load(path: Path) -> Volume:
+    img = nib.load(path)
+    data = np.asanyarray(img.dataobj)
+    return Volume(data=data.reshape(data.shape[:3]), affine=img.affine, header=img.header, klass=type(img))
+
+
+READERS: dict[str, Callable[[Path], Volume]] = {
+    "isal": lambda p: _from_bytes(igzip.decompress(p.read_bytes())),
+    "zlib": lambda p: _from_bytes(gzip.decompress(p.read_bytes())),
+    "nibabel": _nibabel_load,
+}
+ENCODERS: dict[str, Callable[[bytes], bytes]] = {
+    "isal": lambda raw: igzip.compress(raw, compresslevel=1, mtime=0),
+    "zlib": lambda raw: gzip.compress(raw, compresslevel=1, mtime=0),
+}
+
+
+def read_fastest(path: Path) -> tuple[Volume, dict[str, float]]:
+    """Read the study with every decoder; keep the last volume, return each decoder's time."""
+    times: dict[str, float] = {}
+    vol: Volume | None = None
+    for name, reader in READERS.items():
+        vol = None  # free the previous copy before the next read
+        vol, times[name] = _timed(lambda r=reader: r(path))  # type: ignore[assignment]
+    assert vol is not None
+    return vol, times
+
+
+def write_fastest(dest: Path, labels: np.ndarray, ref: Volume) -> tuple[float, dict[str, float]]:
+    """Serialise once, compress with every encoder; the fastest encoder's bytes are written."""
+    raw, t_serialise = _timed(lambda: label_image(labels, ref).to_bytes())
+    times: dict[str, float] = {}
+    best: tuple[float, bytes] | None = None
+    for name, encode in ENCODERS.items():
+        packed, times[name] = _timed(lambda e=encode: e(raw))
+        if best is None or times[name] < best[0]:
+            best = (times[name], packed)  # type: ignore[assignment]
+    assert best is not None
+    _, t_file = _timed(lambda: dest.write_bytes(best[1]))
+    return t_serialise + best[0] + t_file, times
+
+
+def run(src: Path, model_dir: Path, out_dir: Path, overlap: float, blend: str, batch_size: int,
+        largest_component: bool) -> dict:
+    model = load_model(model_dir)
+    session, t_session = _timed(lambda: ort_session(model.onnx_file))
+    out_name = model.output_name
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return session.run([out_name], {model.input_name: batch})[0]  # type: ignore[union-attr]
+
+    batch = min(batch_size or model.max_batch_size, model.max_batch_size)
+    # Warm the session up (first-run allocations), as the long-running Triton is warm for the operator.
+    _, t_warmup = _timed(lambda: predict(np.zeros((batch, 1, *model.roi), np.float32)))
+    stages: dict[str, float] = {}
+    vol, read_times = read_fastest(src)
+    stages["read"] = min(read_times.values())
+    t0 = time.perf_counter()
+    model_vol, geom = transforms.forward(vol.data, vol.affine, model.spacing_mm, model.hu_window)
+    stages["preprocess"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    scores = sliding_window(model_vol, predict, roi=model.roi, overlap=overlap, batch_size=batch, blend=blend)
+    stages["inference"] = time.perf_counter() - t0
+    del model_vol
+    t0 = time.perf_counter()
+    labels = postprocess.argmax_labels(scores)
+    del scores
+    if largest_component:
+        labels = postprocess.keep_largest_organ(labels)
+    labels = transforms.inverse_labels(labels, geom)
+    stages["postprocess"] = time.perf_counter() - t0
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = src.name.removesuffix(".gz").removesuffix(".nii")
+    stages["write"], write_times = write_fastest(out_dir / f"{name}_seg.nii.gz", labels, vol)
+    stages["total"] = sum(stages.values())
+    return {"timings_s": {k: round(v, 4) for k, v in stages.items()},
+            "read_variants_s": {k: round(v, 4) for k, v in read_times.items()},
+            "encode_variants_s": {k: round(v, 4) for k, v in write_times.items()},
+            "session_s": round(t_session, 4), "warmup_s": round(t_warmup, 4), "batch_size": batch,
+            "labels_voxels": [int(c) for c in np.bincount(labels.ravel(), minlength=3)]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m kit.bench.limit", description=__doc__)
+    p.add_argument("--input", type=Path, required=True)
+    p.add_argument("--model-dir", type=Path, required=True)
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument("--json", type=Path, required=True)
+    p.add_argument("--overlap", type=float, default=0.25)
+    p.add_argument("--blend", default="gaussian")
+    p.add_argument("--batch-size", type=int, default=0)
+    p.add_argument("--largest-component", type=int, default=1)
+    a = p.parse_args(argv)
+    result = run(a.input, a.model_dir, a.out_dir, a.overlap, a.blend, a.batch_size, bool(a.largest_component))
+    a.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

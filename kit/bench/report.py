@@ -1,0 +1,136 @@
+"""Summaries, ratios, targets and the printed table of a bench run."""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+
+from kit.bench.measure import median, median_stages
+
+STAGES = ("read", "preprocess", "inference", "postprocess", "write")
+TARGETS = {
+    "operator_shm/limit": 1.25,  # at most
+    "operator_shm/monai": 0.5,  # at most
+    "peak_rss/float32_input": 3.0,  # at most
+    "shm_speedup_over_grpc": 5.0,  # at least
+}
+
+
+def work_s(timings: dict[str, float]) -> float:
+    """The five stages every contender does (the operator's QA overlay is not one of them)."""
+    return sum(timings.get(s, 0.0) for s in STAGES)
+
+
+def summarise(runs: Sequence[dict]) -> dict:
+    """Median over runs of every stage, the work sum, the wall time (less any overlay) and peak RSS."""
+    timings = median_stages([r["timings_s"] for r in runs])
+    walls = [r["wall_s"] - r["timings_s"].get("overlay", 0.0) for r in runs]
+    return {"runs": len(runs), "timings_s": timings, "work_s": round(median([work_s(r["timings_s"]) for r in runs]), 4),
+            "wall_s": round(median(walls), 4), "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs), 1)}
+
+
+def ratio(a: float, b: float) -> float:
+    return round(a / b, 3) if b else float("nan")
+
+
+def study_ratios(study: dict) -> dict:
+    out: dict[str, float] = {}
+    shm = study.get("operator_shm", {}).get("summary")
+    for peer in ("limit", "monai"):
+        other = study.get(peer, {}).get("summary")
+        if shm and other:
+            out[f"operator_shm/{peer}"] = ratio(shm["work_s"], other["work_s"])
+            out[f"operator_shm/{peer} (wall)"] = ratio(shm["wall_s"], other["wall_s"])
+    grpc = study.get("operator_grpc", {}).get("summary")
+    if grpc and study.get("limit"):
+        out["operator_grpc/limit"] = ratio(grpc["work_s"], study["limit"]["summary"]["work_s"])
+    if shm:
+        out["peak_rss/float32_input"] = ratio(shm["peak_rss_mb"], study["float32_mb"])
+    if shm and grpc:
+        out["grpc_inference/shm_inference"] = ratio(grpc["timings_s"]["inference"], shm["timings_s"]["inference"])
+    return out
+
+
+def check_targets(ratios: dict[str, float]) -> dict[str, dict]:
+    checks = {}
+    for key, bound in TARGETS.items():
+        if key not in ratios:
+            continue
+        value = ratios[key]
+        ok = value >= bound if key == "shm_speedup_over_grpc" else value <= bound
+        checks[key] = {"value": value, "target": (">= " if key == "shm_speedup_over_grpc" else "<= ") + str(bound),
+                       "met": bool(ok)}
+    return checks
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    versions = {}
+    for dist in ("onnxruntime", "nvidia-pytriton", "tritonclient", "numpy", "nibabel", "isal", "monai", "torch"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": cpu, "cores": cores, "ram_gb": round(mem_gb, 1), "python": platform.python_version(),
+            "kernel": platform.release(), "versions": versions}
+
+
+def _row(name: str, s: dict) -> str:
+    t = s["timings_s"]
+    cells = [f"{t.get(k, float('nan')):8.2f}" for k in STAGES]
+    return (f"  {name:<15}" + "".join(cells) + f"{s['work_s']:8.2f}{s['wall_s']:8.2f}{s['peak_rss_mb']:9.0f}"
+            + f"  (n={s['runs']})")
+
+
+def table(result: dict) -> str:
+    lines = []
+    header = f"  {'':<15}" + "".join(f"{h:>8}" for h in ("read", "prep", "infer", "post", "write", "work", "wall",
+                                                          "RSS MB"))
+    for name, study in result["studies"].items():
+        lines.append(f"{name}: {'x'.join(map(str, study['shape']))} int16 at "
+                     f"{'x'.join(f'{s:g}' for s in study['spacing_mm'])} mm, {study['file_mb']:.0f} MB .nii.gz, "
+                     f"{study['windows']} windows, float32 {study['float32_mb']:.0f} MB (seconds, median)")
+        lines.append(header)
+        for key in ("operator_shm", "operator_grpc", "limit", "monai"):
+            if key in study:
+                lines.append(_row(key, study[key]["summary"]))
+        if "limit" in study:
+            reads = study["limit"]["read_variants_s"].items()
+            encodes = study["limit"]["encode_variants_s"].items()
+            lines.append("  limit's gzip: read " + "  ".join(f"{k} {v:.2f}s" for k, v in reads)
+                         + " | encode " + "  ".join(f"{k} {v:.2f}s" for k, v in encodes))
+        lines.append("")
+    tr = result.get("transport")
+    if tr:
+        lines.append(f"window traffic ({tr['shm']['batch']} windows, {tr['shm']['mb_per_round_trip']:.0f} MB per round "
+                     f"trip, no-compute model): shm {tr['shm']['round_trip_s'] * 1000:.0f} ms "
+                     f"({tr['shm']['mb_per_s']:.0f} MB/s), gRPC {tr['grpc']['round_trip_s'] * 1000:.0f} ms "
+                     f"({tr['grpc']['mb_per_s']:.0f} MB/s)")
+    return "\n".join(lines)
+
+
+def verdict_lines(result: dict) -> list[str]:
+    lines = []
+    for name, study in result["studies"].items():
+        for key, value in study["ratios"].items():
+            check = study["targets"].get(key)
+            mark = "" if check is None else f"   target {check['target']}: {'MET' if check['met'] else 'MISSED'}"
+            lines.append(f"{name:>6}  {key:<32}{value:7.2f}{mark}")
+    tr = result.get("transport")
+    if tr:
+        check = tr["target"]
+        lines.append(f"{'all':>6}  {'shm_speedup_over_grpc':<32}{tr['shm_speedup_over_grpc']:7.2f}   target "
+                     f"{check['target']}: {'MET' if check['met'] else 'MISSED'}")
+    return lines
