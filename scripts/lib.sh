@@ -65,17 +65,32 @@ image_exists() {
 }
 
 # build_image ENGINE IMAGE:TAG DOCKERFILE [BUILD-OPTION...]: build from the repository root, passing the
-# OCI label build args SOURCE (git remote) and REVISION (git commit). With podman, the host's CA bundle
-# is mounted read-only into RUN steps (pip through a TLS-intercepting proxy) without baking it in.
+# OCI label build args SOURCE (git remote) and REVISION (git commit). The label values (these two, and
+# VERSION / BASE_IMAGE when given as --build-arg) are also set with --label: buildah reuses a cached LABEL
+# step when only a build arg changed. With podman, the host's CA bundle is mounted read-only into RUN
+# steps (pip through a TLS-intercepting proxy) without baking it into the image.
 build_image() {
     local engine="$1" ref="$2" dockerfile="$3"
     shift 3
     local args=(build -f "$ODK_ROOT/$dockerfile" -t "$ref")
-    local rev src
+    local rev src opt prev=""
     rev="$(git -C "$ODK_ROOT" rev-parse --short HEAD 2>/dev/null || true)"
     src="$(git -C "$ODK_ROOT" remote get-url origin 2>/dev/null || true)"
-    [[ -n "$rev" ]] && args+=(--build-arg "REVISION=$rev")
-    [[ -n "$src" ]] && args+=(--build-arg "SOURCE=$src")
+    if [[ -n "$rev" ]]; then
+        args+=(--build-arg "REVISION=$rev" --label "org.opencontainers.image.revision=$rev")
+    fi
+    if [[ -n "$src" ]]; then
+        args+=(--build-arg "SOURCE=$src" --label "org.opencontainers.image.source=$src")
+    fi
+    for opt in "$@"; do
+        if [[ "$prev" == --build-arg ]]; then
+            case "$opt" in
+                VERSION=*) args+=(--label "org.opencontainers.image.version=${opt#VERSION=}") ;;
+                BASE_IMAGE=*) args+=(--label "org.opencontainers.image.base.name=${opt#BASE_IMAGE=}") ;;
+            esac
+        fi
+        prev="$opt"
+    done
     if [[ "$engine" == podman && -f /etc/ssl/certs/ca-certificates.crt ]]; then
         args+=(-v /etc/ssl/certs:/etc/ssl/certs:ro)
     fi

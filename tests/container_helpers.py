@@ -1,0 +1,67 @@
+"""Helpers for the container tests: running make targets, the working engine, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def working_engine(env: Mapping[str, str] | None = None) -> str | None:
+    """The engine scripts/lib.sh detects (docker, then podman, by what works; ENGINE honoured)."""
+    out = subprocess.run(["bash", "-c", "source scripts/lib.sh && detect_engine"], cwd=ROOT,
+                         capture_output=True, text=True, env=dict(env or os.environ), check=False)
+    return out.stdout.strip() or None
+
+
+def require_engine() -> str:
+    """The working engine, or skip (fail under ODK_REQUIRE_CONTAINERS=1, as in CI after setup-podman.sh)."""
+    engine = working_engine()
+    if engine is None:
+        if os.environ.get("ODK_REQUIRE_CONTAINERS") == "1":
+            pytest.fail("ODK_REQUIRE_CONTAINERS=1 but no container engine works (scripts/setup-podman.sh)")
+        pytest.skip("no working container engine (scripts/setup-podman.sh sets up podman)")
+    return engine
+
+
+def make(target: str, config: pytest.Config | None = None, env: Mapping[str, str] | None = None,
+         timeout: float = 600, **variables: str) -> subprocess.CompletedProcess[str]:
+    """Run `make TARGET VAR=value...` in the repository; print the command, its [odk] lines and its time
+    to the terminal (so the CI log shows what ran); the full output is in the returned result."""
+    cmd = ["make", "-C", str(ROOT), target, *(f"{k}={v}" for k, v in variables.items())]
+    start = time.monotonic()
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                            env={**os.environ, **(env or {})}, check=False)
+    took = time.monotonic() - start
+    if config is not None:
+        lines = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("[odk]")]
+        capture = config.pluginmanager.getplugin("capturemanager")
+        with capture.global_and_fixture_disabled():
+            print(f"\n$ {' '.join(cmd[3:])}  ->  exit {result.returncode} in {took:.1f} s")
+            for line in lines:
+                print(f"    {line}")
+    return result
+
+
+def output_of(result: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+
+
+def check(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert result.returncode == 0, output_of(result)
+    return result
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The target failed with exactly one line of its own on stderr (make's own `make: ***` aside)."""
+    assert result.returncode != 0, output_of(result)
+    own = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("make")]
+    assert len(own) == 1, output_of(result)
+    assert own[0].startswith("[odk] error: "), output_of(result)
+    return own[0]
