@@ -227,3 +227,18 @@ def test_setup_podman_is_quick_when_done(engine: str) -> None:
                                   timeout=120, check=False))
     assert "nothing to do" in result.stderr, output_of(result)
     assert time.monotonic() - start < 10
+
+
+def test_wrap_on_a_base_without_python_or_apt_fails_clearly(engine: str, tmp_path: Path) -> None:
+    """A base with no usable python3 and no apt-get: the wrap stops at once and says what the base needs."""
+    bare = "localhost/odk-bare-base:test"
+    (tmp_path / "Dockerfile").write_text(
+        "FROM python:3.11-slim-bookworm\n"
+        "RUN rm -f /usr/bin/apt-get /usr/bin/python3 /usr/bin/python3.11\n")
+    check(subprocess.run([engine, "build", "-q", "-t", bare, str(tmp_path)], capture_output=True, text=True,
+                         timeout=300, check=False))
+    result = make("wrap", BASE_IMAGE=bare, env={"WRAP_IMAGE": "localhost/odk-test-operator:never"})
+    assert result.returncode != 0, output_of(result)
+    assert "error: BASE_IMAGE needs python3 >= 3.11 with a working venv module, or apt-get" in result.stdout + \
+        result.stderr, output_of(result)
+    assert "[odk] error: wrapping the operator onto localhost/odk-bare-base:test" in result.stderr
