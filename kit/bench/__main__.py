@@ -10,11 +10,11 @@ import shutil
 import sys
 from pathlib import Path
 
-from app.config import ConfigError, from_env
+from app.config import ConfigError, OperatorConfig, from_env
 from app.sliding import window_starts
 from app.transforms import canonical_ornt, canonical_spacing, resampled_shape, voxel_spacing
 from kit.bench import report
-from kit.bench.measure import BenchError
+from kit.bench.measure import BenchError, median_stages
 from kit.bench.model import BenchModel, load_model
 from kit.bench.runners import ROOT, Job, run_operator, run_worker
 from kit.bench.serving import embedded_triton
@@ -39,8 +39,9 @@ def _windows(study: Path, model: BenchModel) -> int:
     return len(window_starts(padded, model.roi, from_env().overlap))
 
 
-def _profile_head(path: Path, lines: int = 60) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[:lines]) if path.is_file() else ""
+def _log_run(study: str, who: str, i: int, r: dict) -> None:
+    log.info("%s %s run %d: total %.2f s, wall %.2f s, RSS %.0f MB", study, who, i, r["timings_s"]["total"],
+             r["wall_s"], r["peak_rss_mb"])
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -57,22 +58,72 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _header(args: argparse.Namespace, model: BenchModel, cfg: OperatorConfig, stamp: str) -> dict:
+    return {"timestamp": stamp, "machine": report.machine(),
+            "model": {"name": model.name, "onnx": str(model.onnx_file), "roi": model.roi,
+                      "spacing_mm": model.spacing_mm, "hu_window": model.hu_window,
+                      "max_batch_size": model.max_batch_size},
+            "settings": {"overlap": cfg.overlap, "blend": cfg.blend,
+                         "batch_size": cfg.batch_size or model.max_batch_size,
+                         "largest_component": cfg.largest_component, "repeats": args.repeats,
+                         "monai_repeats": args.monai_repeats},
+            "studies": {}}
+
+
+def _transport(url: str, model: BenchModel, repeats: int) -> dict:
+    shm = round_trips(url, model, "shm", repeats)
+    grpc = round_trips(url, model, "grpc", repeats)
+    speedup = round(grpc.round_trip_s / shm.round_trip_s, 2)
+    log.info("window traffic: shm %.3f s, gRPC %.3f s per round trip (%.1fx)", shm.round_trip_s, grpc.round_trip_s,
+             speedup)
+    return {"shm": shm.as_dict(), "grpc": grpc.as_dict(), "shm_speedup_over_grpc": speedup,
+            "target": report.check_targets({"shm_speedup_over_grpc": speedup})["shm_speedup_over_grpc"]}
+
+
+def _agreement(a: Path, b: Path) -> float:
+    """Fraction of voxels with the same label in two label maps (both on the input grid)."""
+    import nibabel as nib
+    import numpy as np
+
+    x, y = (np.asanyarray(nib.load(p).dataobj).squeeze() for p in (a, b))
+    return round(float((x == y).mean()), 5) if x.shape == y.shape else 0.0
+
+
+def _run_study(name: str, job: Job, url: str, args: argparse.Namespace) -> dict:
+    """Every contender on one study, interleaved so a shared machine's background load hits all alike."""
+    runs: dict[str, list[dict]] = {"shm": [], "grpc": [], "limit": [], "monai": []}
+    for i in range(max(args.repeats, args.monai_repeats)):
+        if i < args.repeats:
+            for transport in ("shm", "grpc"):
+                runs[transport].append(run_operator(job, url, transport, f"{transport}-{i}"))
+                _log_run(name, f"operator {transport}", i, runs[transport][-1])
+            runs["limit"].append(run_worker(job, "kit.bench.limit", f"limit-{i}"))
+            _log_run(name, "limit", i, runs["limit"][-1])
+        if i < args.monai_repeats:
+            runs["monai"].append(run_worker(job, "kit.bench.peer", f"monai-{i}"))
+            _log_run(name, "MONAI", i, runs["monai"][-1])
+    study: dict = {f"operator_{t}": {"summary": report.summarise(runs[t]), "runs": runs[t]} for t in ("shm", "grpc")}
+    study["limit"] = {"summary": report.summarise(runs["limit"]), "runs": runs["limit"],
+                      "read_variants_s": median_stages([r["read_variants_s"] for r in runs["limit"]]),
+                      "encode_variants_s": median_stages([r["encode_variants_s"] for r in runs["limit"]])}
+    seg = f"{job.study.name.removesuffix('.gz').removesuffix('.nii')}_seg.nii.gz"
+    op_seg = job.work / "operator-shm-0" / seg
+    study["label_agreement_with_operator"] = {"operator_grpc": _agreement(op_seg, job.work / "operator-grpc-0" / seg),
+                                              "limit": _agreement(op_seg, job.work / "limit-0-out" / seg)}
+    if runs["monai"]:
+        study["monai"] = {"summary": report.summarise(runs["monai"]), "runs": runs["monai"]}
+        study["label_agreement_with_operator"]["monai"] = _agreement(op_seg, job.work / "monai-0-out" / seg)
+    return study
+
+
 def bench(args: argparse.Namespace) -> dict:
     model = load_model(args.model_dir)
     cfg = from_env()
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     work = args.out / "work"
     shutil.rmtree(work, ignore_errors=True)
+    result = _header(args, model, cfg, stamp)
     sizes = [SIZES[s.strip()] for s in args.sizes.split(",") if s.strip()]
-    result: dict = {"timestamp": stamp, "machine": report.machine(),
-                    "model": {"name": model.name, "onnx": str(model.onnx_file), "roi": model.roi,
-                              "spacing_mm": model.spacing_mm, "hu_window": model.hu_window,
-                              "max_batch_size": model.max_batch_size},
-                    "settings": {"overlap": cfg.overlap, "blend": cfg.blend,
-                                 "batch_size": cfg.batch_size or model.max_batch_size,
-                                 "largest_component": cfg.largest_component, "repeats": args.repeats,
-                                 "monai_repeats": args.monai_repeats},
-                    "studies": {}}
     jobs: dict[str, Job] = {}
     for size in sizes:
         log.info("phantom %s %s at %s mm (cached in %s)", size.name, size.shape, size.spacing, args.cache)
@@ -81,56 +132,23 @@ def bench(args: argparse.Namespace) -> dict:
         result["studies"][size.name] = {"file": str(path), "file_mb": round(path.stat().st_size / 2**20, 1),
                                         "shape": list(size.shape), "spacing_mm": list(size.spacing),
                                         "float32_mb": round(size.float32_mb, 1), "windows": _windows(path, model)}
-
     log.info("starting the embedded Triton (%s + the no-compute transport model)", model.name)
     with embedded_triton(model, work) as triton:
         url = triton.grpc_url
-        shm = round_trips(url, model, "shm", args.transport_repeats)
-        grpc = round_trips(url, model, "grpc", args.transport_repeats)
-        speedup = round(grpc.round_trip_s / shm.round_trip_s, 2)
-        result["transport"] = {"shm": shm.as_dict(), "grpc": grpc.as_dict(), "shm_speedup_over_grpc": speedup,
-                               "target": report.check_targets({"shm_speedup_over_grpc": speedup})[
-                                   "shm_speedup_over_grpc"]}
-        log.info("transport: shm %.3f s, gRPC %.3f s per round trip (%.1fx)", shm.round_trip_s,
-                 grpc.round_trip_s, speedup)
+        result["transport"] = _transport(url, model, args.transport_repeats)
         largest = sizes[-1].name
-        profile = args.out / f"{stamp}-profile-operator-{largest}.txt"
         if args.no_profile:
             run_operator(jobs[largest], url, "shm", "warmup")
         else:
             log.info("profiling the operator on %s (pyinstrument; also warms Triton up)", largest)
+            profile = args.out / f"{stamp}-profile-operator-{largest}.txt"
             run_operator(jobs[largest], url, "shm", "profile", profile_to=profile)
             result["profile"] = str(profile)
         for name, job in jobs.items():
-            runs: dict[str, list[dict]] = {"shm": [], "grpc": []}
-            for i in range(args.repeats):
-                for transport in ("shm", "grpc"):  # interleaved, so background noise hits both alike
-                    r = run_operator(job, url, transport, f"{transport}-{i}")
-                    log.info("%s operator %s run %d: total %.2f s, wall %.2f s, RSS %.0f MB", name, transport, i,
-                             r["timings_s"]["total"], r["wall_s"], r["peak_rss_mb"])
-                    runs[transport].append(r)
-            for transport, rs in runs.items():
-                result["studies"][name][f"operator_{transport}"] = {"summary": report.summarise(rs), "runs": rs}
-    log.info("embedded Triton stopped; now the limit and the peer")
-    for name, job in jobs.items():
-        study = result["studies"][name]
-        runs_l = []
-        for i in range(args.repeats):
-            runs_l.append(run_worker(job, "kit.bench.limit", f"limit-{i}"))
-            log.info("%s limit run %d: total %.2f s, wall %.2f s", name, i, runs_l[-1]["timings_s"]["total"],
-                     runs_l[-1]["wall_s"])
-        study["limit"] = {"summary": report.summarise(runs_l), "runs": runs_l,
-                          "read_variants_s": report.median_stages([r["read_variants_s"] for r in runs_l]),
-                          "encode_variants_s": report.median_stages([r["encode_variants_s"] for r in runs_l])}
-        if args.monai_repeats > 0:
-            runs_m = []
-            for i in range(args.monai_repeats):
-                runs_m.append(run_worker(job, "kit.bench.peer", f"monai-{i}"))
-                log.info("%s MONAI run %d: total %.2f s, wall %.2f s", name, i, runs_m[-1]["timings_s"]["total"],
-                         runs_m[-1]["wall_s"])
-            study["monai"] = {"summary": report.summarise(runs_m), "runs": runs_m}
-        study["ratios"] = report.study_ratios(study)
-        study["targets"] = report.check_targets(study["ratios"])
+            study = result["studies"][name]
+            study.update(_run_study(name, job, url, args))
+            study["ratios"] = report.study_ratios(study)
+            study["targets"] = report.check_targets(study["ratios"])
     return result
 
 

@@ -45,9 +45,9 @@ def _nibabel_load(path: Path) -> Volume:
 
 
 READERS: dict[str, Callable[[Path], Volume]] = {
-    "isal": lambda p: _from_bytes(igzip.decompress(p.read_bytes())),
     "zlib": lambda p: _from_bytes(gzip.decompress(p.read_bytes())),
     "nibabel": _nibabel_load,
+    "isal": lambda p: _from_bytes(igzip.decompress(p.read_bytes())),
 }
 ENCODERS: dict[str, Callable[[bytes], bytes]] = {
     "isal": lambda raw: igzip.compress(raw, compresslevel=1, mtime=0),
@@ -56,14 +56,16 @@ ENCODERS: dict[str, Callable[[bytes], bytes]] = {
 
 
 def read_fastest(path: Path) -> tuple[Volume, dict[str, float]]:
-    """Read the study with every decoder; keep the last volume, return each decoder's time."""
+    """Read the study with every decoder; return the fastest one's volume and each decoder's time."""
     times: dict[str, float] = {}
-    vol: Volume | None = None
+    best: Volume | None = None
     for name, reader in READERS.items():
-        vol = None  # free the previous copy before the next read
-        vol, times[name] = _timed(lambda r=reader: r(path))  # type: ignore[assignment]
-    assert vol is not None
-    return vol, times
+        vol, times[name] = _timed(lambda r=reader: r(path))
+        if best is None or times[name] <= min(times.values()):
+            best = vol  # type: ignore[assignment]
+        del vol
+    assert best is not None
+    return best, times
 
 
 def write_fastest(dest: Path, labels: np.ndarray, ref: Volume) -> tuple[float, dict[str, float]]:

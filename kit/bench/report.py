@@ -111,6 +111,9 @@ def table(result: dict) -> str:
             encodes = study["limit"]["encode_variants_s"].items()
             lines.append("  limit's gzip: read " + "  ".join(f"{k} {v:.2f}s" for k, v in reads)
                          + " | encode " + "  ".join(f"{k} {v:.2f}s" for k, v in encodes))
+        agree = study.get("label_agreement_with_operator")
+        if agree:
+            lines.append("  same labels as operator_shm: " + "  ".join(f"{k} {v * 100:.2f}%" for k, v in agree.items()))
         lines.append("")
     tr = result.get("transport")
     if tr:
