@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import tritonclient.grpc as grpcclient
 
 from kit.triton.embedded import StartError, start, stop
 from kit.triton.readiness import free_ports, port_in_use
-from kit.triton.server import Ports
+from kit.triton.server import Ports, fix_libpython_path
 from kit.triton.tiny_model import NAME, write_tiny_repository
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +65,10 @@ def test_skip_unservable_serves_the_rest_and_stop_leaves_nothing_behind(repo_wit
         assert handle.models == ((NAME, 1),)
         server_procs = _processes_with_arg(str(ports.grpc))
         assert len(server_procs) >= 2, "the kit.triton serve process and tritonserver"
+        libdir = sysconfig.get_config_var("LIBDIR")
+        for pid in server_procs:  # the libpython fix reaches tritonserver and its python backend stub
+            environ = dict(v.split(b"=", 1) for v in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if v)
+            assert environ[b"LD_LIBRARY_PATH"].decode().split(":")[0] == libdir
         backend_shm = [p for p in os.listdir("/dev/shm") if p.startswith(f"pytrtion{handle.pid}-")]
         assert backend_shm, "the python backend's shared memory of this server"
         with grpcclient.InferenceServerClient(handle.grpc_url) as client:
@@ -117,6 +122,16 @@ def test_port_in_use_is_refused_with_the_variable_to_change(tmp_path):
         with pytest.raises(StartError, match=rf"port {ports.grpc} \(TRITON_GRPC_PORT\) is already in use"):
             start(repo, ports, tmp_path / "run", timeout=60)
     assert _processes_with_arg(str(ports.http)) == []
+
+
+def test_libpython_directory_goes_first_on_the_library_path():
+    libdir = sysconfig.get_config_var("LIBDIR")
+    env = {"LD_LIBRARY_PATH": f"/opt/x:{libdir}:/opt/y"}
+    assert fix_libpython_path(env) == libdir
+    assert env["LD_LIBRARY_PATH"] == f"{libdir}:/opt/x:/opt/y"
+    empty: dict[str, str] = {}
+    fix_libpython_path(empty)
+    assert empty["LD_LIBRARY_PATH"] == libdir
 
 
 def _script(command: str, env: dict[str, str]) -> subprocess.CompletedProcess:

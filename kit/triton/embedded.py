@@ -188,11 +188,12 @@ def start(
     try:
         took = wait_ready(handle.http_url, models, timeout, alive=lambda: proc.poll() is None)
     except (NotReady, KeyboardInterrupt) as exc:
+        tail = log_tail(log_path)  # what the server was doing when the wait ended, not its shutdown
         terminate_group(proc.pid)
         proc.wait()
         clear_state(run_dir)
         raise StartError(f"embedded Triton did not become ready: {exc}\n"
-                         f"--- last lines of {log_path} ---\n{log_tail(log_path)}") from None
+                         f"--- last lines of {log_path} ---\n{tail}") from None
     return dataclasses.replace(handle, ready_s=took)
 
 
