@@ -64,6 +64,7 @@ def test_dynamic_batching_and_instances_are_read(tmp_path):
         (lambda c: c + 'parameters { key: "workspace-path" value: { string_value: "x" } }\n', "reserved parameter"),
         (lambda c: c + "sequence_batching { }\n", "sequence_batching"),
     ],
+    ids=["tensorrt_plan", "name_mismatch", "parse_error", "reserved_parameter", "sequence_batching"],
 )
 def test_unservable_models_are_named_with_the_reason(tmp_path, edit, reason):
     root = _repo(tmp_path)
