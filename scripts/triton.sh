@@ -170,10 +170,10 @@ start_container() {
     local err
     if ! err="$("$engine" "${args[@]}" 2>&1 >/dev/null)"; then
         printf '%s\n' "$err" >&2
+        "$engine" rm -f "$TRITON_CONTAINER" >/dev/null 2>&1 || true
         if [[ "$err" == *rlimit* ]]; then
             die "$engine cannot apply the ulimits ($TRITON_ULIMITS) here; run with TRITON_ULIMITS= to use the engine's defaults"
         fi
-        "$engine" rm -f "$TRITON_CONTAINER" >/dev/null 2>&1 || true
         die "'$engine run' of $TRITON_IMAGE failed (see above)"
     fi
 
@@ -192,8 +192,10 @@ start_container() {
         clear_state
         die "Triton container did not become ready within ${TRITON_READY_TIMEOUT}s (log above; full log in $TRITON_RUN_DIR/triton.log)"
     fi
-    log "Triton ($TRITON_IMAGE) ready: gRPC 127.0.0.1:$TRITON_GRPC_PORT, HTTP http://127.0.0.1:$TRITON_HTTP_PORT;" \
-        "containers on network ${TRITON_NETWORK:-<default>} reach it as $TRITON_CONTAINER:8001"
+    log "Triton ($TRITON_IMAGE) ready: gRPC 127.0.0.1:$TRITON_GRPC_PORT, HTTP http://127.0.0.1:$TRITON_HTTP_PORT"
+    if ((${#net[@]})); then
+        log "containers on network $TRITON_NETWORK reach it as $TRITON_CONTAINER:8001"
+    fi
 }
 
 start_embedded() {

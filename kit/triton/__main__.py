@@ -109,7 +109,7 @@ def cmd_wait(args) -> int:
     try:
         took = wait_ready(state.http_url, state.model_versions(), args.timeout, alive=alive)
     except NotReady as exc:
-        print(f"[odk] error: Triton did not become ready: {exc}", file=sys.stderr)
+        print(f"[odk] Triton did not become ready: {exc}", file=sys.stderr)
         return 1
     print(f"[odk] Triton ready in {took:.1f} s", file=sys.stderr)
     return 0
