@@ -74,9 +74,15 @@ def _transport(url: str, model: BenchModel, repeats: int) -> dict:
     shm = round_trips(url, model, "shm", repeats)
     grpc = round_trips(url, model, "grpc", repeats)
     speedup = round(grpc.round_trip_s / shm.round_trip_s, 2)
+    # One window per request too: the slope between 1 and N windows is the per-window cost of each path.
+    one = {t: round_trips(url, model, t, repeats, windows=1) for t in ("shm", "grpc")}
+    n = shm.batch - 1
+    per_window = {t: round((full.round_trip_s - one[t].round_trip_s) / n, 4) if n else None
+                  for t, full in (("shm", shm), ("grpc", grpc))}
     log.info("window traffic: shm %.3f s, gRPC %.3f s per round trip (%.1fx)", shm.round_trip_s, grpc.round_trip_s,
              speedup)
     return {"shm": shm.as_dict(), "grpc": grpc.as_dict(), "shm_speedup_over_grpc": speedup,
+            "one_window": {t: r.as_dict() for t, r in one.items()}, "per_window_s": per_window,
             "target": report.check_targets({"shm_speedup_over_grpc": speedup})["shm_speedup_over_grpc"]}
 
 

@@ -121,6 +121,11 @@ def table(result: dict) -> str:
                      f"trip, no-compute model): shm {tr['shm']['round_trip_s'] * 1000:.0f} ms "
                      f"({tr['shm']['mb_per_s']:.0f} MB/s), gRPC {tr['grpc']['round_trip_s'] * 1000:.0f} ms "
                      f"({tr['grpc']['mb_per_s']:.0f} MB/s)")
+        one, per = tr.get("one_window"), tr.get("per_window_s")
+        if one and per and per.get("shm") is not None:
+            lines.append(f"  1 window per request: shm {one['shm']['round_trip_s'] * 1000:.0f} ms, gRPC "
+                         f"{one['grpc']['round_trip_s'] * 1000:.0f} ms; each further window adds shm "
+                         f"{per['shm'] * 1000:.0f} ms, gRPC {per['grpc'] * 1000:.0f} ms")
     return "\n".join(lines)
 
 

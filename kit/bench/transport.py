@@ -32,9 +32,11 @@ class TransportResult:
                 "all_s": [round(t, 4) for t in self.all_s]}
 
 
-def round_trips(grpc_url: str, model: BenchModel, transport: str, repeats: int = 10) -> TransportResult:
+def round_trips(grpc_url: str, model: BenchModel, transport: str, repeats: int = 10,
+                windows: int = 0) -> TransportResult:
+    """Median round trip of a batch of ``windows`` (0: the model's max batch, as the operator sends)."""
     cfg = OperatorConfig(triton_url=grpc_url, model_name=IDENTITY_NAME, transport=transport)
-    batch = window_batch(model, model.max_batch_size)
+    batch = window_batch(model, windows or model.max_batch_size)
     with TritonSession(cfg) as session:
         session.wait_ready()
         session.describe_model()
