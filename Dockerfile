@@ -23,7 +23,9 @@ RUN groupadd --gid 10001 odk \
     && useradd --uid 10001 --gid odk --no-create-home --home-dir /opt/odk odk
 WORKDIR /opt/odk
 USER 10001:10001
-ENTRYPOINT ["python", "-u", "-m", "app"]
+# CMD, not ENTRYPOINT: a pipeline operator's `command` replaces it (e.g. python -u -m app.export),
+# as on the platform, where a command is passed as arguments to an image's ENTRYPOINT.
+CMD ["python", "-u", "-m", "app"]
 
 # Labels last: a new version or commit does not invalidate the cached layers above.
 ARG VERSION=0.1.0

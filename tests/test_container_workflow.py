@@ -105,8 +105,9 @@ def triton_container(engine: str, triton_cpu_image: str, triton_models_dir: Path
                    TRITON_GPUS="none", MODELS_DIR=str(models), TRITON_READY_TIMEOUT="180"))
         yield TritonContainer(env=env, name=name, grpc_port=grpc)
     finally:
-        make("triton-stop", pytestconfig, env=env)
+        stopped = make("triton-stop", pytestconfig, env=env)
         subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False)
+        check(stopped)
 
 
 @pytest.fixture(scope="session")
@@ -154,7 +155,8 @@ def test_operator_image_labels_user_entrypoint(engine: str, operator_image: str)
     assert labels["org.opencontainers.image.title"] == "simple-operator"
     assert labels["org.opencontainers.image.source"]
     assert inspect(engine, operator_image, "{{.Config.User}}") == "10001:10001"
-    assert inspect(engine, operator_image, "{{json .Config.Entrypoint}}") == '["python","-u","-m","app"]'
+    assert inspect(engine, operator_image, "{{json .Config.Entrypoint}}") in ("null", "[]")
+    assert inspect(engine, operator_image, "{{json .Config.Cmd}}") == '["python","-u","-m","app"]'
     probe = check(subprocess.run(
         [engine, "run", "--rm", "--network", "none", "--entrypoint", "python", operator_image, "-c",
          "import sys, app, clara; print(sys.prefix, app.__file__)"],
@@ -195,8 +197,14 @@ def test_wrapped_image_runs_the_operator(engine: str, wrapped_image: str, triton
     module named numpy, its own entry point) processes the sample exactly like the host."""
     labels = json.loads(inspect(engine, wrapped_image, "{{json .Config.Labels}}"))
     assert labels["org.opencontainers.image.base.name"] == INFERENCE_BASE
-    assert inspect(engine, wrapped_image, "{{json .Config.Entrypoint}}") == \
-        '["/opt/odk/venv/bin/python","-u","-m","app"]'
+    assert inspect(engine, wrapped_image, "{{json .Config.Entrypoint}}") in ("null", "[]")
+    assert inspect(engine, wrapped_image, "{{json .Config.Cmd}}") == '["python","-u","-m","app"]'
+    # `python` is the operator's venv; the base's python3 is untouched.
+    pythons = check(subprocess.run(
+        [engine, "run", "--rm", "--network", "none", wrapped_image, "sh", "-c",
+         "python -c 'import sys, numpy; print(sys.prefix)'; python3 -c 'import sys; print(sys.prefix)'"],
+        capture_output=True, text=True, timeout=60, check=False)).stdout.split()
+    assert pythons == ["/opt/odk/venv", "/usr"]
     base_files = check(subprocess.run([engine, "run", "--rm", "--network", "none", "--entrypoint", "ls",
                                        wrapped_image, "/opt/inference"], capture_output=True, text=True,
                                       timeout=60, check=False)).stdout.split()
