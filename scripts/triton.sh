@@ -20,7 +20,8 @@ TRITON_SKIP_UNSERVABLE="${TRITON_SKIP_UNSERVABLE:-0}"
 TRITON_GPUS="${TRITON_GPUS:-all}"                 # all | none | a --gpus value such as device=0
 TRITON_CONTAINER="${TRITON_CONTAINER:-odk-triton}"
 TRITON_NETWORK="${TRITON_NETWORK-odk-net}"        # empty: the engine's default network
-TRITON_SHM_SIZE="${TRITON_SHM_SIZE:-1g}"
+TRITON_SHM_SIZE="${TRITON_SHM_SIZE:-1g}"          # /dev/shm size when TRITON_IPC is empty
+TRITON_IPC="${TRITON_IPC-host}"                   # host: clients share system shared memory with the server
 # NVIDIA's recommended ulimits for the GPU image; a CPU image (TRITON_GPUS=none) runs with the engine's.
 if [[ "$TRITON_GPUS" == "none" ]]; then
     TRITON_ULIMITS="${TRITON_ULIMITS-}"
@@ -156,7 +157,13 @@ start_container() {
 
     local args=(run -d --name "$TRITON_CONTAINER" --label "$TRITON_LABEL")
     [[ "$TRITON_GPUS" == "none" ]] || args+=(--gpus "$TRITON_GPUS")
-    args+=(--shm-size="$TRITON_SHM_SIZE")
+    # Client system shared memory needs the server in the clients' IPC namespace; the size of a private
+    # /dev/shm applies only without it (engines refuse --shm-size with --ipc=host).
+    if [[ -n "$TRITON_IPC" ]]; then
+        args+=(--ipc="$TRITON_IPC")
+    else
+        args+=(--shm-size="$TRITON_SHM_SIZE")
+    fi
     local u
     for u in $TRITON_ULIMITS; do args+=(--ulimit "$u"); done
     local net

@@ -164,7 +164,8 @@ def test_gpu_container_command_line_and_lifecycle(fake):
                 ("--ulimit", "stack=67108864"), ("--network", "odk-net"), ("--label", "org.odk.role=triton"),
                 ("-p", f"{env['TRITON_HTTP_PORT']}:8000"), ("-p", f"{env['TRITON_GRPC_PORT']}:8001"),
                 ("-p", f"{env['TRITON_METRICS_PORT']}:8002"), ("-v", f"{repo}:/models:ro")} <= _pairs(argv)
-        assert "--shm-size=1g" in argv
+        assert "--ipc=host" in argv, "clients on the host share system shared memory with the server"
+        assert not [a for a in argv if a.startswith("--shm-size")], "engines refuse --shm-size with --ipc=host"
         assert argv[argv.index(image):] == [image, "tritonserver", "--model-repository=/models",
                                             "--allow-client-shm=true"]
         assert ["network", "create", "odk-net"] in _calls(env)
@@ -209,7 +210,13 @@ def test_cpu_image_runs_without_gpu_flags_or_ulimits(fake):
     argv = _run_detached(fake)
     assert result.returncode == 1
     assert "--gpus" not in argv and "--ulimit" not in argv
-    assert "--shm-size=1g" in argv and ("--network", "odk-net") in _pairs(argv)
+    assert "--ipc=host" in argv and ("--network", "odk-net") in _pairs(argv)
+
+
+def test_private_ipc_namespace_gets_the_recommended_shm_size(fake):
+    _script("start", fake, TRITON_MODE="container", TRITON_IPC="", FAKE_CONTAINER_EXITS="1")
+    argv = _run_detached(fake)
+    assert "--shm-size=1g" in argv and not [a for a in argv if a.startswith("--ipc")]
 
 
 def test_ulimits_the_engine_cannot_set_give_one_clear_line(fake):
