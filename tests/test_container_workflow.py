@@ -205,6 +205,11 @@ def test_wrapped_image_runs_the_operator(engine: str, wrapped_image: str, triton
          "python -c 'import sys, numpy; print(sys.prefix)'; python3 -c 'import sys; print(sys.prefix)'"],
         capture_output=True, text=True, timeout=60, check=False)).stdout.split()
     assert pythons == ["/opt/odk/venv", "/usr"]
+    # The base had no venv module: the wrap installed python3-venv with apt-get.
+    venv_in_base = subprocess.run([engine, "run", "--rm", "--network", "none", "--entrypoint", "python3",
+                                   INFERENCE_BASE, "-m", "venv", "/tmp/v"], capture_output=True, timeout=60,
+                                  check=False)
+    assert venv_in_base.returncode != 0
     base_files = check(subprocess.run([engine, "run", "--rm", "--network", "none", "--entrypoint", "ls",
                                        wrapped_image, "/opt/inference"], capture_output=True, text=True,
                                       timeout=60, check=False)).stdout.split()
