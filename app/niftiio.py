@@ -16,6 +16,8 @@ import numpy as np
 from isal import igzip
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 class StudyError(ValueError):
@@ -115,6 +117,7 @@ def atomic_write_bytes(dest: Path, data: bytes) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, dest)

@@ -133,3 +133,15 @@ def test_resampling_does_not_depend_on_memory_layout():
     for shape in [(100, 80, 21), (20, 19, 30)]:
         assert np.array_equal(transforms.resample_nearest(labels, shape),
                               transforms.resample_nearest(np.asfortranarray(labels), shape))
+
+
+def test_atomic_write_gives_usual_permissions(tmp_path):
+    import os
+
+    from app.niftiio import atomic_write_bytes
+
+    atomic_write_bytes(tmp_path / "a.json", b"{}")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
