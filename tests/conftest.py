@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,14 @@ class TritonServer:
     run_dir: Path
     pid: int
     model_name: str = DEMO_MODEL
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _plain_make_environment() -> None:
+    """Tests run `make` themselves: under `make test` they must not inherit the outer make's level/flags
+    (a nested make words its messages differently, `make[1]: ...`)."""
+    for var in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES"):
+        os.environ.pop(var, None)
 
 
 @pytest.fixture(scope="session")
