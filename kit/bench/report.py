@@ -44,6 +44,14 @@ def study_ratios(study: dict) -> dict:
         if shm and other:
             out[f"operator_shm/{peer}"] = ratio(shm["work_s"], other["work_s"])
             out[f"operator_shm/{peer} (wall)"] = ratio(shm["wall_s"], other["wall_s"])
+    shm_runs = study.get("operator_shm", {}).get("runs") or []
+    for peer in ("limit", "monai"):
+        # Run i of each contender ran back to back: the median of per-repeat ratios cancels slow drifts of a
+        # shared machine's background load that the ratio of medians does not.
+        pairs = list(zip(shm_runs, study.get(peer, {}).get("runs") or [], strict=False))
+        if pairs:
+            out[f"operator_shm/{peer} (paired)"] = round(median([work_s(a["timings_s"]) / work_s(b["timings_s"])
+                                                                 for a, b in pairs]), 3)
     grpc = study.get("operator_grpc", {}).get("summary")
     if grpc and study.get("limit"):
         out["operator_grpc/limit"] = ratio(grpc["work_s"], study["limit"]["summary"]["work_s"])
