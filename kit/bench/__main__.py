@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import logging
 import shutil
@@ -123,6 +124,9 @@ def _run_study(name: str, job: Job, url: str, args: argparse.Namespace) -> dict:
 
 
 def bench(args: argparse.Namespace) -> dict:
+    if args.monai_repeats > 0 and not all(importlib.util.find_spec(m) for m in ("torch", "monai", "skimage")):
+        raise BenchError("torch/MONAI are not installed in this interpreter; run 'make bench' (it uses .venv-bench)"
+                         " or pass --monai-repeats 0")
     model = load_model(args.model_dir)
     cfg = from_env()
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
