@@ -56,13 +56,20 @@ def _number(env: Mapping[str, str], name: str, default: float, kind: type = floa
 
 
 def triton_url(env: Mapping[str, str]) -> str:
-    """gRPC address of Triton: NVIDIA_TRITON_GRPCURI, else NVIDIA_CLARA_TRTISURI, else TRITON_URL."""
+    """gRPC address of Triton: NVIDIA_TRITON_GRPCURI, else NVIDIA_CLARA_TRTISURI, else TRITON_URL.
+
+    Clara's legacy NVIDIA_CLARA_TRTISURI named Triton's HTTP endpoint: its standard HTTP port 8000 is
+    taken as the standard gRPC port 8001 on the same host.
+    """
     for name in ("NVIDIA_TRITON_GRPCURI", "NVIDIA_CLARA_TRTISURI", "TRITON_URL"):
         raw = env.get(name, "").strip()
         if raw:
             for scheme in ("grpc://", "http://", "https://"):
                 raw = raw.removeprefix(scheme)
-            return raw.rstrip("/")
+            raw = raw.rstrip("/")
+            if name == "NVIDIA_CLARA_TRTISURI" and raw.endswith(":8000"):
+                raw = raw[: -len("8000")] + "8001"
+            return raw
     return OperatorConfig.triton_url
 
 

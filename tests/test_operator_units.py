@@ -102,6 +102,7 @@ def test_volumes_in_ml():
 def test_triton_url_fallbacks():
     assert triton_url({"NVIDIA_TRITON_GRPCURI": "10.0.0.1:8001", "TRITON_URL": "x:1"}) == "10.0.0.1:8001"
     assert triton_url({"NVIDIA_CLARA_TRTISURI": "trtis:8001"}) == "trtis:8001"
+    assert triton_url({"NVIDIA_CLARA_TRTISURI": "10.1.2.3:8000"}) == "10.1.2.3:8001"  # legacy HTTP endpoint
     assert triton_url({"TRITON_URL": "grpc://host:9001/"}) == "host:9001"
     assert triton_url({}) == "localhost:8001"
 
