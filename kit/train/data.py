@@ -23,8 +23,8 @@ class Case:
     lesion_idx: np.ndarray  # flat indices of lesion voxels
 
 
-def training_grid(seed: int) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
-    """Scanner grids for training, within the generator's ranges but capped in size (CPU time)."""
+def phantom_grid(seed: int) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+    """Scanner grids for training and held-out evaluation: the generator's ranges, capped in size (CPU time)."""
     rng = np.random.default_rng([seed, 7])
     sp = rng.uniform(0.7, 1.0)
     sz = float(rng.choice([1.5, 2.0, 2.5, 3.0, 4.0, 5.0]))
@@ -42,13 +42,13 @@ def prepare(p: Phantom, spacing: tuple[float, float, float], window: tuple[float
 
 def load_case(seed: int, spacing: tuple[float, float, float], window: tuple[float, float],
               cache_dir: Path) -> Case:
-    key = hashlib.sha1(json.dumps([seed, spacing, window, training_grid(seed)]).encode()).hexdigest()[:12]
+    key = hashlib.sha1(json.dumps([seed, spacing, window, phantom_grid(seed)]).encode()).hexdigest()[:12]
     path = cache_dir / f"phantom-{seed}-{key}.npz"
     if path.exists():
         with np.load(path) as z:
             image, labels = z["image"].astype(np.float32), z["labels"]
     else:
-        shape, sp = training_grid(seed)
+        shape, sp = phantom_grid(seed)
         image, labels = prepare(make_phantom(seed, shape, sp), spacing, window)
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.stem + ".tmp.npz")

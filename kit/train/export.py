@@ -46,7 +46,7 @@ def export_onnx(net: torch.nn.Module, path: Path) -> Path:
     """Export ``net`` (logits) wrapped with a softmax; checks onnxruntime against PyTorch."""
     model = WithSoftmax(net).eval()
     path.parent.mkdir(parents=True, exist_ok=True)
-    x = torch.rand(2, 1, *ROI, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(1, 1, *ROI, generator=torch.Generator().manual_seed(0))
     tmp = path.with_name(path.name + ".tmp")
     torch.onnx.export(model, (x,), str(tmp), dynamo=False, opset_version=OPSET, input_names=[INPUT],
                       output_names=[OUTPUT], dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},

@@ -21,9 +21,10 @@ from kit.train.export import export
 from kit.train.unet import UNet3D
 
 
-def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy plus soft Dice over the foreground classes; also returns per-class hard Dice."""
-    ce = F.cross_entropy(logits, target)
+def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted cross-entropy plus soft Dice over the foreground classes; also returns per-class hard Dice."""
+    ce = F.cross_entropy(logits, target, weight=weights)
     prob = torch.softmax(logits, dim=1)
     onehot = F.one_hot(target, logits.shape[1]).permute(0, 4, 1, 2, 3).to(prob.dtype)
     dims = (0, 2, 3, 4)
@@ -66,8 +67,10 @@ def train(cfg: TrainConfig) -> dict:
     cases = load_cases(cfg)
     net = UNet3D(base=cfg.base_channels, levels=cfg.levels)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    print(f"training a 3D U-Net ({sum(p.numel() for p in net.parameters())} parameters) for {cfg.steps} steps",
-          flush=True)
+    weights = torch.tensor(cfg.class_weights, dtype=torch.float32)
+    bf16 = cfg.use_bf16()
+    print(f"training a 3D U-Net ({sum(p.numel() for p in net.parameters())} parameters) for {cfg.steps} steps"
+          f" on {cfg.batch}x{cfg.crop}^3 crops{' (bfloat16 autocast)' if bf16 else ''}", flush=True)
     t_train, running, dice_avg = time.perf_counter(), [], np.zeros(3)
     for step in range(cfg.steps):
         for g in opt.param_groups:
@@ -77,12 +80,17 @@ def train(cfg: TrainConfig) -> dict:
         x = torch.from_numpy(np.stack([c[0] for c in crops]))
         y = torch.from_numpy(np.stack([c[1] for c in crops]).astype(np.int64))
         net.train()
-        loss, dice = dice_ce_loss(net(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = net(x)
+        loss, dice = dice_ce_loss(logits.float(), y, weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         running.append(float(loss.detach()))
         dice_avg = 0.95 * dice_avg + 0.05 * dice.numpy() if step else dice.numpy()
+        if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+            net.eval()
+            export(net, cfg, {"checkpoint_step": step + 1, "config": cfg.to_dict()})
         if (step + 1) % 25 == 0 or step + 1 == cfg.steps:
             per = (time.perf_counter() - t_train) / (step + 1)
             print(f"  step {step + 1}/{cfg.steps}  loss {np.mean(running[-25:]):.3f}  "
@@ -94,7 +102,7 @@ def train(cfg: TrainConfig) -> dict:
     card = {"model": "3D U-Net, softmax output", "trained_on": "synthetic CT phantoms (kit.phantom)",
             "train_seeds": [TRAIN_SEED_BASE, TRAIN_SEED_BASE + cfg.phantoms - 1],
             "final_loss": float(np.mean(running[-25:])), "minutes": round(minutes, 1),
-            "torch": torch.__version__, "config": cfg.to_dict(),
+            "torch": torch.__version__, "bf16": bf16, "config": cfg.to_dict(),
             "note": "Not a clinical model: trained only on synthetic phantoms."}
     model_dir = export(net, cfg, card)
     print(f"done in {minutes:.1f} min: {model_dir}", flush=True)
@@ -108,9 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--phantoms", type=int, default=defaults.phantoms)
     ap.add_argument("--seed", type=int, default=defaults.seed)
     ap.add_argument("--models-dir", default=defaults.models_dir)
+    ap.add_argument("--bf16", default=defaults.bf16, choices=["auto", "on", "off"])
     args = ap.parse_args(argv)
     cfg = dataclasses.replace(defaults, steps=args.steps, phantoms=args.phantoms, seed=args.seed,
-                              models_dir=args.models_dir)
+                              models_dir=args.models_dir, bf16=args.bf16)
     train(cfg)
     return 0
 
