@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import importlib.util
 import json
 import logging
@@ -61,7 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _header(args: argparse.Namespace, model: BenchModel, cfg: OperatorConfig, stamp: str) -> dict:
     return {"timestamp": stamp, "machine": report.machine(),
-            "model": {"name": model.name, "onnx": str(model.onnx_file), "roi": model.roi,
+            "model": {"name": model.name, "source": str(args.model_dir),
+                      "onnx_sha256": hashlib.sha256(model.onnx_file.read_bytes()).hexdigest(), "roi": model.roi,
                       "spacing_mm": model.spacing_mm, "hu_window": model.hu_window,
                       "max_batch_size": model.max_batch_size},
             "settings": {"overlap": cfg.overlap, "blend": cfg.blend,
@@ -127,11 +129,12 @@ def bench(args: argparse.Namespace) -> dict:
     if args.monai_repeats > 0 and not all(importlib.util.find_spec(m) for m in ("torch", "monai", "skimage")):
         raise BenchError("torch/MONAI are not installed in this interpreter; run 'make bench' (it uses .venv-bench)"
                          " or pass --monai-repeats 0")
-    model = load_model(args.model_dir)
-    cfg = from_env()
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     work = args.out / "work"
     shutil.rmtree(work, ignore_errors=True)
+    # One snapshot of the model for every contender, even if the repository is rewritten meanwhile.
+    model = load_model(shutil.copytree(args.model_dir, work / "model" / args.model_dir.name))
+    cfg = from_env()
     result = _header(args, model, cfg, stamp)
     sizes = [SIZES[s.strip()] for s in args.sizes.split(",") if s.strip()]
     jobs: dict[str, Job] = {}
