@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 LIVER, LESION = 1, 2
 
 
 def argmax_labels(probs: np.ndarray) -> np.ndarray:
-    """(C, X, Y, Z) scores -> uint8 class map (X, Y, Z)."""
-    return np.argmax(probs, axis=0).astype(np.uint8)
+    """(C, X, Y, Z) scores -> uint8 class map (X, Y, Z); ties go to the lower class, as np.argmax.
+
+    One comparison per class instead of np.argmax's int64 index volume: several times faster.
+    """
+    labels = np.zeros(probs.shape[1:], dtype=np.uint8)
+    best = probs[0].copy()
+    for c in range(1, probs.shape[0]):
+        better = probs[c] > best
+        labels[better] = c
+        np.maximum(best, probs[c], out=best)
+    return labels
 
 
 def keep_largest_organ(labels: np.ndarray) -> np.ndarray:
@@ -18,6 +26,8 @@ def keep_largest_organ(labels: np.ndarray) -> np.ndarray:
 
     Lesions are part of the organ, so a lesion on the liver's edge does not split it.
     """
+    from scipy import ndimage  # imported here: it costs ~0.2 s of every process start
+
     organ = labels > 0
     if not organ.any():
         return labels

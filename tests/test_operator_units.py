@@ -146,3 +146,9 @@ def test_atomic_write_gives_usual_permissions(tmp_path):
     os.umask(umask)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~umask
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_argmax_labels_equals_numpy_argmax_including_ties():
+    rng = np.random.default_rng(6)
+    probs = rng.integers(0, 4, (3, 20, 30, 10)).astype(np.float32)  # many ties
+    assert np.array_equal(postprocess.argmax_labels(probs), np.argmax(probs, axis=0).astype(np.uint8))
