@@ -34,7 +34,7 @@ def _to_ras(img: nib.Nifti1Image) -> np.ndarray:
 def variants(tmp_path_factory):
     """One phantom on an anisotropic grid, stored five ways, segmented in one operator run."""
     root = tmp_path_factory.mktemp("variants")
-    phantom = make_phantom(seed=2024, shape=(224, 192, 48), spacing=(0.9, 1.0, 4.0))
+    phantom = make_phantom(seed=2024, shape=(336, 320, 48), spacing=(0.95, 1.0, 4.0))
     (root / "in").mkdir()
     truth = {}
     for name, orientation, dtype, compress in VARIANTS:
