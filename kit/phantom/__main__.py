@@ -18,7 +18,7 @@ from kit.phantom.render import make_phantom
 class Sample:
     """The sample study in local/input: a fixed seed on a typical scanner grid, LPS-stored like DICOM."""
 
-    seed: int = 1003
+    seed: int = 1007
     shape: tuple[int, int, int] = (320, 320, 64)
     spacing: tuple[float, float, float] = (0.9, 0.9, 3.0)
     noise: float = 10.0
