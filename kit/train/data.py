@@ -40,9 +40,17 @@ def prepare(p: Phantom, spacing: tuple[float, float, float], window: tuple[float
     return image, labels_to_model(p.labels, geom)
 
 
+def _code_version() -> str:
+    """Hash of the code that makes a case (generator + pre-transform): a changed generator means new data."""
+    root = Path(__file__).resolve().parents[2]
+    files = [*sorted((root / "kit" / "phantom").glob("*.py")), root / "app" / "transforms.py"]
+    return hashlib.sha1(b"".join(f.read_bytes() for f in files)).hexdigest()[:12]
+
+
 def load_case(seed: int, spacing: tuple[float, float, float], window: tuple[float, float],
               cache_dir: Path) -> Case:
-    key = hashlib.sha1(json.dumps([seed, spacing, window, phantom_grid(seed)]).encode()).hexdigest()[:12]
+    parts = [seed, spacing, window, phantom_grid(seed), _code_version()]
+    key = hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:12]
     path = cache_dir / f"phantom-{seed}-{key}.npz"
     if path.exists():
         with np.load(path) as z:
