@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 TRANSPORTS = ("auto", "grpc", "shm")
 TRUE = {"1", "true", "yes", "on"}
+FALSE = {"0", "false", "no", "off"}
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class ConfigError(ValueError):
@@ -45,14 +48,36 @@ def _floats(name: str, raw: str, n: int) -> tuple[float, ...]:
     return values
 
 
-def _number(env: Mapping[str, str], name: str, default: float, kind: type = float) -> float:
+def _number(env: Mapping[str, str], name: str, default: float, kind: type = float, minimum: float = 0.0) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
+    what = "a whole number" if kind is int else "a number"
     try:
-        return kind(raw)
+        value = kind(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r}: expected a {kind.__name__}") from None
+        raise ConfigError(f"{name}={raw!r}: expected {what} >= {minimum:g}, e.g. {default:g}") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r}: expected {what} >= {minimum:g}, e.g. {default:g}")
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in TRUE:
+        return True
+    if raw in FALSE:
+        return False
+    raise ConfigError(f"{name}={raw!r}: expected 1 or 0 (true/false, yes/no, on/off)")
+
+
+def log_level(env: Mapping[str, str]) -> str:
+    raw = env.get("ODK_LOG_LEVEL", "").strip().upper() or "INFO"
+    if raw not in LOG_LEVELS:
+        raise ConfigError(f"ODK_LOG_LEVEL={raw!r}: expected one of {', '.join(LOG_LEVELS)}")
+    return raw
 
 
 def triton_url(env: Mapping[str, str]) -> str:
@@ -64,10 +89,14 @@ def triton_url(env: Mapping[str, str]) -> str:
     for name in ("NVIDIA_TRITON_GRPCURI", "NVIDIA_CLARA_TRTISURI", "TRITON_URL"):
         raw = env.get(name, "").strip()
         if raw:
-            for scheme in ("grpc://", "http://", "https://"):
-                raw = raw.removeprefix(scheme)
-            raw = raw.rstrip("/")
-            if name == "NVIDIA_CLARA_TRTISURI" and raw.endswith(":8000"):
+            legacy = name == "NVIDIA_CLARA_TRTISURI"
+            raw = raw.removeprefix("grpc://").rstrip("/")
+            if legacy:
+                raw = raw.removeprefix("http://")
+            if "://" in raw or not re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}", raw):
+                raise ConfigError(f"{name}={env[name].strip()!r}: expected host:port of Triton's gRPC endpoint,"
+                                  " e.g. localhost:8001")
+            if legacy and raw.endswith(":8000"):
                 raw = raw[: -len("8000")] + "8001"
             return raw
     return OperatorConfig.triton_url
@@ -83,7 +112,7 @@ def from_env(env: Mapping[str, str] | None = None) -> OperatorConfig:
     if blend not in ("gaussian", "constant"):
         raise ConfigError(f"ODK_BLEND={blend!r}: expected gaussian or constant")
     overlap = _number(env, "ODK_OVERLAP", OperatorConfig.overlap)
-    if not 0.0 <= overlap < 1.0:
+    if overlap >= 1.0:
         raise ConfigError(f"ODK_OVERLAP={overlap}: expected a number in [0, 1)")
     spacing = env.get("ODK_SPACING_MM", "").strip()
     window = env.get("ODK_HU_WINDOW", "").strip()
@@ -100,14 +129,14 @@ def from_env(env: Mapping[str, str] | None = None) -> OperatorConfig:
         model_input=env.get("TRITON_MODEL_INPUT", "").strip(),
         model_output=env.get("TRITON_MODEL_OUTPUT", "").strip(),
         transport=transport,
-        ready_timeout_s=_number(env, "TRITON_READY_TIMEOUT", OperatorConfig.ready_timeout_s),
-        request_timeout_s=_number(env, "TRITON_REQUEST_TIMEOUT", OperatorConfig.request_timeout_s),
+        ready_timeout_s=_number(env, "TRITON_READY_TIMEOUT", OperatorConfig.ready_timeout_s, minimum=0.1),
+        request_timeout_s=_number(env, "TRITON_REQUEST_TIMEOUT", OperatorConfig.request_timeout_s, minimum=0.1),
         retries=int(_number(env, "TRITON_RETRIES", OperatorConfig.retries, int)),
         overlap=overlap,
         blend=blend,
         batch_size=int(_number(env, "ODK_BATCH_SIZE", 0, int)),
-        largest_component=env.get("ODK_LARGEST_COMPONENT", "1").strip().lower() in TRUE,
-        overlay=env.get("ODK_OVERLAY", "1").strip().lower() in TRUE,
+        largest_component=_flag(env, "ODK_LARGEST_COMPONENT", True),
+        overlay=_flag(env, "ODK_OVERLAY", True),
         spacing_mm=(sp[0], sp[1], sp[2]) if sp else None,
         hu_window=(hu[0], hu[1]) if hu else None,
     )

@@ -45,6 +45,29 @@ def is_local_address(url: str) -> bool:
     return any(ipaddress.ip_address(a.split("%")[0]).is_loopback or a in local for a in addrs)
 
 
+def _short_reason(exc: InferenceServerException) -> str:
+    """A few words for why a request failed, instead of gRPC's long status text."""
+    text = exc.message() or str(exc)
+    for needle, words in (("Connection refused", "connection refused"), ("Name resolution", "unknown host"),
+                          ("DNS resolution failed", "unknown host"), ("Deadline Exceeded", "no answer"),
+                          ("Socket closed", "connection closed")):
+        if needle.lower() in text.lower():
+            return words
+    return text.splitlines()[0][:160]
+
+
+def _not_ready_message(cfg: OperatorConfig, server_up: bool, reason: str) -> str:
+    wait = f"{cfg.ready_timeout_s:g} s"
+    if not server_up and reason not in ("server not ready",):
+        return (f"cannot reach Triton at {cfg.triton_url} within {wait} ({reason}); start it with 'make triton'"
+                " or fix NVIDIA_TRITON_GRPCURI in env.list")
+    if not server_up:
+        return f"Triton at {cfg.triton_url} is not ready after {wait}; see 'make triton-status' and its log"
+    version = f" version {cfg.model_version}" if cfg.model_version else ""
+    return (f"Triton at {cfg.triton_url} serves no ready model '{cfg.model_name}'{version} after {wait};"
+            " fix TRITON_MODEL_NAME / TRITON_MODEL_VERSION in env.list or check 'make triton-status'")
+
+
 def _transient(exc: InferenceServerException) -> bool:
     text = f"{exc.status()} {exc.message()}"
     return any(t in text for t in TRANSIENT)
@@ -73,23 +96,21 @@ class TritonSession:
         cfg = self.cfg
         deadline = time.monotonic() + cfg.ready_timeout_s
         next_report = time.monotonic()
-        last_error = "no answer yet"
+        server_up = False
+        last_error = "no answer"
         while True:
             try:
-                if self.client.is_server_ready() and self.client.is_model_ready(cfg.model_name,
-                                                                               cfg.model_version):
+                server_up = self.client.is_server_ready()
+                if server_up and self.client.is_model_ready(cfg.model_name, cfg.model_version):
                     return
-                last_error = f"server up, model '{cfg.model_name}' not ready"
+                last_error = "server not ready" if not server_up else f"model '{cfg.model_name}' not ready"
             except InferenceServerException as exc:
-                last_error = exc.message() or str(exc)
+                last_error = _short_reason(exc)
             now = time.monotonic()
             if now >= deadline:
-                raise TritonUnavailable(
-                    f"Triton at {cfg.triton_url} not ready after {cfg.ready_timeout_s:.0f} s ({last_error});"
-                    " start it with 'make triton' or fix NVIDIA_TRITON_GRPCURI / TRITON_MODEL_NAME")
+                raise TritonUnavailable(_not_ready_message(cfg, server_up, last_error))
             if now >= next_report:
-                log.info("waiting for Triton at %s and model %s (%s)", cfg.triton_url, cfg.model_name,
-                         last_error)
+                log.info("waiting for Triton at %s and model %s (%s)", cfg.triton_url, cfg.model_name, last_error)
                 next_report = now + progress_every_s
             time.sleep(0.5)
 

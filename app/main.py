@@ -12,7 +12,7 @@ import os
 import clara
 
 from . import operator
-from .config import ConfigError, from_env
+from .config import ConfigError, from_env, log_level
 from .inference import TritonUnavailable
 from .model import ModelMismatch
 
@@ -32,22 +32,34 @@ def execute(driver: clara.Driver, payload: clara.Payload) -> bool:
     log.info("job %s, operator %s: %s -> %s", driver.job_name, driver.stage_name,
              ", ".join(f"{e.name}:{e.path}" for e in payload.input_entries), output)
     summary = operator.run(inputs, output, cfg)
-    return summary.ok
+    if summary.failed:
+        names = ", ".join(p.name for p, _reason in summary.failed)
+        raise clara.Error(f"{len(summary.failed)} of {len(summary.failed) + len(summary.done)} studies failed"
+                          f" ({names}); the lines above say why")
+    return True
 
 
 def main() -> int:
-    logging.basicConfig(level=os.environ.get("ODK_LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        level = log_level(os.environ)
+    except ConfigError as exc:
+        level = "INFO"
+        bad_level: ConfigError | None = exc
+    else:
+        bad_level = None
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Problems that concern the whole run are reported as one line, without a traceback.
     for noisy in ("tritonclient",):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     def guarded(driver: clara.Driver, payload: clara.Payload) -> bool:
+        # Problems of the whole run become clara.Error: the driver logs them as one line, no traceback.
+        if bad_level is not None:
+            raise clara.Error(str(bad_level))
         try:
             return execute(driver, payload)
         except (ConfigError, ModelMismatch, TritonUnavailable, operator.OperatorError) as exc:
-            log.error("%s", exc)
-            return False
+            raise clara.Error(str(exc)) from None
 
     return clara.run(execute_handler=guarded)
 

@@ -84,7 +84,8 @@ def run(inputs: Sequence[Path], output: Path, cfg: OperatorConfig) -> RunSummary
     studies = find_studies(inputs, output, summary)
     if not studies and not summary.failed:
         names = ", ".join(str(p) for p in inputs)
-        raise OperatorError(f"no NIfTI studies (.nii / .nii.gz) found under {names}")
+        raise OperatorError(f"no NIfTI studies (.nii / .nii.gz) found under {names}; put studies there or"
+                            " fix INPUT_DIR / NVIDIA_CLARA_INPUTPATHS")
     with TritonSession(cfg) as session:
         session.wait_ready()
         spec = session.describe_model()

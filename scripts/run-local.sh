@@ -31,6 +31,16 @@ declare -A envs=()
 env_keys=()
 overrides=()
 while IFS= read -r line || [[ -n "$line" ]]; do
+    # A documented but commented-out variable (`# KEY=...`) that the caller sets is passed on too.
+    if [[ "$line" =~ ^#[[:space:]]*([A-Z][A-Z0-9_]*)= ]]; then
+        key="${BASH_REMATCH[1]}"
+        if [[ -n "${!key+x}" && ! -v "envs[$key]" ]]; then
+            env_keys+=("$key")
+            envs[$key]="${!key}"
+            overrides+=("$key")
+        fi
+        continue
+    fi
     [[ "$line" =~ ^[[:space:]]*(#|$) ]] && continue
     [[ "$line" =~ ^([A-Za-z_][A-Za-z0-9_]*)=(.*)$ ]] || die "$env_list: '$line' is not KEY=VALUE"
     key="${BASH_REMATCH[1]}"

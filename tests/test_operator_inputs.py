@@ -80,6 +80,8 @@ def test_bad_inputs_are_isolated(triton_server, bad_inputs, tmp_path):
     assert "skipping" in log and "notes.txt" in log
     assert not [p for p in out.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
     assert "Traceback" not in log
+    summary = [ln for ln in log.splitlines() if " ERROR " in ln and "FAILED" not in ln]
+    assert len(summary) == 1 and f"{len(BAD)} of {len(BAD) + 2} studies failed" in summary[0], log
     assert orphaned_shm_regions() == before
 
 
@@ -87,7 +89,8 @@ def test_empty_input_folder_fails_clearly(triton_server, tmp_path):
     (tmp_path / "in").mkdir()
     proc = run_operator(tmp_path / "in", tmp_path / "out", triton_server.grpc_url)
     assert proc.returncode != 0
-    assert "no NIfTI studies" in proc.stdout
+    errors = [ln for ln in proc.stdout.splitlines() if " ERROR " in ln]
+    assert len(errors) == 1 and "no NIfTI studies" in errors[0] and "INPUT_DIR" in errors[0], proc.stdout
     assert "Traceback" not in proc.stdout
 
 
@@ -103,16 +106,20 @@ def test_unreachable_triton_times_out_with_one_line(tmp_path):
     url = f"127.0.0.1:{_free_port()}"
     proc = run_operator(tmp_path / "in", tmp_path / "out", url, TRITON_READY_TIMEOUT="2")
     assert proc.returncode != 0
-    errors = [ln for ln in proc.stdout.splitlines() if " ERROR " in ln and "app" in ln]
-    assert len(errors) == 1 and f"Triton at {url} not ready after 2 s" in errors[0], proc.stdout
-    assert "make triton" in errors[0]
+    errors = [ln for ln in proc.stdout.splitlines() if " ERROR " in ln]
+    assert len(errors) == 1, proc.stdout
+    assert f"cannot reach Triton at {url} within 2 s (connection refused)" in errors[0], proc.stdout
+    assert "make triton" in errors[0] and "NVIDIA_TRITON_GRPCURI" in errors[0]
     assert "Traceback" not in proc.stdout
 
 
 @pytest.mark.parametrize(("env", "expected"), [
     ({"TRITON_MODEL_INPUT": "WRONG"}, "has no input named 'WRONG'"),
     ({"TRITON_MODEL_OUTPUT": "NOPE"}, "has no output named 'NOPE'"),
-    ({"TRITON_MODEL_NAME": "no_such_model", "TRITON_READY_TIMEOUT": "1"}, "model 'no_such_model' not ready"),
+    ({"TRITON_MODEL_NAME": "no_such_model", "TRITON_READY_TIMEOUT": "1"}, "serves no ready model 'no_such_model'"),
+    ({"NVIDIA_TRITON_GRPCURI": "localhost"}, "expected host:port"),
+    ({"ODK_OVERLAY": "maybe"}, "ODK_OVERLAY='maybe'"),
+    ({"ODK_LOG_LEVEL": "LOUD"}, "ODK_LOG_LEVEL='LOUD'"),
     ({"TRITON_TRANSPORT": "carrier-pigeon"}, "TRITON_TRANSPORT='carrier-pigeon'"),
     ({"ODK_HU_WINDOW": "300,-200"}, "low < high"),
 ])
@@ -121,7 +128,7 @@ def test_configuration_mismatch_is_one_clear_line(triton_server, tmp_path, env, 
     _write(tmp_path / "in" / "a.nii.gz", _volume())
     proc = run_operator(tmp_path / "in", tmp_path / "out", triton_server.grpc_url, **env)
     assert proc.returncode != 0
-    errors = [ln for ln in proc.stdout.splitlines() if " ERROR " in ln and "app" in ln]
+    errors = [ln for ln in proc.stdout.splitlines() if " ERROR " in ln]
     assert len(errors) == 1 and expected in errors[0], proc.stdout
     assert "Traceback" not in proc.stdout
     assert not (tmp_path / "out" / "a_seg.nii.gz").exists()

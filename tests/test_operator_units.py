@@ -112,6 +112,11 @@ def test_triton_url_fallbacks():
     ({"ODK_SPACING_MM": "1,2"}, "3 comma-separated numbers"),
     ({"TRITON_READY_TIMEOUT": "soon"}, "TRITON_READY_TIMEOUT"),
     ({"ODK_BLEND": "median"}, "ODK_BLEND"),
+    ({"TRITON_RETRIES": "three"}, "expected a whole number"),
+    ({"ODK_BATCH_SIZE": "-1"}, "expected a whole number >= 0"),
+    ({"ODK_LARGEST_COMPONENT": "typo"}, "expected 1 or 0"),
+    ({"NVIDIA_TRITON_GRPCURI": "http://127.0.0.1:8000"}, "host:port of Triton's gRPC endpoint"),
+    ({"NVIDIA_TRITON_GRPCURI": "localhost"}, "host:port"),
 ])
 def test_bad_configuration_is_named(env, message):
     with pytest.raises(ConfigError, match=message):
