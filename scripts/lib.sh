@@ -49,10 +49,15 @@ detect_engine() {
 
 # require_engine: like detect_engine, but dies with one clear line when none works.
 require_engine() {
-    local e
+    local e why
+    case "${ENGINE:-}" in
+        "" | docker | podman) ;;
+        *) die "ENGINE must be docker or podman, not '$ENGINE'" ;;
+    esac
     if ! e="$(detect_engine)"; then
         if [[ -n "${ENGINE:-}" ]]; then
-            die "container engine '$ENGINE' is not usable ('$ENGINE info' fails); start it, or unset ENGINE"
+            why="$("$ENGINE" info 2>&1 >/dev/null | grep -m1 -v '^[[:space:]]*$' || true)"
+            die "container engine '$ENGINE' is not usable ('$ENGINE info' fails${why:+: ${why:0:160}}); start it, or unset ENGINE"
         fi
         die "no working container engine (neither 'docker info' nor 'podman info' succeeds); install/start Docker or podman (CI: scripts/setup-podman.sh)"
     fi
