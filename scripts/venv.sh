@@ -7,9 +7,23 @@ source "$(dirname "$0")/lib.sh"
 
 venv="${1:?usage: venv.sh VENV_DIR REQUIREMENTS_FILE}"
 reqs="${2:?usage: venv.sh VENV_DIR REQUIREMENTS_FILE}"
-python="${PYTHON:-python3}"
-
-command -v "$python" >/dev/null 2>&1 || die "'$python' not found; install Python 3.11 (or set PYTHON=/path/to/python3)"
+# The pins (numpy 1.26 for nvidia-pytriton, scipy 1.17) need CPython 3.11 or 3.12.
+python="${PYTHON:-}"
+if [[ -z "$python" ]]; then
+    for candidate in python3.11 python3.12 python3; do
+        if command -v "$candidate" >/dev/null 2>&1; then
+            python="$candidate"
+            break
+        fi
+    done
+fi
+[[ -n "$python" ]] && command -v "$python" >/dev/null 2>&1 \
+    || die "no Python found; install Python 3.11 (or set PYTHON=/path/to/python3.11)"
+version="$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+case "$version" in
+    3.11 | 3.12) ;;
+    *) die "$python is Python $version; the kit needs 3.11 or 3.12 (set PYTHON=/path/to/python3.11)" ;;
+esac
 if [[ ! -x "$venv/bin/python" ]]; then
     log "creating virtualenv $venv"
     "$python" -m venv "$venv" || die "could not create $venv; on Debian/Ubuntu: apt-get install python3-venv"
