@@ -17,8 +17,9 @@ if [[ -z "$python" ]]; then
         fi
     done
 fi
-[[ -n "$python" ]] && command -v "$python" >/dev/null 2>&1 \
-    || die "no Python found; install Python 3.11 (or set PYTHON=/path/to/python3.11)"
+if [[ -z "$python" ]] || ! command -v "$python" >/dev/null 2>&1; then
+    die "no Python found; install Python 3.11 (or set PYTHON=/path/to/python3.11)"
+fi
 version="$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 case "$version" in
     3.11 | 3.12) ;;
