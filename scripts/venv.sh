@@ -20,7 +20,7 @@ fi
 if [[ -z "$python" ]] || ! command -v "$python" >/dev/null 2>&1; then
     die "no Python found; install Python 3.11 (or set PYTHON=/path/to/python3.11)"
 fi
-version="$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+version="$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" || die "$python does not run; set PYTHON=/path/to/python3.11"
 case "$version" in
     3.11 | 3.12) ;;
     *) die "$python is Python $version; the kit needs 3.11 or 3.12 (set PYTHON=/path/to/python3.11)" ;;
