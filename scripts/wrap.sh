@@ -8,7 +8,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$ODK_ROOT"
 
 base="${BASE_IMAGE:-}"
-[[ -n "$base" ]] || die "BASE_IMAGE is required: make wrap BASE_IMAGE=<inference image>, e.g. BASE_IMAGE=nvcr.io/nvidia/tritonserver:24.05-py3"
+[[ -n "$base" ]] || die "BASE_IMAGE is required: make wrap BASE_IMAGE=<inference image>, e.g. BASE_IMAGE=nvcr.io/nvidia/tritonserver:26.05-py3"
 tag="${TAG:-0.1.0}"
 ref="${WRAP_IMAGE:-${IMAGE:-clara/simple-operator}:$tag-wrap}"
 engine="$(require_engine)"
