@@ -56,7 +56,7 @@ def test_entries_are_frozen_dataclasses_with_path_objects() -> None:
         ("payload", "'payload'", "has no path"),
         ("payload:", "'payload:'", "has no path"),
         ("payload:   ", "'payload:'", "has no path"),
-        ("/input", "'/input'", "has no path"),
+        ("/input", "'/input'", "has no name (e.g. payload:/input)"),
         ("payload:input", "'payload:input'", "relative path 'input'"),
         ("payload:./input", "'payload:./input'", "relative path './input'"),
         ("payload:~/input", "'payload:~/input'", "relative path '~/input'"),
@@ -152,7 +152,7 @@ def test_seed_pipeline_on_disk(tmp_path: Path) -> None:
 
 def test_missing_input_directory_is_an_error(tmp_path: Path) -> None:
     payload = Payload.from_environ({IN: f"payload:{tmp_path}/absent"})
-    expected = rf"{IN}: entry 'payload:{tmp_path}/absent'.*does not exist; expected name:"
+    expected = rf"{IN}: entry 'payload:{tmp_path}/absent'.*does not exist; create it or point the entry at an existing folder"
     with pytest.raises(Error, match=expected):
         check_payload(payload, create_outputs=True)
 
@@ -160,7 +160,7 @@ def test_missing_input_directory_is_an_error(tmp_path: Path) -> None:
 def test_input_that_is_a_file_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "file.nii").write_bytes(b"x")
     payload = Payload.from_environ({IN: f"payload:{tmp_path}/file.nii"})
-    with pytest.raises(Error, match=r"is not a directory; expected name:"):
+    with pytest.raises(Error, match=r"is not a directory; point the entry at a folder"):
         check_payload(payload, create_outputs=True)
 
 
@@ -224,10 +224,10 @@ def test_nosynclock_values(value: str, sync: bool) -> None:
 
 @pytest.mark.parametrize(("variable", "value", "match"), [
     (env.NOSYNCLOCK, "maybe", "NVIDIA_CLARA_NOSYNCLOCK='maybe' is not a boolean"),
-    (env.TIMEOUT, "ten", "NVIDIA_CLARA_TIMEOUT='ten' is not a number of seconds"),
-    (env.TIMEOUT, "-1", "NVIDIA_CLARA_TIMEOUT='-1' is not a number of seconds"),
-    (env.TIMEOUT, "inf", "NVIDIA_CLARA_TIMEOUT='inf' is not a number of seconds"),
-    (env.SYNCLOCK_TIMEOUT, "nan", "NVIDIA_CLARA_SYNCLOCK_TIMEOUT='nan' is not a number of seconds"),
+    (env.TIMEOUT, "ten", "NVIDIA_CLARA_TIMEOUT='ten': expected a number of seconds >= 0"),
+    (env.TIMEOUT, "-1", "NVIDIA_CLARA_TIMEOUT='-1': expected a number of seconds >= 0"),
+    (env.TIMEOUT, "inf", "NVIDIA_CLARA_TIMEOUT='inf': expected a number of seconds >= 0"),
+    (env.SYNCLOCK_TIMEOUT, "nan", "NVIDIA_CLARA_SYNCLOCK_TIMEOUT='nan': expected a number of seconds >= 0"),
     (env.JOBID, "job-1", "NVIDIA_CLARA_JOBID='job-1' is not a UUID"),
 ])
 def test_bad_settings(variable: str, value: str, match: str) -> None:

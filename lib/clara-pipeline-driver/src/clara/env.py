@@ -70,5 +70,5 @@ def parse_seconds(environ: Mapping[str, str], name: str, default: float | None) 
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or value < 0:
-        raise Error(f"{name}={raw!r} is not a number of seconds; expected e.g. {name}=300")
+        raise Error(f"{name}={raw!r}: expected a number of seconds >= 0, e.g. {name}=300")
     return value

@@ -133,6 +133,8 @@ def _parse_entry(raw: str, variable: str) -> PayloadEntry:
     entry = raw.strip()
     name, sep, path = entry.partition(":")
     name, path = name.strip(), path.strip()
+    if not sep and entry.startswith("/"):
+        raise Error(f"{variable}: entry {entry!r} has no name (e.g. payload:{entry}); expected {ENTRY_FORM}")
     if not sep or not path:
         raise Error(f"{variable}: entry {entry!r} has no path; expected {ENTRY_FORM}")
     if name and not _NAME.fullmatch(name):
@@ -148,9 +150,10 @@ def check_payload(payload: Payload, create_outputs: bool) -> None:
     for entry in payload.input_entries:
         shown = f"{env.INPUTPATHS}: entry {_show(entry)}"
         if not entry.path.exists():
-            raise Error(f"{shown}: input directory {entry.path} does not exist; expected {ENTRY_FORM}")
+            raise Error(f"{shown}: input directory {entry.path} does not exist; create it or point the entry at"
+                        " an existing folder")
         if not entry.path.is_dir():
-            raise Error(f"{shown}: input {entry.path} is not a directory; expected {ENTRY_FORM}")
+            raise Error(f"{shown}: input {entry.path} is not a directory; point the entry at a folder")
     for entry in payload.output_entries:
         shown = f"{env.OUTPUTPATHS}: entry {_show(entry)}"
         if entry.path.exists() and not entry.path.is_dir():
