@@ -102,3 +102,17 @@ build_image() {
     log "$engine build -t $ref -f $dockerfile $*"
     "$engine" "${args[@]}" "$@" "$ODK_ROOT"
 }
+
+# triton_state KEY: a value recorded by `make triton` in $ODK_RUN_DIR/triton/mode (key=value lines; never
+# sourced); prints nothing when there is no such state or key.
+triton_state() {
+    local file="$ODK_RUN_DIR/triton/mode" k v
+    [[ -f "$file" ]] || return 0
+    while IFS='=' read -r k v; do
+        if [[ "$k" == "$1" ]]; then
+            printf '%s\n' "$v"
+            return 0
+        fi
+    done <"$file"
+    return 0
+}

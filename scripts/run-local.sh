@@ -17,7 +17,6 @@ image="${IMAGE:-clara/simple-operator}:${TAG:-0.1.0}"
 input_dir="${INPUT_DIR:-local/input}"
 output_dir="${OUTPUT_DIR:-local/output}"
 env_list="${ENV_LIST:-$ODK_ROOT/env.list}"
-triton_state="$ODK_RUN_DIR/triton/mode"
 
 case "$runtime" in auto | container | host) ;; *) die "RUNTIME must be auto, container or host, not '$runtime'" ;; esac
 [[ -f "$env_list" ]] || die "no $env_list; it holds the operator's environment (see README, env.list)"
@@ -79,19 +78,8 @@ if [[ "$runtime" != host ]]; then
 fi
 
 # --- Triton ----------------------------------------------------------------------------------------
-state_get() {
-    local k v
-    [[ -f "$triton_state" ]] || return 0
-    while IFS='=' read -r k v; do
-        if [[ "$k" == "$1" ]]; then
-            printf '%s\n' "$v"
-            return 0
-        fi
-    done <"$triton_state"
-    return 0
-}
-triton_mode="$(state_get mode)"
-grpc_port="$(state_get grpc_port)"
+triton_mode="$(triton_state mode)"
+grpc_port="$(triton_state grpc_port)"
 if [[ -n "$triton_mode" ]]; then
     host_uri="127.0.0.1:$grpc_port"
 else
@@ -124,8 +112,8 @@ else
     # 127.0.0.1 reaches it and TRITON_TRANSPORT=auto can use system shared memory as on the host.
     net_args=(--network host --ipc host)
     uri="$host_uri"
-    if [[ "$triton_mode" == container && "$(state_get engine)" == "$engine" ]]; then
-        tname="$(state_get container)"
+    if [[ "$triton_mode" == container && "$(triton_state engine)" == "$engine" ]]; then
+        tname="$(triton_state container)"
         # shellcheck disable=SC2016  # a Go template, not a shell expansion
         tnet="$("$engine" inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}' "$tname" \
             2>/dev/null | awk '{print $1}')"

@@ -33,18 +33,6 @@ TRITON_ADDRESS="${TRITON_ADDRESS:-0.0.0.0}"       # embedded: address the server
 TRITON_RUN_DIR="$ODK_RUN_DIR/triton"
 TRITON_LABEL="org.odk.role=triton"
 
-# state_get KEY: a value from the run directory's mode file (key=value lines; never sourced).
-state_get() {
-    local key="$1" k v
-    [[ -f "$TRITON_RUN_DIR/mode" ]] || return 0
-    while IFS='=' read -r k v; do
-        if [[ "$k" == "$key" ]]; then
-            printf '%s\n' "$v"
-            return 0
-        fi
-    done <"$TRITON_RUN_DIR/mode"
-}
-
 clear_state() { rm -f "$TRITON_RUN_DIR/mode" "$TRITON_RUN_DIR/triton.pid"; }
 
 check_port_vars() {
@@ -219,7 +207,7 @@ cmd_start() {
     check_port_vars
     allow_client_shm >/dev/null
     local running
-    running="$(state_get mode)"
+    running="$(triton_state mode)"
     if [[ -n "$running" ]]; then
         if is_running; then
             die "a Triton started by 'make triton' is already running ($running); run 'make triton-stop' first"
@@ -237,10 +225,10 @@ cmd_start() {
 # is_running: the Triton recorded in the run directory still runs (embedded process or container).
 is_running() {
     local rc=0 engine
-    if [[ "$(state_get mode)" == "container" ]]; then
-        engine="$(state_get engine)"
+    if [[ "$(triton_state mode)" == "container" ]]; then
+        engine="$(triton_state engine)"
         [[ "$engine" == docker || "$engine" == podman ]] || return 1
-        [[ "$("$engine" inspect -f '{{.State.Running}}' "$(state_get container)" 2>/dev/null || true)" == "true" ]]
+        [[ "$("$engine" inspect -f '{{.State.Running}}' "$(triton_state container)" 2>/dev/null || true)" == "true" ]]
         return
     fi
     "$ODK_PY" -m kit.triton status --run-dir "$TRITON_RUN_DIR" >/dev/null 2>&1 || rc=$?
@@ -249,13 +237,13 @@ is_running() {
 
 cmd_stop() {
     local mode engine name
-    mode="$(state_get mode)"
+    mode="$(triton_state mode)"
     case "$mode" in
         "") log "no Triton started by 'make triton' is recorded in $TRITON_RUN_DIR; nothing to stop" ;;
         embedded) "$ODK_PY" -m kit.triton stop --run-dir "$TRITON_RUN_DIR" ;;
         container)
-            engine="$(state_get engine)"
-            name="$(state_get container)"
+            engine="$(triton_state engine)"
+            name="$(triton_state container)"
             [[ "$engine" == docker || "$engine" == podman ]] || die "unknown engine '$engine' in $TRITON_RUN_DIR/mode"
             if "$engine" inspect -f '{{index .Config.Labels "org.odk.role"}}' "$name" 2>/dev/null | grep -qx triton; then
                 "$engine" logs "$name" >"$TRITON_RUN_DIR/triton.log" 2>&1 || true
@@ -272,9 +260,9 @@ cmd_stop() {
 
 cmd_status() {
     local mode
-    mode="$(state_get mode)"
+    mode="$(triton_state mode)"
     if [[ "$mode" == "container" ]] && ! is_running; then
-        echo "triton: not running (container $(state_get container) is not running; 'make triton-stop' cleans up)"
+        echo "triton: not running (container $(triton_state container) is not running; 'make triton-stop' cleans up)"
         exit 3
     fi
     exec "$ODK_PY" -m kit.triton status --run-dir "$TRITON_RUN_DIR"

@@ -16,10 +16,10 @@ import io
 import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from app.niftiio import atomic_write_bytes
 
 log = logging.getLogger("app.export")
 
@@ -103,18 +103,6 @@ def summary_json(rows: list[StudyRow], entries: list[tuple[str, Path]], job: str
     }, indent=2) + "\n"
 
 
-def atomic_write(dest: Path, data: bytes) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def copy_labels(rows: list[StudyRow], entries: dict[str, Path], dest: Path) -> int:
     """Copy each study's label map to ``dest`` (atomically: temp file, then rename)."""
     copied = 0
@@ -122,16 +110,7 @@ def copy_labels(rows: list[StudyRow], entries: dict[str, Path], dest: Path) -> i
         if not row.segmentation:
             continue
         src = entries[row.entry] / row.segmentation
-        target = dest / src.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(fd)
-        try:
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(dest / src.name, src.read_bytes())  # compressed label maps: small
         copied += 1
     return copied
 
@@ -144,8 +123,8 @@ def export(entries: list[tuple[str, Path]], output: Path, job: str, stage: str, 
     if not rows:
         raise ExportError("no study reports (<stem>.json with liver_volume_ml) in the inputs "
                           f"{', '.join(f'{n}:{p}' for n, p in entries)}; run the segmentation operator first")
-    atomic_write(output / "summary.csv", summary_csv(rows).encode())
-    atomic_write(output / "summary.json", summary_json(rows, entries, job, stage).encode())
+    atomic_write_bytes(output / "summary.csv", summary_csv(rows).encode())
+    atomic_write_bytes(output / "summary.json", summary_json(rows, entries, job, stage).encode())
     if copy:
         log.info("copied %d label map(s) to %s", copy_labels(rows, dict(entries), output / "labels"),
                  output / "labels")
