@@ -9,9 +9,7 @@ fastest gzip decoder/encoder available for reading the study and writing the lab
 
 from __future__ import annotations
 
-import argparse
 import gzip
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +21,7 @@ from isal import igzip
 from app import postprocess, transforms
 from app.niftiio import Volume, label_image
 from app.sliding import sliding_window
+from kit.bench import contender
 from kit.bench.model import load_model, ort_session
 
 
@@ -123,19 +122,7 @@ def run(src: Path, model_dir: Path, out_dir: Path, overlap: float, blend: str, b
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m kit.bench.limit", description=__doc__)
-    p.add_argument("--input", type=Path, required=True)
-    p.add_argument("--model-dir", type=Path, required=True)
-    p.add_argument("--out-dir", type=Path, required=True)
-    p.add_argument("--json", type=Path, required=True)
-    p.add_argument("--overlap", type=float, default=0.25)
-    p.add_argument("--blend", default="gaussian")
-    p.add_argument("--batch-size", type=int, default=0)
-    p.add_argument("--largest-component", type=int, default=1)
-    a = p.parse_args(argv)
-    result = run(a.input, a.model_dir, a.out_dir, a.overlap, a.blend, a.batch_size, bool(a.largest_component))
-    a.json.write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+    return contender.main("python -m kit.bench.limit", __doc__, run, argv)
 
 
 if __name__ == "__main__":
