@@ -9,8 +9,7 @@ cd "$ODK_ROOT"
 image="${IMAGE:-clara/simple-operator}"
 tag="${TAG:-0.1.0}"
 engine="$(require_engine)"
-compgen -G 'lib/*.whl' >/dev/null || die "no driver wheel in lib/; run 'make wheel' first"
-[[ -f app/__main__.py ]] || die "no operator in app/ (app/__main__.py missing)"
+require_operator_sources
 
 SECONDS=0
 build_image "$engine" "$image:$tag" Dockerfile --build-arg "VERSION=$tag" \

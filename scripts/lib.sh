@@ -116,3 +116,9 @@ triton_state() {
     done <"$file"
     return 0
 }
+
+# require_operator_sources: what an operator image is built from (run from $ODK_ROOT).
+require_operator_sources() {
+    compgen -G 'lib/*.whl' >/dev/null || die "no driver wheel in lib/; run 'make wheel' first"
+    [[ -f app/__main__.py ]] || die "no operator in app/ (app/__main__.py missing)"
+}

@@ -12,8 +12,7 @@ base="${BASE_IMAGE:-}"
 tag="${TAG:-0.1.0}"
 ref="${WRAP_IMAGE:-${IMAGE:-clara/simple-operator}:$tag-wrap}"
 engine="$(require_engine)"
-compgen -G 'lib/*.whl' >/dev/null || die "no driver wheel in lib/; run 'make wheel' first"
-[[ -f app/__main__.py ]] || die "no operator in app/ (app/__main__.py missing)"
+require_operator_sources
 
 SECONDS=0
 build_image "$engine" "$ref" Dockerfile.wrap --build-arg "BASE_IMAGE=$base" --build-arg "VERSION=$tag" \
