@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
               f" {rep['timings_s'].get('total', 0):.1f} s via {rep['transport']}")
         print(f"    label map  {seg}")
         print(f"    overlay    {png}")
+        print(f"    report     {rep_path}")
         truth = args.truth_dir / f"{stem}_truth.nii.gz" if args.truth_dir else None
         if truth is not None and truth.is_file() and seg.is_file():
             print(f"    {truth_scores(seg, truth)}  ({truth})")
