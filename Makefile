@@ -34,8 +34,10 @@ $(DEV_STAMP): requirements.txt requirements-dev.txt
 
 venv: $(DEV_STAMP) ## create/update .venv from the pinned requirements
 
-demo: $(DEV_STAMP) ## Triton + operator on local/input -> local/output, then stop; prints where results are
-	@scripts/demo.sh
+# The demo runs the operator from the working tree (RUNTIME=host) unless RUNTIME is given: an operator image
+# built earlier may hold older code.
+demo: $(DEV_STAMP) ## Triton + operator on INPUT_DIR -> OUTPUT_DIR, then stop; prints where results are
+	@RUNTIME=$(if $(filter file,$(origin RUNTIME)),host,$(RUNTIME)) scripts/demo.sh
 
 test: $(DEV_STAMP) ## the whole test suite (lint included)
 	@scripts/test.sh
