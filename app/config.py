@@ -38,11 +38,16 @@ class OperatorConfig:
     hu_window: tuple[float, float] | None = None
 
 
-def _floats(name: str, raw: str, n: int) -> tuple[float, ...]:
+def number_list(raw: str) -> tuple[float, ...]:
+    """ "2.5, 2.5,3" -> (2.5, 2.5, 3.0); () when any item is not a number."""
     try:
-        values = tuple(float(v) for v in raw.replace(" ", "").split(","))
+        return tuple(float(v) for v in raw.replace(" ", "").split(","))
     except ValueError:
-        values = ()
+        return ()
+
+
+def _floats(name: str, raw: str, n: int) -> tuple[float, ...]:
+    values = number_list(raw)
     if len(values) != n:
         raise ConfigError(f"{name}={raw!r}: expected {n} comma-separated numbers")
     return values

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from tritonclient.grpc import model_config_pb2
 
-from .config import OperatorConfig
+from .config import OperatorConfig, number_list
 
 Shape3 = tuple[int, int, int]
 
@@ -43,10 +43,7 @@ def _param(config: model_config_pb2.ModelConfig, key: str) -> str | None:
 def _floats(model: str, key: str, raw: str | None, n: int) -> tuple[float, ...]:
     if raw is None:
         raise ModelMismatch(f"model {model}: config.pbtxt has no parameter '{key}' and no override is set")
-    try:
-        values = tuple(float(v) for v in raw.replace(" ", "").split(","))
-    except ValueError:
-        values = ()
+    values = number_list(raw)
     if len(values) != n:
         raise ModelMismatch(f"model {model}: parameter {key}={raw!r} is not {n} comma-separated numbers")
     return values
