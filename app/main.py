@@ -33,7 +33,8 @@ def execute(driver: clara.Driver, payload: clara.Payload) -> bool:
              ", ".join(f"{e.name}:{e.path}" for e in payload.input_entries), output)
     summary = operator.run(inputs, output, cfg)
     if summary.failed:
-        names = ", ".join(p.name for p, _reason in summary.failed)
+        names = ", ".join(p.name for p, _reason in summary.failed[:10])
+        names += ", ..." if len(summary.failed) > 10 else ""
         raise clara.Error(f"{len(summary.failed)} of {len(summary.failed) + len(summary.done)} studies failed"
                           f" ({names}); the lines above say why")
     return True
