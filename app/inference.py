@@ -117,8 +117,12 @@ class TritonSession:
     def describe_model(self) -> ModelSpec:
         """Fetch metadata + config and check them against what the operator needs."""
         cfg = self.cfg
-        meta = self.client.get_model_metadata(cfg.model_name, cfg.model_version)
-        config = self.client.get_model_config(cfg.model_name, cfg.model_version).config
+        try:
+            meta = self.client.get_model_metadata(cfg.model_name, cfg.model_version)
+            config = self.client.get_model_config(cfg.model_name, cfg.model_version).config
+        except InferenceServerException as exc:
+            raise TritonUnavailable(f"Triton at {cfg.triton_url} could not describe model '{cfg.model_name}'"
+                                    f" ({_short_reason(exc)}); check 'make triton-status'") from None
         self.spec = build_spec(meta, config, cfg)
         return self.spec
 
