@@ -157,3 +157,48 @@ def test_argmax_labels_equals_numpy_argmax_including_ties():
     rng = np.random.default_rng(6)
     probs = rng.integers(0, 4, (3, 20, 30, 10)).astype(np.float32)  # many ties
     assert np.array_equal(postprocess.argmax_labels(probs), np.argmax(probs, axis=0).astype(np.uint8))
+
+
+class _FlakySession:
+    """Fault injection for the retry policy: a Triton that drops the first requests (no server can be made
+    to fail transiently on demand)."""
+
+    def __init__(self, failures: int, status: str) -> None:
+        from app.inference import TritonSession
+
+        self.session = TritonSession(from_env({"TRITON_RETRIES": "3", "NVIDIA_TRITON_GRPCURI": "127.0.0.1:1"}))
+        self.failures, self.status, self.calls = failures, status, 0
+        self.session._infer = self._infer  # type: ignore[method-assign]
+
+    def _infer(self, batch):
+        from tritonclient.utils import InferenceServerException
+
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise InferenceServerException(msg="connection reset", status=self.status)
+        return batch
+
+
+def test_transient_triton_errors_are_retried_with_backoff(monkeypatch):
+    import app.inference
+
+    sleeps = []
+    monkeypatch.setattr(app.inference.time, "sleep", sleeps.append)
+    flaky = _FlakySession(failures=2, status="StatusCode.UNAVAILABLE")
+    batch = np.ones((1, 1, 4, 4, 4), dtype=np.float32)
+    assert flaky.session.predictor()(batch) is batch
+    assert flaky.calls == 3 and sleeps == [0.5, 1.0]
+    flaky.session.close()
+
+
+def test_permanent_triton_errors_are_not_retried(monkeypatch):
+    from tritonclient.utils import InferenceServerException
+
+    import app.inference
+
+    monkeypatch.setattr(app.inference.time, "sleep", lambda s: None)
+    flaky = _FlakySession(failures=1, status="StatusCode.INVALID_ARGUMENT")
+    with pytest.raises(InferenceServerException):
+        flaky.session.predictor()(np.ones((1, 1, 4, 4, 4), dtype=np.float32))
+    assert flaky.calls == 1
+    flaky.session.close()
