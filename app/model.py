@@ -65,7 +65,7 @@ def build_spec(metadata: object, config: model_config_pb2.ModelConfig, cfg: Oper
     """Check Triton's model metadata/config against the operator's expectations and describe the model.
 
     ``metadata`` is tritonclient's ModelMetadataResponse (name, versions, inputs, outputs with
-    name/datatype/shape). Shapes there include the batch dimension (-1) when max_batch_size > 0.
+    name/datatype/shape). Shapes there include the batch dimension (-1): the model must batch.
     """
     name = config.name or cfg.model_name
     inputs = {t.name: t for t in metadata.inputs}
@@ -76,9 +76,11 @@ def build_spec(metadata: object, config: model_config_pb2.ModelConfig, cfg: Oper
     for kind, t in (("input", tin), ("output", tout)):
         if t.datatype != "FP32":
             raise ModelMismatch(f"model {name} {kind} '{t.name}' is {t.datatype}; the operator sends/reads FP32")
-    batched = config.max_batch_size > 0
-    in_dims = list(tin.shape)[1:] if batched else list(tin.shape)
-    out_dims = list(tout.shape)[1:] if batched else list(tout.shape)
+    if config.max_batch_size < 1:
+        raise ModelMismatch(f"model {name} has max_batch_size {config.max_batch_size}; the operator sends batches of"
+                            " windows: set max_batch_size >= 1 in its config.pbtxt")
+    in_dims = list(tin.shape)[1:]  # without the batch dimension
+    out_dims = list(tout.shape)[1:]
     if len(in_dims) != 4 or in_dims[0] != 1 or any(d <= 0 for d in in_dims):
         raise ModelMismatch(f"model {name} input '{in_name}' has dims {in_dims}; expected [1, D, H, W]"
                             " (one channel-first window of fixed size)")
