@@ -14,14 +14,12 @@ warn() { printf '[odk] warning: %s\n' "$*" >&2; }
 # die MESSAGE: one line saying what failed and what to do, then exit 1.
 die() { printf '[odk] error: %s\n' "$*" >&2; exit 1; }
 
-# A command that runs the given command as-is, or only prints it when DRY_RUN=1.
-run_or_print() {
-    if [[ "${DRY_RUN:-0}" == "1" ]]; then
-        printf '+'; printf ' %q' "$@"; printf '\n'
-    else
-        "$@"
-    fi
-}
+# ENGINE=docker|podman overrides engine detection; anything else is refused once, here, where the
+# error can end the script (detect_engine runs inside $(...), where it could not).
+case "${ENGINE:-}" in
+    "" | docker | podman) ;;
+    *) die "ENGINE must be docker or podman, not '$ENGINE'" ;;
+esac
 
 require_venv() {
     [[ -x "$ODK_PY" ]] || die "no virtualenv at $ODK_VENV; run 'make venv' (any make target creates it)"
@@ -30,14 +28,8 @@ require_venv() {
 # detect_engine: prints the container engine that really works (docker, then podman),
 # honouring ENGINE=docker|podman. Returns 1 (prints nothing) when none works.
 detect_engine() {
-    local candidates=(docker podman)
-    if [[ -n "${ENGINE:-}" ]]; then
-        case "$ENGINE" in
-            docker|podman) candidates=("$ENGINE") ;;
-            *) die "ENGINE must be docker or podman, not '$ENGINE'" ;;
-        esac
-    fi
-    local e
+    local candidates=(docker podman) e
+    [[ -z "${ENGINE:-}" ]] || candidates=("$ENGINE")
     for e in "${candidates[@]}"; do
         if command -v "$e" >/dev/null 2>&1 && "$e" info >/dev/null 2>&1; then
             printf '%s\n' "$e"
@@ -50,10 +42,6 @@ detect_engine() {
 # require_engine: like detect_engine, but dies with one clear line when none works.
 require_engine() {
     local e why
-    case "${ENGINE:-}" in
-        "" | docker | podman) ;;
-        *) die "ENGINE must be docker or podman, not '$ENGINE'" ;;
-    esac
     if ! e="$(detect_engine)"; then
         if [[ -n "${ENGINE:-}" ]]; then
             why="$("$ENGINE" info 2>&1 >/dev/null | grep -m1 -v '^[[:space:]]*$' || true)"
