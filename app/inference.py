@@ -56,9 +56,9 @@ def _short_reason(exc: InferenceServerException) -> str:
     return text.splitlines()[0][:160]
 
 
-def _not_ready_message(cfg: OperatorConfig, server_up: bool, reason: str) -> str:
+def _not_ready_message(cfg: OperatorConfig, answered: bool, server_up: bool, reason: str) -> str:
     wait = f"{cfg.ready_timeout_s:g} s"
-    if not server_up and reason not in ("server not ready",):
+    if not answered:
         return (f"cannot reach Triton at {cfg.triton_url} within {wait} ({reason}); start it with 'make triton'"
                 " or fix NVIDIA_TRITON_GRPCURI in env.list")
     if not server_up:
@@ -96,19 +96,21 @@ class TritonSession:
         cfg = self.cfg
         deadline = time.monotonic() + cfg.ready_timeout_s
         next_report = time.monotonic()
-        server_up = False
+        answered = server_up = False
         last_error = "no answer"
         while True:
             try:
                 server_up = self.client.is_server_ready()
+                answered = True
                 if server_up and self.client.is_model_ready(cfg.model_name, cfg.model_version):
                     return
                 last_error = "server not ready" if not server_up else f"model '{cfg.model_name}' not ready"
             except InferenceServerException as exc:
+                server_up = False
                 last_error = _short_reason(exc)
             now = time.monotonic()
             if now >= deadline:
-                raise TritonUnavailable(_not_ready_message(cfg, server_up, last_error))
+                raise TritonUnavailable(_not_ready_message(cfg, answered, server_up, last_error))
             if now >= next_report:
                 log.info("waiting for Triton at %s and model %s (%s)", cfg.triton_url, cfg.model_name, last_error)
                 next_report = now + progress_every_s

@@ -39,13 +39,10 @@ class RunSummary:
     def ok(self) -> bool:
         return not self.failed and bool(self.done)
 
-
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root.resolve())
-        return True
-    except ValueError:
-        return False
+    def fail(self, path: Path, reason: str) -> None:
+        """Record a study that cannot be processed, with the one log line that names it and why."""
+        log.error("FAILED %s: %s", path, reason)
+        self.failed.append((path, reason))
 
 
 def find_studies(inputs: Sequence[Path], out_root: Path, summary: RunSummary) -> list[Study]:
@@ -66,12 +63,12 @@ def find_studies(inputs: Sequence[Path], out_root: Path, summary: RunSummary) ->
                 continue
             rel_dir = Path() if root.is_file() else path.parent.relative_to(root)
             out_dir = out_root / rel_dir
-            if not _inside(out_dir, out_root):
-                summary.failed.append((path, "its output folder would be outside the output entry"))
+            if not out_dir.resolve().is_relative_to(out_root.resolve()):
+                summary.fail(path, "its output folder would be outside the output entry")
                 continue
             key = (out_dir / stem(path)).resolve()
             if key in seen:
-                summary.failed.append((path, f"same output name as {seen[key]} (both are '{stem(path)}')"))
+                summary.fail(path, f"same output name as {seen[key]} (both are '{stem(path)}')")
                 continue
             seen[key] = path
             studies.append(Study(path, out_dir))
@@ -98,18 +95,13 @@ def run(inputs: Sequence[Path], output: Path, cfg: OperatorConfig) -> RunSummary
             try:
                 report = process_study(study.src, study.out_dir, spec, predict, cfg, transport)
             except Exception as exc:  # isolate the failure to this study; the reason goes to the log
-                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                log.error("FAILED %s: %s", study.src, reason)
                 log.debug("details", exc_info=True)
-                summary.failed.append((study.src, reason))
+                summary.fail(study.src, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
                 continue
             t = report["timings_s"]
             log.info("done %s: liver %.1f mL, lesion %.1f mL | %s", study.src.name, report["liver_volume_ml"],
                      report["lesion_volume_ml"], " ".join(f"{k} {v:.2f}s" for k, v in t.items()))
             summary.done.append(study.src)
-    for path, reason in summary.failed:
-        if path not in [s.src for s in studies]:
-            log.error("FAILED %s: %s", path, reason)
     log.info("%d studies processed, %d failed, %d files skipped", len(summary.done), len(summary.failed),
              len(summary.skipped))
     return summary
