@@ -67,7 +67,8 @@ def _number(env: Mapping[str, str], name: str, default: float, kind: type = floa
     return value
 
 
-def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+def flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """A 1/0 (true/false, yes/no, on/off) setting; ConfigError on anything else."""
     raw = env.get(name, "").strip().lower()
     if not raw:
         return default
@@ -140,8 +141,8 @@ def from_env(env: Mapping[str, str] | None = None) -> OperatorConfig:
         overlap=overlap,
         blend=blend,
         batch_size=int(_number(env, "ODK_BATCH_SIZE", 0, int)),
-        largest_component=_flag(env, "ODK_LARGEST_COMPONENT", True),
-        overlay=_flag(env, "ODK_OVERLAY", True),
+        largest_component=flag(env, "ODK_LARGEST_COMPONENT", True),
+        overlay=flag(env, "ODK_OVERLAY", True),
         spacing_mm=(sp[0], sp[1], sp[2]) if sp else None,
         hu_window=(hu[0], hu[1]) if hu else None,
     )

@@ -15,7 +15,6 @@ import csv
 import io
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,7 +23,6 @@ from app.niftiio import atomic_write_bytes
 log = logging.getLogger("app.export")
 
 CSV_FIELDS = ("entry", "study", "shape", "spacing_mm", "liver_volume_ml", "lesion_volume_ml", "segmentation")
-TRUE = ("1", "true", "yes", "on")
 
 
 @dataclass(frozen=True)
@@ -132,7 +130,3 @@ def export(entries: list[tuple[str, Path]], output: Path, job: str, stage: str, 
     if bad:
         raise ExportError(f"{len(bad)} report(s) could not be read: {', '.join(bad)}")
     return len(rows)
-
-
-def copy_enabled(environ: dict[str, str] | os._Environ[str]) -> bool:
-    return environ.get("EXPORT_COPY_LABELS", "true").strip().lower() in TRUE

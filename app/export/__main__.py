@@ -7,7 +7,8 @@ import os
 
 import clara
 
-from app.export import ExportError, copy_enabled, export
+from app.config import ConfigError, flag, log_level
+from app.export import ExportError, export
 
 log = logging.getLogger("app.export")
 
@@ -20,16 +21,18 @@ def execute(driver: clara.Driver, payload: clara.Payload) -> bool:
     entries = [(e.name, e.path) for e in payload.input_entries]
     try:
         export(entries, payload.output_entries[0].path, driver.job_name, driver.stage_name,
-               copy=copy_enabled(os.environ))
-    except ExportError as exc:
-        log.error("%s", exc)
-        return False
+               copy=flag(os.environ, "EXPORT_COPY_LABELS", True))
+    except (ConfigError, ExportError) as exc:
+        raise clara.Error(str(exc)) from None  # the driver logs it as one line
     return True
 
 
 def main() -> int:
-    logging.basicConfig(level=os.environ.get("ODK_LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        level = log_level(os.environ)
+    except ConfigError as exc:
+        raise SystemExit(f"[odk] error: {exc}") from None
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return clara.run(execute_handler=execute)
 
 
