@@ -50,7 +50,7 @@ def triton_server(triton_models_dir: Path, tmp_path_factory: pytest.TempPathFact
     """ONE real embedded Triton for the test session, on free ports; always stopped at the end."""
     from kit.triton.embedded import start, stop
     from kit.triton.readiness import free_ports
-    from kit.triton.server import Ports
+    from kit.triton.state import Ports
 
     run_dir = tmp_path_factory.mktemp("triton-run")
     http, grpc, metrics = free_ports(3)

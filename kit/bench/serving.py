@@ -11,7 +11,7 @@ from pathlib import Path
 from kit.bench.model import BenchModel, write_identity_model
 from kit.triton.embedded import Handle, start, stop
 from kit.triton.readiness import free_ports
-from kit.triton.server import Ports
+from kit.triton.state import Ports
 
 
 def _ports() -> Ports:

@@ -13,7 +13,7 @@ NOT_RUNNING = 3
 
 
 def _ports(args):
-    from kit.triton.server import Ports
+    from kit.triton.state import Ports
 
     return Ports(http=args.http_port, grpc=args.grpc_port, metrics=args.metrics_port)
 

@@ -18,13 +18,14 @@ from pathlib import Path
 
 from kit.triton.readiness import NotReady, port_in_use, wait_ready
 from kit.triton.repository import read_repository
-from kit.triton.server import Ports, fix_libpython_path
 from kit.triton.state import (
     LOG_FILE,
     PID_FILE,
     ROOT,
+    Ports,
     RunState,
     clear_state,
+    fix_libpython_path,
     log_tail,
     read_state,
     write_state,

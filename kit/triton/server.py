@@ -8,51 +8,25 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import signal
 import sys
-import sysconfig
 from pathlib import Path
 
 from kit.triton.onnx_model import cpu_threads, make_infer_func, make_session, signature_problems
 from kit.triton.repository import ModelSpec, Unservable, read_repository
+from kit.triton.state import Ports, fix_libpython_path
 
 LOG = logging.getLogger("kit.triton")
 
 
 @dataclasses.dataclass(frozen=True)
-class Ports:
-    http: int = 8000
-    grpc: int = 8001
-    metrics: int = 8002
-
-    def named(self) -> dict[str, int]:
-        return {"TRITON_HTTP_PORT": self.http, "TRITON_GRPC_PORT": self.grpc,
-                "TRITON_METRICS_PORT": self.metrics}
-
-
-@dataclasses.dataclass(frozen=True)
 class ServeOptions:
     models_dir: Path
-    ports: Ports = Ports()
+    ports: Ports = dataclasses.field(default_factory=Ports)
     address: str = "0.0.0.0"
     skip_unservable: bool = False
     ort_threads: int = 0  # 0: all cores, shared among a model's instances
     log_verbose: int = 0
-
-
-def fix_libpython_path(environ: dict | None = None) -> str:
-    """Put this interpreter's libpython directory first on LD_LIBRARY_PATH.
-
-    The python backend stub that Triton spawns loads libpython from the linker path; without this a
-    pyenv/venv interpreter's stub fails to start or picks up an older distro libpython.
-    """
-    environ = os.environ if environ is None else environ
-    libdir = sysconfig.get_config_var("LIBDIR") or ""
-    parts = [p for p in environ.get("LD_LIBRARY_PATH", "").split(":") if p]
-    if libdir and (not parts or parts[0] != libdir):
-        environ["LD_LIBRARY_PATH"] = ":".join([libdir, *[p for p in parts if p != libdir]])
-    return libdir
 
 
 def _carry_parameters(triton, spec: ModelSpec) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sysconfig
 from collections import deque
 from pathlib import Path
 
@@ -15,6 +16,31 @@ ROOT = Path(__file__).resolve().parents[2]
 MODE_FILE = "mode"
 PID_FILE = "triton.pid"
 LOG_FILE = "triton.log"
+
+
+@dataclasses.dataclass(frozen=True)
+class Ports:
+    http: int = 8000
+    grpc: int = 8001
+    metrics: int = 8002
+
+    def named(self) -> dict[str, int]:
+        return {"TRITON_HTTP_PORT": self.http, "TRITON_GRPC_PORT": self.grpc,
+                "TRITON_METRICS_PORT": self.metrics}
+
+
+def fix_libpython_path(environ: dict | None = None) -> str:
+    """Put this interpreter's libpython directory first on LD_LIBRARY_PATH.
+
+    The python backend stub that Triton spawns loads libpython from the linker path; without this a
+    pyenv/venv interpreter's stub fails to start or picks up an older distro libpython.
+    """
+    environ = os.environ if environ is None else environ
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    parts = [p for p in environ.get("LD_LIBRARY_PATH", "").split(":") if p]
+    if libdir and (not parts or parts[0] != libdir):
+        environ["LD_LIBRARY_PATH"] = ":".join([libdir, *[p for p in parts if p != libdir]])
+    return libdir
 
 
 def default_run_dir() -> Path:
