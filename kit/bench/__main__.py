@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from app.config import ConfigError, OperatorConfig, from_env
+from app.niftiio import stem
 from app.sliding import window_starts
 from app.transforms import canonical_ornt, canonical_spacing, resampled_shape, voxel_spacing
 from kit.bench import report
@@ -27,18 +28,15 @@ from kit.triton.embedded import StartError
 log = logging.getLogger("kit.bench")
 
 
-def _windows(study: Path, model: BenchModel) -> int:
+def _windows(study: Path, model: BenchModel, overlap: float) -> int:
     import nibabel as nib
 
     img = nib.load(study)
     ornt = canonical_ornt(img.affine)
-    shape = [0, 0, 0]
-    for stored_axis, (canon_axis, _flip) in enumerate(ornt):
-        shape[int(canon_axis)] = int(img.shape[stored_axis])
     spacing = canonical_spacing(voxel_spacing(img.affine), ornt)
-    m_shape = resampled_shape((shape[0], shape[1], shape[2]), spacing, model.spacing_mm)
-    padded = tuple(max(s, r) for s, r in zip(m_shape, model.roi, strict=True))
-    return len(window_starts(padded, model.roi, from_env().overlap))
+    shape = canonical_spacing(img.shape[:3], ornt)  # the same reordering, applied to the shape
+    m_shape = resampled_shape((int(shape[0]), int(shape[1]), int(shape[2])), spacing, model.spacing_mm)
+    return len(window_starts(m_shape, model.roi, overlap))
 
 
 def _log_run(study: str, who: str, i: int, r: dict) -> None:
@@ -115,7 +113,7 @@ def _run_study(name: str, job: Job, url: str, args: argparse.Namespace) -> dict:
     study["limit"] = {"summary": report.summarise(runs["limit"]), "runs": runs["limit"],
                       "read_variants_s": median_stages([r["read_variants_s"] for r in runs["limit"]]),
                       "encode_variants_s": median_stages([r["encode_variants_s"] for r in runs["limit"]])}
-    seg = f"{job.study.name.removesuffix('.gz').removesuffix('.nii')}_seg.nii.gz"
+    seg = f"{stem(job.study)}_seg.nii.gz"
     op_seg = job.work / "operator-shm-0" / seg
     study["label_agreement_with_operator"] = {"operator_grpc": _agreement(op_seg, job.work / "operator-grpc-0" / seg),
                                               "limit": _agreement(op_seg, job.work / "limit-0-out" / seg)}
@@ -144,7 +142,8 @@ def bench(args: argparse.Namespace) -> dict:
         jobs[size.name] = Job(study=path, model=model, cfg=cfg, work=work / size.name)
         result["studies"][size.name] = {"file": str(path), "file_mb": round(path.stat().st_size / 2**20, 1),
                                         "shape": list(size.shape), "spacing_mm": list(size.spacing),
-                                        "float32_mb": round(size.float32_mb, 1), "windows": _windows(path, model)}
+                                        "float32_mb": round(size.float32_mb, 1),
+                                        "windows": _windows(path, model, cfg.overlap)}
     log.info("starting the embedded Triton (%s + the no-compute transport model)", model.name)
     with embedded_triton(model, work) as triton:
         url = triton.grpc_url

@@ -19,7 +19,7 @@ import numpy as np
 from isal import igzip
 
 from app import postprocess, transforms
-from app.niftiio import Volume, label_image
+from app.niftiio import Volume, label_image, stem
 from app.sliding import sliding_window
 from kit.bench import contender
 from kit.bench.model import load_model, ort_session
@@ -111,7 +111,7 @@ def run(src: Path, model_dir: Path, out_dir: Path, overlap: float, blend: str, b
     labels = transforms.inverse_labels(labels, geom)
     stages["postprocess"] = time.perf_counter() - t0
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = src.name.removesuffix(".gz").removesuffix(".nii")
+    name = stem(src)
     stages["write"], write_times = write_fastest(out_dir / f"{name}_seg.nii.gz", labels, vol)
     stages["total"] = sum(stages.values())
     return {"timings_s": {k: round(v, 4) for k, v in stages.items()},

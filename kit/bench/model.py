@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from app.config import number_list
 from kit.triton.repository import read_model
 
 IDENTITY_NAME = "bench_identity"
@@ -31,8 +32,12 @@ class BenchModel:
     hu_window: tuple[float, float]
 
 
-def _floats(raw: str) -> tuple[float, ...]:
-    return tuple(float(v) for v in raw.replace(" ", "").split(","))
+def _floats(spec, key: str, n: int) -> tuple[float, ...]:
+    values = number_list(spec.parameters.get(key, ""))
+    if len(values) != n:
+        raise ValueError(f"model {spec.name}: config.pbtxt parameter {key} is missing or not {n} comma-separated"
+                         " numbers; fix the model's config.pbtxt")
+    return values
 
 
 def load_model(model_dir: Path) -> BenchModel:
@@ -42,8 +47,8 @@ def load_model(model_dir: Path) -> BenchModel:
         raise ValueError("; ".join(map(str, problems)) or f"no servable model in {model_dir}")
     spec = specs[0]
     tin, tout = spec.inputs[0], spec.outputs[0]
-    sp = _floats(spec.parameters["spacing_mm"])
-    hu = _floats(spec.parameters["hu_window"])
+    sp = _floats(spec, "spacing_mm", 3)
+    hu = _floats(spec, "hu_window", 2)
     return BenchModel(name=spec.name, model_dir=Path(model_dir), onnx_file=spec.model_file,
                       input_name=tin.name, output_name=tout.name,
                       roi=(tin.dims[1], tin.dims[2], tin.dims[3]), channels=tout.dims[0],

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.config import OperatorConfig
+from app.niftiio import stem
 from kit.bench.measure import BenchError, run_measured
 from kit.bench.model import BenchModel
 
@@ -55,7 +56,7 @@ def operator_env(job: Job, grpc_url: str, transport: str, out_dir: Path) -> dict
 
 
 def _operator_report(out_dir: Path, job: Job) -> dict:
-    name = job.study.name.removesuffix(".gz").removesuffix(".nii")
+    name = stem(job.study)
     report = json.loads((out_dir / f"{name}.json").read_text())
     if not (out_dir / f"{name}_seg.nii.gz").is_file():
         raise BenchError(f"the operator wrote no {name}_seg.nii.gz in {out_dir}")
