@@ -48,11 +48,12 @@ class StudyOutputs:
                    report=out_dir / f"{name}.json")
 
 
-def segment(vol: Volume, spec: ModelSpec, predict: Predict, cfg: OperatorConfig,
-            timer: Timer) -> tuple[np.ndarray, transforms.Geometry]:
+def segment(data: np.ndarray, affine: np.ndarray, spec: ModelSpec, predict: Predict, cfg: OperatorConfig,
+            timer: Timer | None = None) -> tuple[np.ndarray, transforms.Geometry]:
     """The model-side pipeline: returns the label map on the input's grid and the forward geometry."""
+    timer = timer or Timer()
     with timer.stage("preprocess"):
-        model_vol, geom = transforms.forward(vol.data, vol.affine, spec.spacing_mm, spec.hu_window)
+        model_vol, geom = transforms.forward(data, affine, spec.spacing_mm, spec.hu_window)
     batch = min(cfg.batch_size or spec.max_batch_size, spec.max_batch_size)
     with timer.stage("inference"):
         scores = sliding_window(model_vol, predict, roi=spec.roi, overlap=cfg.overlap, batch_size=batch,
@@ -99,7 +100,7 @@ def process_study(src: Path, out_dir: Path, spec: ModelSpec, predict: Predict, c
     outputs = StudyOutputs.for_input(out_dir, stem(src))
     with timer.stage("read"):
         vol = read_volume(src)
-    labels, geom = segment(vol, spec, predict, cfg, timer)
+    labels, geom = segment(vol.data, vol.affine, spec, predict, cfg, timer)
     with timer.stage("write"):
         write_labels(outputs.seg, labels, vol)
     if cfg.overlay:

@@ -17,8 +17,9 @@ import numpy as np
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
-    denom = int(a.sum()) + int(b.sum())
-    return 1.0 if denom == 0 else 2.0 * float(np.logical_and(a, b).sum()) / denom
+    """Dice overlap of two boolean masks (1.0 when both are empty)."""
+    denom = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
+    return 1.0 if denom == 0 else 2.0 * int(np.count_nonzero(a & b)) / denom
 
 
 def truth_scores(seg_path: Path, truth_path: Path) -> str:
@@ -26,7 +27,7 @@ def truth_scores(seg_path: Path, truth_path: Path) -> str:
     truth = np.asanyarray(nib.load(str(truth_path)).dataobj)
     if seg.shape != truth.shape:
         return f"truth shape {truth.shape} != {seg.shape}"
-    return (f"Dice vs truth: liver {dice(seg > 0, truth > 0):.3f}, "
+    return (f"Dice vs truth: liver {dice(seg > 0, truth > 0):.3f} (organ, lesions included), "
             f"lesion {dice(seg == 2, truth == 2):.3f}")
 
 
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.output_dir.resolve()
     reports = sorted(p for p in out.rglob("*.json") if not p.name.startswith("."))
     if not reports:
-        print(f"[odk] no study reports in {out}", file=sys.stderr)
+        print(f"[odk] no study reports (<stem>.json) in {out}; run the operator first (make demo)", file=sys.stderr)
         return 1
     print(f"\nResults in {out}:")
     for rep_path in reports:

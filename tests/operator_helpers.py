@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import nibabel as nib
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,12 +35,6 @@ def run_operator(in_dir: Path, out_dir: Path, grpc_url: str, timeout: float = 60
 
 def load(path: Path) -> nib.Nifti1Image:
     return nib.load(str(path))
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(bool), b.astype(bool)
-    denom = a.sum() + b.sum()
-    return 1.0 if denom == 0 else float(2.0 * np.logical_and(a, b).sum() / denom)
 
 
 def orphaned_shm_regions() -> set[str]:

@@ -8,10 +8,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from operator_helpers import ROOT, dice, run_operator
+from operator_helpers import ROOT, run_operator
 
 from kit.phantom import make_phantom
 from kit.phantom.io import write
+from kit.summary import dice
 
 SAMPLE = ROOT / "local" / "input" / "synthetic_phantom_001.nii.gz"
 SAMPLE_TRUTH = ROOT / "tests" / "data" / "synthetic_phantom_001_truth.nii.gz"

@@ -21,9 +21,11 @@ import onnxruntime as ort
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from app.sliding import sliding_window
-from app.transforms import forward, inverse_labels
+from app import study
+from app.config import OperatorConfig, number_list
+from app.model import ModelSpec
 from kit.phantom import make_phantom, reorient
+from kit.summary import dice
 from kit.train.config import HELDOUT_SEED_BASE, MODEL_NAME
 from kit.train.data import phantom_grid
 
@@ -33,52 +35,50 @@ ORIENTATIONS = ("LPS", "RAS", "LAS", "RPI")  # cycled over the cases: the operat
 @dataclass(frozen=True)
 class OnnxModel:
     session: ort.InferenceSession
-    input_name: str
-    output_name: str
-    roi: tuple[int, int, int]
-    spacing_mm: tuple[float, float, float]
-    hu_window: tuple[float, float]
-    labels: tuple[str, ...]
+    spec: ModelSpec
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output_name], {self.input_name: batch})[0]
+        return self.session.run([self.spec.output_name], {self.spec.input_name: batch})[0]
 
 
 def read_config(model_dir: Path) -> mc.ModelConfig:
     return text_format.Parse((model_dir / "config.pbtxt").read_text(), mc.ModelConfig())
 
 
+def _parameter(cfg: mc.ModelConfig, key: str, n: int) -> tuple[float, ...]:
+    values = number_list(cfg.parameters[key].string_value if key in cfg.parameters else "")
+    if len(values) != n:
+        raise ValueError(f"model {cfg.name}: config.pbtxt parameter {key} is missing or not {n} comma-separated"
+                         " numbers; fix the model's config.pbtxt")
+    return values
+
+
 def load_model(model_dir: str | Path = Path("local/models") / MODEL_NAME, threads: int = 2) -> OnnxModel:
+    """The model as the operator sees it through Triton (its config.pbtxt), run by onnxruntime in-process."""
     model_dir = Path(model_dir)
     cfg = read_config(model_dir)
-    p = {k: v.string_value for k, v in cfg.parameters.items()}
-    if p.get("output_activation", "softmax") != "softmax":
-        raise ValueError("evaluation expects a model with softmax outputs")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     sess = ort.InferenceSession(str(model_dir / "1" / "model.onnx"), opts, providers=["CPUExecutionProvider"])
-    roi = tuple(int(d) for d in cfg.input[0].dims[1:])
-    sp = tuple(float(v) for v in p["spacing_mm"].split(","))
-    win = tuple(float(v) for v in p["hu_window"].split(","))
-    return OnnxModel(sess, cfg.input[0].name, cfg.output[0].name, roi, sp, win,  # type: ignore[arg-type]
-                     tuple(p["labels"].split(",")))
+    dims = [int(d) for d in cfg.input[0].dims]
+    sp, win = _parameter(cfg, "spacing_mm", 3), _parameter(cfg, "hu_window", 2)
+    labels = cfg.parameters["labels"].string_value if "labels" in cfg.parameters else ""
+    spec = ModelSpec(name=cfg.name, version="1", input_name=cfg.input[0].name, output_name=cfg.output[0].name,
+                     roi=(dims[1], dims[2], dims[3]), channels=int(cfg.output[0].dims[0]),
+                     max_batch_size=max(1, cfg.max_batch_size), spacing_mm=(sp[0], sp[1], sp[2]),
+                     hu_window=(win[0], win[1]), labels=tuple(labels.split(",")),
+                     softmax_applied=True)
+    return OnnxModel(sess, spec)
 
 
 def segment(model: OnnxModel, arr: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """Label map (uint8) on the grid and orientation of ``arr``, as the operator computes it."""
-    vol, geom = forward(arr, affine, model.spacing_mm, model.hu_window)
-    probs = sliding_window(vol, model.predict, roi=model.roi, overlap=0.25, batch_size=4, blend="gaussian")
-    return inverse_labels(np.argmax(probs, axis=0).astype(np.uint8), geom)
+    """Label map (uint8) on the grid and orientation of ``arr``: the operator's own pipeline and defaults."""
+    return study.segment(arr, affine, model.spec, model.predict, OperatorConfig())[0]
 
 
 def overlap(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int]:
     """(2 |P ∩ T|, |P| + |T|): summed over cases for a pooled Dice."""
     return 2 * int(np.count_nonzero(pred & truth)), int(np.count_nonzero(pred)) + int(np.count_nonzero(truth))
-
-
-def dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    num, den = overlap(pred, truth)
-    return 1.0 if den == 0 else num / den
 
 
 def evaluate(model: OnnxModel, seeds: list[int]) -> dict:
