@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import io
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from nibabel import orientations
 
+from app.niftiio import atomic_write_bytes
 from kit.phantom.render import Phantom
 
 DTYPES = {"int16": np.int16, "float32": np.float32}
@@ -43,16 +45,14 @@ def save(arr: np.ndarray, affine: np.ndarray, path: Path) -> Path:
     img.set_sform(affine, code="scanner")
     img.set_qform(affine, code="scanner")
     img.header.set_xyzt_units("mm", "sec")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name("." + path.name)  # hidden until complete
+    raw = img.to_bytes()
     if path.name.endswith(".gz"):
         # level 6 (nibabel's default 1 is ~15% larger); mtime 0 so the same phantom gives the same bytes
-        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6,
-                                                   mtime=0) as fh:
-            fh.write(img.to_bytes())
-    else:
-        nib.save(img, tmp)
-    tmp.replace(path)
+        buf = io.BytesIO()
+        with gzip.GzipFile(filename="", mode="wb", fileobj=buf, compresslevel=6, mtime=0) as fh:
+            fh.write(raw)
+        raw = buf.getvalue()
+    atomic_write_bytes(path, raw)
     return path
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.transforms import resample_linear
+from app.transforms import resample_linear, voxel_spacing
 from kit.phantom import body, organs
 from kit.phantom.grid import Grid, Shape3, Vec3
 from kit.phantom.parts import LESION, LIVER, Part, Tissues
@@ -28,8 +28,7 @@ class Phantom:
 
     @property
     def spacing(self) -> Vec3:
-        s = np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
-        return (float(s[0]), float(s[1]), float(s[2]))
+        return voxel_spacing(self.affine)
 
 
 def random_grid(rng: np.random.Generator) -> tuple[Shape3, Vec3]:

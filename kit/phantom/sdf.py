@@ -78,12 +78,6 @@ def box(c: Coords, center: Vec3, half: Vec3) -> np.ndarray:
     return outside + np.minimum(np.maximum(np.maximum(qx, qy), qz), 0)
 
 
-def slab_z(c: Coords, lo: float, hi: float) -> np.ndarray:
-    """Everything between two axial planes."""
-    mid, half = np.float32((lo + hi) / 2), np.float32((hi - lo) / 2)
-    return np.abs(c.z - mid) - half
-
-
 def periodic_z(c: Coords, period: float, solid: float, phase: float = 0.0) -> np.ndarray:
     """Repeating axial slabs: ``solid`` mm thick, every ``period`` mm (vertebrae between discs)."""
     p = np.float32(period)
@@ -120,17 +114,6 @@ def union(*ds: np.ndarray) -> np.ndarray:
     for d in ds[1:]:
         out = np.minimum(out, d)
     return out
-
-
-def intersect(*ds: np.ndarray) -> np.ndarray:
-    out = ds[0]
-    for d in ds[1:]:
-        out = np.maximum(out, d)
-    return out
-
-
-def subtract(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.maximum(a, -b)
 
 
 def smooth_union(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
