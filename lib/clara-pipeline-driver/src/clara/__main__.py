@@ -83,11 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"clara-pipeline-driver {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("env", help="show how NVIDIA_CLARA_* resolve: job, stage, sync, payload entries")
-    args = parser.parse_args(argv)
-    if args.command == "env":
-        return show_environment(os.environ, sys.stdout, sys.stderr)
-    parser.error(f"unknown command {args.command}")
-    return EXIT_BAD_ENVIRONMENT
+    parser.parse_args(argv)  # "env" is the only command, and it is required
+    return show_environment(os.environ, sys.stdout, sys.stderr)
 
 
 if __name__ == "__main__":

@@ -157,7 +157,8 @@ def check_payload(payload: Payload, create_outputs: bool) -> None:
     for entry in payload.output_entries:
         shown = f"{env.OUTPUTPATHS}: entry {_show(entry)}"
         if entry.path.exists() and not entry.path.is_dir():
-            raise Error(f"{shown}: {entry.path} exists and is not a directory; expected {ENTRY_FORM}")
+            raise Error(f"{shown}: {entry.path} exists and is not a directory; remove it or point the entry at a"
+                        " folder")
         if create_outputs:
             try:
                 entry.path.mkdir(parents=True, exist_ok=True)
