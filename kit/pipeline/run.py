@@ -20,6 +20,7 @@ from pathlib import Path
 from kit.pipeline import launch, wiring
 from kit.pipeline.graph import downstream_of
 from kit.pipeline.model import Pipeline, PipelineError, load_pipeline
+from kit.triton.state import default_run_dir, read_state
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,18 +78,16 @@ def local_triton() -> wiring.Triton:
     """NVIDIA_TRITON_GRPCURI/HTTPURI from the environment, else the Triton that `make triton` started."""
     grpc = os.environ.get("NVIDIA_TRITON_GRPCURI") or None
     http = os.environ.get("NVIDIA_TRITON_HTTPURI") or None
-    models: tuple[str, ...] = ()
+    if grpc or http:  # the caller's own Triton: the state of `make triton` says nothing about it
+        return wiring.Triton(grpc=grpc, http=http, models=())
     try:
-        from kit.triton.state import default_run_dir, read_state
-
         state = read_state(default_run_dir())
-    except (ImportError, OSError, ValueError):
+    except (OSError, ValueError):
         state = None
-    if state is not None:
-        grpc = grpc or state.grpc_url
-        http = http or f"{state.host}:{state.http_port}"
-        models = tuple(name for name, _ in state.model_versions())
-    return wiring.Triton(grpc=grpc, http=http, models=models)
+    if state is None:
+        return wiring.Triton(grpc=None, http=None, models=())
+    return wiring.Triton(grpc=state.grpc_url, http=f"{state.host}:{state.http_port}",
+                         models=tuple(name for name, _ in state.model_versions()))
 
 
 def fresh(folder: Path, output_root: Path) -> None:
@@ -223,6 +222,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        bad = [p for p in args.param if "=" not in p]
+        if bad:
+            raise PipelineError(f"--param {bad[0]!r}: expected NAME=VALUE")
         overrides = dict(p.split("=", 1) for p in args.param)
         pipeline = load_pipeline(args.pipeline, overrides)
         runtime = resolve_runtime(pipeline, args.runtime, args.engine or None, args.image)
