@@ -47,6 +47,8 @@ class Service:
     name: str
     image: str
     http: tuple[Connection, ...] = ()
+    tag: str = "latest"
+    requests: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class Operator:
     outputs: tuple[Output, ...]
     services: tuple[Service, ...] = ()
     models: tuple[str, ...] = ()
+    requests: Mapping[str, float] = field(default_factory=dict)  # cpu, gpu, memory (MB)
 
     @property
     def upstream(self) -> list[str]:
@@ -73,6 +76,7 @@ class Pipeline:
     api_version: str
     operators: tuple[Operator, ...]
     parameters: Mapping[str, str] = field(default_factory=dict)
+    pull_secrets: tuple[str, ...] = ()
 
     def operator(self, name: str) -> Operator:
         return next(op for op in self.operators if op.name == name)
@@ -120,7 +124,8 @@ def load_pipeline(path: Path, overrides: Mapping[str, str] | None = None) -> Pip
     params.update(overrides or {})
     raw = substitute(raw, params)
     return Pipeline(path=path, name=raw["name"], api_version=raw["api-version"],
-                    operators=tuple(_operator(op) for op in raw["operators"]), parameters=params)
+                    operators=tuple(_operator(op) for op in raw["operators"]), parameters=params,
+                    pull_secrets=tuple(raw.get("pull-secrets") or ()))
 
 
 def _operator(op: dict) -> Operator:
@@ -137,7 +142,9 @@ def _operator(op: dict) -> Operator:
                       for o in op.get("output") or ()),
         services=tuple(Service(name=s["name"], image=s["container"]["image"],
                                http=tuple(Connection(c["name"], c["port"])
-                                          for c in (s.get("connections") or {}).get("http") or ()))
+                                          for c in (s.get("connections") or {}).get("http") or ()),
+                               tag=text(s["container"].get("tag") or "latest"), requests=dict(s.get("requests") or {}))
                        for s in op.get("services") or ()),
         models=tuple(m["name"] for m in op.get("models") or ()),
+        requests=dict(op.get("requests") or {}),
     )

@@ -1,0 +1,113 @@
+"""Triton on Kubernetes, modelled on Triton's own example (server repo, deploy/k8s-onprem): a Deployment
+running ``tritonserver --model-repository=/models`` on the shared models volume, and a Service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kit.deploy.objects import labels, meta, resources
+from kit.deploy.settings import DEFAULT_TRITON_IMAGE, KubeSettings
+from kit.pipeline.model import Pipeline, PipelineError
+from kit.pipeline.wiring import is_triton
+
+NAME = "triton"
+PORTS = (("http", 8000), ("grpc", 8001), ("metrics", 8002))
+POD_LABELS = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/component": "inference-server"}
+
+
+@dataclass(frozen=True)
+class TritonSpec:
+    image: str
+    gpu: bool
+    requests: dict[str, float]
+    models: tuple[str, ...]  # the models operators ask for (empty: all of MODELS_DIR)
+
+
+def needs_triton(pipeline: Pipeline) -> bool:
+    return any(op.models or op.services for op in pipeline.operators)
+
+
+def triton_spec(pipeline: Pipeline, settings: KubeSettings) -> TritonSpec | None:
+    """Image, GPU and requests of the pipeline's Triton; None when no operator uses models or services.
+    A service that is not Triton cannot be expressed here: PipelineError (one line)."""
+    if not needs_triton(pipeline):
+        return None
+    services = [s for op in pipeline.operators for s in op.services]
+    for op in pipeline.operators:
+        for s in op.services:
+            if not is_triton(s.image, s.name):
+                raise PipelineError(f"operator '{op.name}': service '{s.name}' ({s.image}) is not Triton; only "
+                                    "Triton services are deployed to Kubernetes (as the shared 'triton' Service)")
+    image = settings.triton_image or next((f"{s.image}:{s.tag}" for s in services), DEFAULT_TRITON_IMAGE)
+    requests: dict[str, float] = {}
+    for s in services:
+        for key, value in s.requests.items():
+            requests[key] = max(requests.get(key, 0), value)
+    gpu = bool(requests.get("gpu")) or any(op.requests.get("gpu") for op in pipeline.operators if op.models)
+    models = tuple(dict.fromkeys(m for op in pipeline.operators for m in op.models))
+    return TritonSpec(image=image, gpu=gpu, requests=requests, models=models)
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period, "failureThreshold": failures}
+
+
+def deployment(spec: TritonSpec, s: KubeSettings, pipeline: str) -> dict[str, Any]:
+    req = dict(spec.requests)
+    if spec.gpu:
+        req["gpu"] = max(req.get("gpu", 0), 1)
+    container = {
+        "name": "tritonserver",
+        "image": spec.image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": ["tritonserver", "--model-repository=/models"],
+        "ports": [{"name": name, "containerPort": port} for name, port in PORTS],
+        # Startup: up to 30 x 10 s to load the models; then ready/live as Triton's example checks them.
+        "startupProbe": _probe("/v2/health/ready", 10, 30),
+        "readinessProbe": _probe("/v2/health/ready", 5, 3),
+        "livenessProbe": _probe("/v2/health/live", 10, 3),
+        "volumeMounts": [{"name": "models", "mountPath": "/models", "readOnly": True}],
+        "securityContext": {"allowPrivilegeEscalation": False},
+    }
+    if res := resources(req):
+        container["resources"] = res
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta(NAME, s.namespace, {**labels(pipeline), **POD_LABELS}),
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": dict(POD_LABELS)},
+            "template": {
+                "metadata": {"labels": dict(POD_LABELS)},
+                "spec": {
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": s.triton_uid,
+                                        "runAsGroup": s.triton_uid, "fsGroup": s.triton_uid},
+                    "containers": [container],
+                    "volumes": [{"name": "models", "persistentVolumeClaim": {"claimName": "models"}}],
+                },
+            },
+        },
+    }
+
+
+def service(s: KubeSettings, pipeline: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta(NAME, s.namespace, {**labels(pipeline), **POD_LABELS}),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": dict(POD_LABELS),
+            "ports": [{"name": name, "port": port, "targetPort": name} for name, port in PORTS],
+        },
+    }
+
+
+def grpc_uri(namespace: str) -> str:
+    return f"{NAME}.{namespace}.svc:8001"
+
+
+def http_uri(namespace: str) -> str:
+    return f"{NAME}.{namespace}.svc:8000"
