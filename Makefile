@@ -22,6 +22,14 @@ JOB_NAME     ?= odk-job
 DRY_RUN      ?= 0
 ENGINE       ?=
 export IMAGE TAG BASE_IMAGE TRITON_MODE RUNTIME INPUT_DIR OUTPUT_DIR MODELS_DIR PIPELINE JOB_NAME DRY_RUN ENGINE
+# Kubernetes (docs/kubernetes.md): make deploy PLATFORM=kubernetes, make run-pipeline RUNTIME=kube.
+PLATFORM      ?= clara
+MANIFESTS_DIR ?=
+NAMESPACE     ?= odk
+KUBE_CONTEXT  ?=
+KUBE_VERSION  ?= 1.34
+KUBE_TRITON_IMAGE ?=
+export PLATFORM MANIFESTS_DIR NAMESPACE KUBE_CONTEXT KUBE_VERSION KUBE_TRITON_IMAGE
 
 .PHONY: help venv demo test lint triton triton-stop triton-status build wrap run-local \
         validate run-pipeline deploy bench phantoms train evaluate wheel clean
@@ -69,7 +77,7 @@ validate: $(DEV_STAMP) ## check every pipeline in def/ (or PIPELINE=file)
 run-pipeline: $(DEV_STAMP) ## run a whole PIPELINE locally on INPUT_DIR -> OUTPUT_DIR
 	@scripts/run-pipeline.sh
 
-deploy: $(DEV_STAMP) ## deploy PIPELINE to a Clara cluster with the clara CLI (DRY_RUN=1 prints the commands)
+deploy: $(DEV_STAMP) ## deploy PIPELINE: PLATFORM=clara (clara CLI) or kubernetes (kubectl, Argo); DRY_RUN=1 prints the commands
 	@scripts/deploy.sh
 
 bench: $(DEV_STAMP) ## performance benchmark: operator vs. the limit vs. MONAI

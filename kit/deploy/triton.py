@@ -13,6 +13,7 @@ from kit.pipeline.wiring import is_triton
 
 NAME = "triton"
 PORTS = (("http", 8000), ("grpc", 8001), ("metrics", 8002))
+SHM_SIZE = "1Gi"
 POD_LABELS = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/component": "inference-server"}
 
 
@@ -67,7 +68,8 @@ def deployment(spec: TritonSpec, s: KubeSettings, pipeline: str) -> dict[str, An
         "startupProbe": _probe("/v2/health/ready", 10, 30),
         "readinessProbe": _probe("/v2/health/ready", 5, 3),
         "livenessProbe": _probe("/v2/health/live", 10, 3),
-        "volumeMounts": [{"name": "models", "mountPath": "/models", "readOnly": True}],
+        "volumeMounts": [{"name": "models", "mountPath": "/models", "readOnly": True},
+                         {"name": "dshm", "mountPath": "/dev/shm"}],
         "securityContext": {"allowPrivilegeEscalation": False},
     }
     if res := resources(req):
@@ -85,7 +87,11 @@ def deployment(spec: TritonSpec, s: KubeSettings, pipeline: str) -> dict[str, An
                     "securityContext": {"runAsNonRoot": True, "runAsUser": s.triton_uid,
                                         "runAsGroup": s.triton_uid, "fsGroup": s.triton_uid},
                     "containers": [container],
-                    "volumes": [{"name": "models", "persistentVolumeClaim": {"claimName": "models"}}],
+                    "volumes": [
+                        {"name": "models", "persistentVolumeClaim": {"claimName": "models"}},
+                        # Triton's Python backend talks to its stubs through /dev/shm: 64 MB by default is too small.
+                        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
+                    ],
                 },
             },
         },
