@@ -52,9 +52,10 @@ def claim(name: str, size: str, s: KubeSettings, pipeline: str) -> dict[str, Any
             "spec": spec}
 
 
-def models_loader(image: str, s: KubeSettings, pipeline: str) -> dict[str, Any]:
-    """A pod that only holds the models volume open, so that ``kubectl cp`` can fill it."""
-    return {
+def models_loader(image: str, s: KubeSettings, pipeline: str, pull_secrets: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A pod that only holds the models volume open, so that ``kubectl cp`` can fill it (the Triton image:
+    it has ``tar``, which ``kubectl cp`` needs, and the cluster pulls it anyway)."""
+    pod = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": meta(LOADER, s.namespace, {**labels(pipeline), "app.kubernetes.io/name": LOADER}),
@@ -69,3 +70,6 @@ def models_loader(image: str, s: KubeSettings, pipeline: str) -> dict[str, Any]:
             "volumes": [{"name": "models", "persistentVolumeClaim": {"claimName": "models"}}],
         },
     }
+    if pull_secrets:
+        pod["spec"]["imagePullSecrets"] = [{"name": n} for n in pull_secrets]
+    return pod

@@ -67,15 +67,16 @@ def bundle(pipeline: Pipeline, s: KubeSettings) -> Bundle:
             Manifest(LOADER_FILE, "Holds the models volume open so that `make deploy` can copy MODELS_DIR into it:\n"
                      "  kubectl cp MODELS_DIR/<model> <namespace>/models-loader:/models/<model>\n"
                      "then it is deleted (the Clara platform's /clara/common/models step).",
-                     (objects.models_loader(spec.image, s, name),)),
+                     (objects.models_loader(spec.image, s, name, pipeline.pull_secrets),)),
             Manifest(TRITON_FILE, "Triton Inference Server serving the models volume, as in Triton's Kubernetes\n"
                      f"example; operators reach it at {triton.grpc_uri(s.namespace)} (NVIDIA_TRITON_GRPCURI).\n"
                      + (f"Models the pipeline asks for: {', '.join(spec.models)}." if spec.models
                         else "The pipeline names no models: Triton serves all of MODELS_DIR."),
-                     (triton.deployment(spec, s, name), triton.service(s, name))),
+                     (triton.deployment(spec, s, name, pipeline.pull_secrets), triton.service(s, name))),
         ]
     manifests.append(Manifest(WORKFLOW_FILE, f"Pipeline '{pipeline.name}' ({pipeline.path}, api-version "
-                              f"{pipeline.api_version}) as an Argo Workflow: {' -> '.join(pipeline.order())}.\n"
+                              f"{pipeline.api_version}) as an Argo Workflow,\n"
+                              f"operators in order: {', '.join(pipeline.order())}.\n"
                               "Created with `kubectl create` (a new run, a new name, each time); the input is\n"
                               "the 'payload' parameter, a folder in the payloads volume.", (wf,)))
     return Bundle(pipeline=pipeline, settings=s, manifests=tuple(manifests), triton=spec)

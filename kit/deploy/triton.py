@@ -14,6 +14,8 @@ from kit.pipeline.wiring import is_triton
 NAME = "triton"
 PORTS = (("http", 8000), ("grpc", 8001), ("metrics", 8002))
 SHM_SIZE = "1Gi"
+DEFAULT_ARGS = ("tritonserver", "--model-repository=/models")
+SERVICE_DATA = "$(NVIDIA_CLARA_SERVICE_DATA_PATH)/models"  # where Clara mounted the models for a service
 POD_LABELS = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/component": "inference-server"}
 
 
@@ -23,6 +25,12 @@ class TritonSpec:
     gpu: bool
     requests: dict[str, float]
     models: tuple[str, ...]  # the models operators ask for (empty: all of MODELS_DIR)
+    args: tuple[str, ...] = DEFAULT_ARGS
+
+    @property
+    def health(self) -> str:
+        """Health endpoints: KServe v2 (/v2/health/...), or TRTIS's /api/health/... for `trtserver`."""
+        return "/api/health" if self.args[:1] == ("trtserver",) else "/v2/health"
 
 
 def needs_triton(pipeline: Pipeline) -> bool:
@@ -47,14 +55,17 @@ def triton_spec(pipeline: Pipeline, settings: KubeSettings) -> TritonSpec | None
             requests[key] = max(requests.get(key, 0), value)
     gpu = bool(requests.get("gpu")) or any(op.requests.get("gpu") for op in pipeline.operators if op.models)
     models = tuple(dict.fromkeys(m for op in pipeline.operators for m in op.models))
-    return TritonSpec(image=image, gpu=gpu, requests=requests, models=models)
+    command = next((s.command for s in services if s.command), ())
+    args = tuple(a.replace(SERVICE_DATA, "/models") for a in command) if command and not settings.triton_image \
+        else DEFAULT_ARGS
+    return TritonSpec(image=image, gpu=gpu, requests=requests, models=models, args=args)
 
 
 def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
     return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period, "failureThreshold": failures}
 
 
-def deployment(spec: TritonSpec, s: KubeSettings, pipeline: str) -> dict[str, Any]:
+def deployment(spec: TritonSpec, s: KubeSettings, pipeline: str, pull_secrets: tuple[str, ...] = ()) -> dict[str, Any]:
     req = dict(spec.requests)
     if spec.gpu:
         req["gpu"] = max(req.get("gpu", 0), 1)
@@ -62,18 +73,30 @@ def deployment(spec: TritonSpec, s: KubeSettings, pipeline: str) -> dict[str, An
         "name": "tritonserver",
         "image": spec.image,
         "imagePullPolicy": "IfNotPresent",
-        "args": ["tritonserver", "--model-repository=/models"],
+        "args": list(spec.args),
         "ports": [{"name": name, "containerPort": port} for name, port in PORTS],
         # Startup: up to 30 x 10 s to load the models; then ready/live as Triton's example checks them.
-        "startupProbe": _probe("/v2/health/ready", 10, 30),
-        "readinessProbe": _probe("/v2/health/ready", 5, 3),
-        "livenessProbe": _probe("/v2/health/live", 10, 3),
+        "startupProbe": _probe(f"{spec.health}/ready", 10, 30),
+        "readinessProbe": _probe(f"{spec.health}/ready", 5, 3),
+        "livenessProbe": _probe(f"{spec.health}/live", 10, 3),
         "volumeMounts": [{"name": "models", "mountPath": "/models", "readOnly": True},
                          {"name": "dshm", "mountPath": "/dev/shm"}],
         "securityContext": {"allowPrivilegeEscalation": False},
     }
     if res := resources(req):
         container["resources"] = res
+    pod: dict[str, Any] = {
+        "securityContext": {"runAsNonRoot": True, "runAsUser": s.triton_uid, "runAsGroup": s.triton_uid,
+                            "fsGroup": s.triton_uid},
+        "containers": [container],
+        "volumes": [
+            {"name": "models", "persistentVolumeClaim": {"claimName": "models"}},
+            # Triton's Python backend talks to its stubs through /dev/shm: 64 MB by default is too small.
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
+        ],
+    }
+    if pull_secrets:
+        pod["imagePullSecrets"] = [{"name": n} for n in pull_secrets]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -83,16 +106,7 @@ def deployment(spec: TritonSpec, s: KubeSettings, pipeline: str) -> dict[str, An
             "selector": {"matchLabels": dict(POD_LABELS)},
             "template": {
                 "metadata": {"labels": dict(POD_LABELS)},
-                "spec": {
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": s.triton_uid,
-                                        "runAsGroup": s.triton_uid, "fsGroup": s.triton_uid},
-                    "containers": [container],
-                    "volumes": [
-                        {"name": "models", "persistentVolumeClaim": {"claimName": "models"}},
-                        # Triton's Python backend talks to its stubs through /dev/shm: 64 MB by default is too small.
-                        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
-                    ],
-                },
+                "spec": pod,
             },
         },
     }

@@ -49,6 +49,7 @@ class Service:
     http: tuple[Connection, ...] = ()
     tag: str = "latest"
     requests: Mapping[str, float] = field(default_factory=dict)
+    command: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,8 @@ def _operator(op: dict) -> Operator:
         services=tuple(Service(name=s["name"], image=s["container"]["image"],
                                http=tuple(Connection(c["name"], c["port"])
                                           for c in (s.get("connections") or {}).get("http") or ()),
-                               tag=text(s["container"].get("tag") or "latest"), requests=dict(s.get("requests") or {}))
+                               tag=text(s["container"].get("tag") or "latest"), requests=dict(s.get("requests") or {}),
+                               command=tuple(text(a) for a in s["container"].get("command") or ()))
                        for s in op.get("services") or ()),
         models=tuple(m["name"] for m in op.get("models") or ()),
         requests=dict(op.get("requests") or {}),
