@@ -74,7 +74,7 @@ def model_dirs(models_dir: Path, wanted: Sequence[str]) -> list[Path]:
 def deploy(args: argparse.Namespace) -> str | None:
     settings = from_env()
     b, folder = prepare(args.pipeline, settings, args.manifests_dir)
-    log(f"rendered and validated {len(b.manifests)} manifest(s) in {folder}")
+    print(f"rendered and validated {len(b.manifests)} manifest(s) in {folder}", flush=True)
     models = model_dirs(args.models_dir, b.triton.models) if b.triton else []
     kubectl = args.kubectl or "kubectl"
     if not args.dry_run and shutil.which(kubectl) is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from kit.deploy import check
@@ -17,7 +18,7 @@ class BundleError(PipelineError):
 
 
 def default_dir(pipeline_name: str, run_dir: Path | None = None) -> Path:
-    return (run_dir or ROOT / ".run") / "deploy" / dns_name(pipeline_name)
+    return (run_dir or Path(os.environ.get("ODK_RUN_DIR") or ROOT / ".run")) / "deploy" / dns_name(pipeline_name)
 
 
 def prepare(pipeline_path: Path, s: KubeSettings, out: Path | None = None,
