@@ -34,6 +34,33 @@ def _plain_make_environment() -> None:
         os.environ.pop(var, None)
 
 
+# -- images, built once per session for every test that needs them ------------------------------------------
+@pytest.fixture(scope="session")
+def engine() -> str:
+    """The working container engine (skip without one; fail under ODK_REQUIRE_CONTAINERS=1)."""
+    from container_helpers import require_engine
+
+    return require_engine()
+
+
+@pytest.fixture(scope="session")
+def operator_image(engine: str, pytestconfig: pytest.Config) -> str:
+    """`make build` of the operator image (container_helpers.OPERATOR_IMAGE:OPERATOR_TAG)."""
+    from container_helpers import OPERATOR_IMAGE, OPERATOR_TAG, check, make
+
+    check(make("build", pytestconfig, IMAGE=OPERATOR_IMAGE, TAG=OPERATOR_TAG))
+    return f"{OPERATOR_IMAGE}:{OPERATOR_TAG}"
+
+
+@pytest.fixture(scope="session")
+def triton_cpu_image(engine: str, pytestconfig: pytest.Config) -> str:
+    """The CPU Triton image of scripts/triton-cpu (container_helpers.TRITON_CPU_IMAGE)."""
+    from container_helpers import TRITON_CPU_IMAGE, build_triton_cpu, check
+
+    check(build_triton_cpu(pytestconfig, TRITON_CPU_IMAGE))
+    return TRITON_CPU_IMAGE
+
+
 @pytest.fixture(scope="session")
 def triton_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """local/models when the demo model is there, else a tiny model repository with the same contract."""

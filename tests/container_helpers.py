@@ -11,6 +11,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# The images the container tests build once per session (tests/conftest.py); ODK_TEST_*_IMAGE override the
+# names, so that work in progress does not replace the images of a suite running on the same podman storage.
+OPERATOR_IMAGE = os.environ.get("ODK_TEST_OPERATOR_IMAGE") or "localhost/odk-test-operator"
+OPERATOR_TAG = os.environ.get("ODK_TEST_OPERATOR_TAG") or "test"
+TRITON_CPU_IMAGE = os.environ.get("ODK_TEST_TRITON_CPU_IMAGE") or "localhost/odk-triton-cpu:test"
 
 
 def working_engine(env: Mapping[str, str] | None = None) -> str | None:
@@ -46,6 +51,16 @@ def make(target: str, config: pytest.Config | None = None, env: Mapping[str, str
             print(f"\n$ {' '.join(cmd[3:])}  ->  exit {result.returncode} in {took:.1f} s")
             for line in lines:
                 print(f"    {line}")
+    return result
+
+
+def build_triton_cpu(config: pytest.Config, ref: str) -> subprocess.CompletedProcess[str]:
+    """scripts/triton-cpu/build.sh for image ``ref``, its command and time shown on the terminal."""
+    start = time.monotonic()
+    result = subprocess.run(["scripts/triton-cpu/build.sh"], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "TRITON_CPU_IMAGE": ref}, timeout=600, check=False)
+    with config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
+        print(f"\n$ scripts/triton-cpu/build.sh  ->  exit {result.returncode} in {time.monotonic() - start:.1f} s")
     return result
 
 

@@ -17,34 +17,22 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from container_helpers import ROOT, check, make, output_of, require_engine
+from container_helpers import OPERATOR_IMAGE, OPERATOR_TAG, ROOT, check, make, output_of
 
 from kit.triton.readiness import free_ports
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
-OPERATOR = "localhost/odk-test-operator"
-TAG = "test"
-WRAP_TAG = "test-wrap"
+OPERATOR = OPERATOR_IMAGE  # built by the session fixture operator_image (tests/conftest.py)
+TAG = OPERATOR_TAG
+WRAP_TAG = f"{OPERATOR_TAG}-wrap"
 INFERENCE_BASE = "localhost/odk-inference-base:test"
-TRITON_CPU = "localhost/odk-triton-cpu:test"
 SAMPLE = ROOT / "local" / "input"
-
-
-@pytest.fixture(scope="session")
-def engine() -> str:
-    return require_engine()
 
 
 def inspect(engine: str, ref: str, fmt: str) -> str:
     return check(subprocess.run([engine, "image", "inspect", "--format", fmt, ref], capture_output=True,
                                 text=True, check=False)).stdout.strip()
-
-
-@pytest.fixture(scope="session")
-def operator_image(engine: str, pytestconfig: pytest.Config) -> str:
-    check(make("build", pytestconfig, IMAGE=OPERATOR, TAG=TAG))
-    return f"{OPERATOR}:{TAG}"
 
 
 @pytest.fixture(scope="session")
@@ -64,17 +52,6 @@ def _build_inference_base(config: pytest.Config) -> subprocess.CompletedProcess[
         print(f"\n$ scripts/fake-inference-base/build.sh  ->  exit {result.returncode} "
               f"in {time.monotonic() - start:.1f} s")
     return result
-
-
-@pytest.fixture(scope="session")
-def triton_cpu_image(engine: str, pytestconfig: pytest.Config) -> str:
-    start = time.monotonic()
-    result = subprocess.run(["scripts/triton-cpu/build.sh"], cwd=ROOT, capture_output=True, text=True,
-                            env={**os.environ, "TRITON_CPU_IMAGE": TRITON_CPU}, timeout=600, check=False)
-    with pytestconfig.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
-        print(f"\n$ scripts/triton-cpu/build.sh  ->  exit {result.returncode} in {time.monotonic() - start:.1f} s")
-    check(result)
-    return TRITON_CPU
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,8 @@ def test_wiring_and_triton_in_the_two_operator_workflow() -> None:
     assert env["NVIDIA_TRITON_GRPCURI"] == "triton.odk.svc:8001"
     assert "NVIDIA_TRITON_GRPCURI" not in {e["name"] for e in export["container"]["env"]}
     mounts = {m["mountPath"]: m["subPath"] for m in export["container"]["volumeMounts"]}
-    assert mounts == {"/input": "{{workflow.name}}/segmentation/segmentation", "/output": "{{workflow.name}}/export/summary"}
+    assert mounts == {"/input": "{{workflow.name}}/segmentation/segmentation",
+                      "/output": "{{workflow.name}}/export/summary"}
     assert dag["dag"]["tasks"][1] == {"name": "export", "template": "export", "depends": "segmentation"}
     assert spec["activeDeadlineSeconds"] > 0 and spec["ttlStrategy"] and seg["retryStrategy"]["limit"]
 
@@ -164,7 +165,8 @@ def test_unknown_kind_counts_as_failure() -> None:
 def test_service_selector_must_pick_a_pod(tmp_path: Path) -> None:
     text = (GOLDEN / "two-operator-pipeline" / render.TRITON_FILE).read_text()
     bad = tmp_path / "30-triton.yaml"
-    bad.write_text(text.replace("selector:\n    app.kubernetes.io/name: triton\n", "selector:\n    app.kubernetes.io/name: tritonn\n"))
+    selector = "selector:\n    app.kubernetes.io/name: triton"
+    bad.write_text(text.replace(f"{selector}\n", f"{selector}n\n"))
     assert bad.read_text() != text
     found = [str(f) for f in check_files([bad], VERSION)]
     assert any("Service/triton: spec.selector: selects" in f for f in found), found

@@ -82,10 +82,12 @@ def deploy(args: argparse.Namespace) -> str | None:
                            "cluster (or DRY_RUN=1 to only render)")
     k = Kubectl(argv=(kubectl, *(("--context", args.context) if args.context else ())), dry_run=args.dry_run)
     ns = settings.namespace
-    k.run("version", "--request-timeout=20s", what=f"reaching the cluster{f' (context {args.context})' if args.context else ''}"
+    context = f" (context {args.context})" if args.context else ""
+    k.run("version", "--request-timeout=20s", what=f"reaching the cluster{context}"
           " with 'kubectl version' (check KUBE_CONTEXT and your kubeconfig)")
     f = lambda name: str(folder / name)  # noqa: E731
-    k.run("apply", "-f", f(render.NAMESPACE_FILE), "-f", f(render.VOLUMES_FILE), what="applying the namespace and volumes")
+    k.run("apply", "-f", f(render.NAMESPACE_FILE), "-f", f(render.VOLUMES_FILE),
+          what="applying the namespace and volumes")
     if b.triton:
         k.run("apply", "-f", f(render.LOADER_FILE), what="creating the models-loader pod")
         k.run("wait", "-n", ns, "--for=condition=Ready", f"pod/{LOADER}", "--timeout=300s",
@@ -105,7 +107,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     env = os.environ
     ap = argparse.ArgumentParser(prog="python -m kit.deploy.apply", description=__doc__.splitlines()[0])
     ap.add_argument("--pipeline", type=Path, default=Path(env.get("PIPELINE") or "def/one-operator-pipeline.yml"))
-    ap.add_argument("--manifests-dir", type=Path, default=Path(env["MANIFESTS_DIR"]) if env.get("MANIFESTS_DIR") else None)
+    ap.add_argument("--manifests-dir", type=Path,
+                    default=Path(env["MANIFESTS_DIR"]) if env.get("MANIFESTS_DIR") else None)
     ap.add_argument("--models-dir", type=Path, default=Path(env.get("MODELS_DIR") or "local/models"))
     ap.add_argument("--context", default=env.get("KUBE_CONTEXT") or "")
     ap.add_argument("--kubectl", default=env.get("KUBECTL") or "kubectl")

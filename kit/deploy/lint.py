@@ -161,4 +161,5 @@ def lint_bundle(objs: Sequence[Mapping[str, Any]]) -> Iterator[Finding]:
         selector = (o.get("spec") or {}).get("selector") if o.get("kind") == "Service" else None
         if selector and not any(all(lab.get(k) == v for k, v in selector.items()) for lab in pod_labels):
             yield (object_name(o), "spec.selector",
-                   f"selects {', '.join(f'{k}={v}' for k, v in selector.items())}: no pod of the bundle has these labels")
+                   f"selects {', '.join(f'{k}={v}' for k, v in selector.items())}: no pod of the bundle has "
+                   "these labels")
