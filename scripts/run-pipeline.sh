@@ -26,6 +26,9 @@ if [[ "$runtime" == kube ]]; then
     podman info >/dev/null 2>&1 || die "RUNTIME=kube needs a working podman (podman kube play); CI: scripts/setup-podman.sh"
     command -v catatonit >/dev/null 2>&1 || [[ -x /usr/libexec/podman/catatonit ]] \
         || die "RUNTIME=kube needs catatonit for podman kube play; run scripts/setup-kube.sh"
+    # Triton: the CPU image of scripts/triton-cpu/build.sh unless KUBE_TRITON_IMAGE names another.
+    pytriton="$(sed -n 's/^nvidia-pytriton==//p' requirements-dev.txt)"
+    export KUBE_TRITON_IMAGE="${KUBE_TRITON_IMAGE:-localhost/odk-triton-cpu:pytriton-$pytriton}"
     exec "$ODK_PY" -m kit.deploy.play "$pipeline" \
         --input-dir "${INPUT_DIR:-local/input}" --output-dir "${OUTPUT_DIR:-local/output}" \
         --models-dir "${MODELS_DIR:-local/models}" --log-dir "$ODK_RUN_DIR/kube-play"

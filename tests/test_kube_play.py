@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import nibabel as nib
 import numpy as np
 import pytest
-from container_helpers import ROOT, check, make
+from container_helpers import ROOT, check, make, one_error_line
 
 if TYPE_CHECKING:
     from conftest import TritonServer
@@ -114,3 +114,11 @@ def test_kube_runtime_refuses_an_unplayable_pipeline(engine: str, tmp_path: Path
     assert result.returncode != 0
     assert "has no path (Clara passes it in memory)" in result.stderr
     assert not list(tmp_path.glob("kube-play/pods/*.yaml"))  # refused before any pod was played
+
+
+def test_kube_runtime_without_the_images_is_one_line(engine: str, pipeline: Path, tmp_path: Path) -> None:
+    result = make("run-pipeline", env={"ODK_RUN_DIR": str(tmp_path)}, RUNTIME="kube", PIPELINE=str(pipeline),
+                  KUBE_TRITON_IMAGE="localhost/odk-no-such-triton:none", OUTPUT_DIR=str(tmp_path / "out"))
+    assert one_error_line(result) == (
+        "[odk] error: Triton image localhost/odk-no-such-triton:none not found by podman; build the CPU one "
+        "(scripts/triton-cpu/build.sh) and set KUBE_TRITON_IMAGE to it, or pull a Triton image")

@@ -148,6 +148,18 @@ def image_uid(image: str) -> int | None:
     return int(uid) if uid.isdigit() and int(uid) != 0 else None
 
 
+def require_images(b: render.Bundle) -> None:
+    """Every image is here already (nothing is pulled: imagePullPolicy IfNotPresent, and no registry)."""
+    images = [f"{op.image}:{op.tag}" for op in b.pipeline.operators]
+    missing = [i for i in dict.fromkeys(images) if podman("image", "exists", i, check=False).returncode != 0]
+    if missing:
+        raise PipelineError(f"image(s) not found by podman: {', '.join(missing)}; build them (make build) "
+                            "or pull them first")
+    if b.triton and podman("image", "exists", b.triton.image, check=False).returncode != 0:
+        raise PipelineError(f"Triton image {b.triton.image} not found by podman; build the CPU one "
+                            "(scripts/triton-cpu/build.sh) and set KUBE_TRITON_IMAGE to it, or pull a Triton image")
+
+
 def play(args: argparse.Namespace) -> list[Result]:
     settings = from_env()
     if args.triton_image:
@@ -160,6 +172,7 @@ def play(args: argparse.Namespace) -> list[Result]:
     if not args.input_dir.is_dir():
         raise PipelineError(f"INPUT_DIR={args.input_dir} is not a folder; put the input studies there")
     wf = b.manifest(render.WORKFLOW_FILE).objects[0]  # type: ignore[union-attr]
+    require_images(b)
     templates = {t["name"]: t for t in wf["spec"]["templates"]}
     run = f"{dns_name(b.pipeline.name, 40)}-{short}"
     values = {podspec.RUN: run, "{{workflow.uid}}": str(uuid.uuid4()), podspec.PAYLOAD: str(args.input_dir)}
