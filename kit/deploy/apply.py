@@ -85,7 +85,10 @@ def deploy(args: argparse.Namespace) -> str | None:
     context = f" (context {args.context})" if args.context else ""
     k.run("version", "--request-timeout=20s", what=f"reaching the cluster{context}"
           " with 'kubectl version' (check KUBE_CONTEXT and your kubeconfig)")
-    f = lambda name: str(folder / name)  # noqa: E731
+
+    def f(name: str) -> str:
+        return str(folder / name)
+
     k.run("apply", "-f", f(render.NAMESPACE_FILE), "-f", f(render.VOLUMES_FILE),
           what="applying the namespace and volumes")
     if b.triton:

@@ -22,6 +22,7 @@ class KubeSettings:
     models_size: str = "5Gi"
     triton_image: str = ""  # "" = the pipeline's Triton service image, else DEFAULT_TRITON_IMAGE
     triton_uid: int = 1000  # Triton's own Kubernetes example runs as uid 1000 (KUBE_TRITON_UID)
+    fs_group: int = 10001  # the operator image's group (KUBE_FS_GROUP)
     deadline_s: int = 6 * 3600
     ttl_s: int = 24 * 3600
     retries: int = 2
@@ -49,6 +50,7 @@ def from_env(env: Mapping[str, str] | None = None) -> KubeSettings:
         models_size=e.get("MODELS_SIZE") or d.models_size,
         triton_image=e.get("KUBE_TRITON_IMAGE") or d.triton_image,
         triton_uid=int(e.get("KUBE_TRITON_UID") or d.triton_uid),
+        fs_group=int(e.get("KUBE_FS_GROUP") or d.fs_group),
         deadline_s=int(e.get("KUBE_DEADLINE_S") or d.deadline_s),
         ttl_s=int(e.get("KUBE_TTL_S") or d.ttl_s),
         retries=int(e.get("KUBE_RETRIES") or d.retries),

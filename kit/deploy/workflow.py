@@ -91,6 +91,8 @@ def build(pipeline: Pipeline, s: KubeSettings) -> Workflow:
         active_deadline_seconds=s.deadline_s,
         ttl_strategy=m.TTLStrategy(seconds_after_completion=s.ttl_s),
         pod_gc=m.PodGC(strategy="OnPodSuccess"),
+        # fsGroup: the payload volume is group-writable by every step's user, whichever uid its image runs as.
+        security_context=m.PodSecurityContext(fs_group=s.fs_group),
         image_pull_secrets=[m.LocalObjectReference(name=n) for n in pipeline.pull_secrets] or None,
         volumes=[m.Volume(name=PAYLOAD_VOLUME,
                           persistent_volume_claim=m.PersistentVolumeClaimVolumeSource(claim_name=PAYLOAD_VOLUME))],
