@@ -114,3 +114,9 @@ def test_invalid_pipeline_applies_nothing(kube, tmp_path: Path) -> None:
 def test_unknown_platform_is_one_line() -> None:
     assert one_error_line(make("deploy", PLATFORM="nomad")) == \
         "[odk] error: PLATFORM must be clara or kubernetes, not 'nomad'"
+
+
+def test_what_kubernetes_cannot_express_is_one_line_and_nothing_is_called(kube) -> None:
+    result = make("deploy", env=kube, PLATFORM="kubernetes", PIPELINE="tests/data/pipelines/valid/v050-typed-io.yml")
+    assert "array output 'volume' has no path" in one_error_line(result)
+    assert calls(kube) == []

@@ -20,6 +20,7 @@ from kit.deploy import render
 from kit.deploy.objects import LOADER
 from kit.deploy.prepare import prepare
 from kit.deploy.settings import from_env
+from kit.pipeline.deploy import image_warnings
 from kit.pipeline.launch import shown
 from kit.pipeline.model import PipelineError
 
@@ -75,6 +76,8 @@ def deploy(args: argparse.Namespace) -> str | None:
     settings = from_env()
     b, folder = prepare(args.pipeline, settings, args.manifests_dir)
     print(f"rendered and validated {len(b.manifests)} manifest(s) in {folder}", flush=True)
+    for warning in image_warnings(b.pipeline):
+        print(f"warning: {warning}", flush=True)
     models = model_dirs(args.models_dir, b.triton.models) if b.triton else []
     kubectl = args.kubectl or "kubectl"
     if not args.dry_run and shutil.which(kubectl) is None:
