@@ -22,6 +22,8 @@ JOB_NAME     ?= odk-job
 DRY_RUN      ?= 0
 ENGINE       ?=
 export IMAGE TAG BASE_IMAGE TRITON_MODE RUNTIME INPUT_DIR OUTPUT_DIR MODELS_DIR PIPELINE JOB_NAME DRY_RUN ENGINE
+VIEW_PORT    ?= 8090
+export VIEW_PORT
 
 .PHONY: help venv demo test lint triton triton-stop triton-status build wrap run-local \
         validate run-pipeline deploy bench phantoms train evaluate wheel clean
@@ -86,6 +88,17 @@ evaluate: $(DEV_STAMP) ## held-out Dice of the demo model on fresh phantoms
 
 wheel: $(DEV_STAMP) ## rebuild the vendored driver wheel in lib/
 	@scripts/build-wheel.sh
+
+view: $(DEV_STAMP) ## results viewer of OUTPUT_DIR (CT from INPUT_DIR) on http://127.0.0.1:VIEW_PORT; Ctrl-C stops it
+	@scripts/view.sh start
+
+view-stop: $(DEV_STAMP) ## stop a viewer that runs in the background (recorded in .run/view)
+	@scripts/view.sh stop
+
+view-status: $(DEV_STAMP) ## URL and pid of the running viewer
+	@scripts/view.sh status
+
+.PHONY: view view-stop view-status
 
 clean: ## remove run state and outputs (keeps .venv)
 	rm -rf .run local/output/*

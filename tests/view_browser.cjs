@@ -1,0 +1,103 @@
+// Drives Debian's Chromium (headless, WebGL through SwiftShader) over the results viewer with playwright-core.
+//   NODE_PATH=kit/view/node_modules node tests/view_browser.cjs BASE_URL OUT_DIR AXIAL_SLICE
+// Prints one JSON object: the study table, what the viewer page reports, console errors, refused requests;
+// writes OUT_DIR/axial.png (the axial canvas) and OUT_DIR/viewer.png (the whole page, all views).
+"use strict";
+const { chromium } = require("playwright-core");
+const path = require("node:path");
+
+const [base, outDir, axialSlice] = process.argv.slice(2);
+const origin = new URL(base).origin;
+
+async function main() {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    args: ["--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+      "--ignore-gpu-blocklist"],
+  });
+  const result = { console: [], refused: [], failed: [] };
+  try {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, deviceScaleFactor: 1 });
+    await context.route("**/*", (route) => {
+      const url = route.request().url();
+      if (url.startsWith(origin) || url.startsWith("data:") || url.startsWith("blob:")) return route.continue();
+      result.refused.push(url);
+      return route.abort();
+    });
+    const page = await context.newPage();
+    page.on("console", (m) => {
+      if (m.type() === "error" || m.type() === "warning") result.console.push(`${m.type()}: ${m.text()}`);
+    });
+    page.on("pageerror", (e) => result.console.push(`pageerror: ${e.message}`));
+    page.on("requestfailed", (r) => result.failed.push(`${r.url()} ${r.failure()?.errorText}`));
+    page.on("response", (r) => { if (r.status() >= 400) result.failed.push(`${r.url()} ${r.status()}`); });
+
+    const t0 = Date.now(); const mark = (k) => { result[`t_${k}`] = Date.now() - t0; };
+    await page.goto(base, { waitUntil: "load" });
+    await page.waitForSelector("body[data-ready]", { timeout: 20000 });
+    result.index = await page.evaluate(() => ({
+      ready: document.body.dataset.ready,
+      problems: [...document.querySelectorAll("#problems li")].map((li) => li.textContent),
+      studies: [...document.querySelectorAll("#studies tbody tr")].map((tr) => ({
+        id: tr.dataset.study, cells: [...tr.cells].map((c) => c.textContent),
+        href: tr.querySelector("a")?.getAttribute("href") ?? null,
+      })),
+      runs: [...document.querySelectorAll("#runs tbody tr")].map((tr) => [...tr.cells].map((c) => c.textContent)),
+    }));
+    mark("index");
+    const href = result.index.studies.find((s) => s.href)?.href;
+    if (!href) throw new Error("no study with a viewer link in the table");
+
+    await page.goto(new URL(`${href}&view=axial`, base).href, { waitUntil: "load" });
+    await page.waitForSelector("body[data-ready]", { timeout: 60000 });
+    mark("study_loaded");
+    result.study = await page.evaluate(async (slice) => {
+      const ready = document.body.dataset.ready;
+      const problems = [...document.querySelectorAll("#problems li")].map((li) => li.textContent);
+      const v = window.odkViewer;
+      if (!v) return { ready, problems };
+      const nv = v.nv;
+      document.getElementById("opacity").value = "1";
+      document.getElementById("opacity").dispatchEvent(new Event("input"));
+      v.setSlice(Number(slice));
+      nv.setCrosshairWidth(0);
+      nv.drawScene();
+      await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+      const canvas = document.getElementById("gl");
+      return {
+        ready, problems,
+        volumes: nv.volumes.map((vol) => ({ name: vol.name, dimsRAS: [...vol.dimsRAS], cal: [vol.cal_min, vol.cal_max] })),
+        slices: nv.screenSlices.map((s) => ({ ltwh: [...s.leftTopWidthHeight], axCorSag: s.axCorSag })),
+        canvas: { width: canvas.width, height: canvas.height, css: [canvas.clientWidth, canvas.clientHeight] },
+        crosshair: [...nv.scene.crosshairPos],
+        legend: [...document.querySelectorAll("#legend li")].map((li) => li.textContent),
+        webgl2: !!nv.gl,
+      };
+    }, axialSlice);
+    mark("axial_set");
+    await page.locator("#gl").screenshot({ path: path.join(outDir, "axial.png") });
+    mark("axial_shot");
+
+    await page.evaluate(() => {
+      const v = window.odkViewer;
+      if (!v) return;
+      document.getElementById("opacity").value = "0.6";
+      document.getElementById("opacity").dispatchEvent(new Event("input"));
+      v.nv.setCrosshairWidth(1);
+      v.setView("multiplanar");
+    });
+    await page.waitForTimeout(500);
+    await page.screenshot({ path: path.join(outDir, "viewer.png") });
+    mark("viewer_shot");
+  } finally {
+    await browser.close();
+  }
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+}
+
+main().catch((err) => {
+  process.stderr.write(`${err.stack || err}\n`);
+  process.exit(1);
+});
