@@ -1,12 +1,12 @@
 // Drives Debian's Chromium (headless, WebGL through SwiftShader) over the results viewer with playwright-core.
-//   NODE_PATH=kit/view/node_modules node tests/view_browser.cjs BASE_URL OUT_DIR AXIAL_SLICE
+//   NODE_PATH=kit/view/node_modules node tests/view_browser.cjs BASE_URL OUT_DIR AXIAL_SLICE [page]
 // Prints one JSON object: the study table, what the viewer page reports, console errors, refused requests;
-// writes OUT_DIR/axial.png (the axial canvas) and OUT_DIR/viewer.png (the whole page, all views).
+// writes OUT_DIR/axial.png (the axial canvas) and, with "page", OUT_DIR/viewer.png (the whole page, all views).
 "use strict";
 const { chromium } = require("playwright-core");
 const path = require("node:path");
 
-const [base, outDir, axialSlice] = process.argv.slice(2);
+const [base, outDir, axialSlice, wholePage] = process.argv.slice(2);
 const origin = new URL(base).origin;
 
 async function main() {
@@ -50,7 +50,7 @@ async function main() {
     const href = result.index.studies.find((s) => s.href)?.href;
     if (!href) throw new Error("no study with a viewer link in the table");
 
-    await page.goto(new URL(`${href}&view=axial`, base).href, { waitUntil: "load" });
+    await page.goto(new URL(`${href}&view=axial&opacity=1`, base).href, { waitUntil: "load" });
     await page.waitForSelector("body[data-ready]", { timeout: 60000 });
     mark("study_loaded");
     result.study = await page.evaluate(async (slice) => {
@@ -59,8 +59,6 @@ async function main() {
       const v = window.odkViewer;
       if (!v) return { ready, problems };
       const nv = v.nv;
-      document.getElementById("opacity").value = "1";
-      document.getElementById("opacity").dispatchEvent(new Event("input"));
       v.setSlice(Number(slice));
       nv.setCrosshairWidth(0);
       nv.drawScene();
@@ -80,17 +78,19 @@ async function main() {
     await page.locator("#gl").screenshot({ path: path.join(outDir, "axial.png") });
     mark("axial_shot");
 
-    await page.evaluate(() => {
-      const v = window.odkViewer;
-      if (!v) return;
-      document.getElementById("opacity").value = "0.6";
-      document.getElementById("opacity").dispatchEvent(new Event("input"));
-      v.nv.setCrosshairWidth(1);
-      v.setView("multiplanar");
-    });
-    await page.waitForTimeout(500);
-    await page.screenshot({ path: path.join(outDir, "viewer.png") });
-    mark("viewer_shot");
+    if (wholePage === "page") {
+      await page.evaluate(() => {
+        const v = window.odkViewer;
+        if (!v) return;
+        document.getElementById("opacity").value = "0.6";
+        document.getElementById("opacity").dispatchEvent(new Event("input"));
+        v.nv.setCrosshairWidth(1);
+        v.setView("multiplanar");
+      });
+      await page.waitForTimeout(500);
+      await page.screenshot({ path: path.join(outDir, "viewer.png") });
+      mark("viewer_shot");
+    }
   } finally {
     await browser.close();
   }

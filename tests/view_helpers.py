@@ -5,15 +5,24 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import select
+import signal
+import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from kit.triton.readiness import free_ports
 from kit.view.server import ViewConfig, ViewServer
+
+ROOT = Path(__file__).resolve().parents[1]
 
 AFFINE = np.diag([-2.0, -2.0, 3.0, 1.0])  # LPS, as the sample
 
@@ -115,3 +124,64 @@ def get_json(port: int, target: str) -> dict:
     status, _headers, body = request(port, "GET", target)
     assert status == 200, (target, status, body)
     return json.loads(body)
+
+
+@dataclass
+class MakeView:
+    proc: subprocess.Popen[str]
+    url: str
+    port: int
+    run_dir: Path
+    lines: list[str]
+
+
+def make_env(run_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "MFLAGS"))}
+    env["ODK_RUN_DIR"] = str(run_dir)
+    return env
+
+
+@contextmanager
+def make_view(output_dir: Path, input_dir: Path, run_dir: Path, timeout: float = 60) -> Iterator[MakeView]:
+    """``make view`` on a free port, as a user starts it; stopped (its whole process group) at the end."""
+    (port,) = free_ports(1)
+    argv = ["make", "view", f"OUTPUT_DIR={output_dir}", f"INPUT_DIR={input_dir}", f"VIEW_PORT={port}"]
+    proc = subprocess.Popen(argv, cwd=ROOT, env=make_env(run_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    lines: list[str] = []
+    try:
+        url = wait_for_url(proc, port, lines, timeout)
+        yield MakeView(proc, url, port, run_dir, lines)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+
+
+def wait_for_url(proc: subprocess.Popen[str], port: int, lines: list[str], timeout: float) -> str:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    want = f"http://127.0.0.1:{port}/"
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+        if not ready:
+            continue
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if want in line:
+            return want
+    raise AssertionError(f"make view printed no URL {want}:\n" + "\n".join(lines))
+
+
+def rest_of_output(view: MakeView, timeout: float = 15) -> str:
+    """What make view printed after its URL, up to its exit."""
+    out, _ = view.proc.communicate(timeout=timeout)
+    return out

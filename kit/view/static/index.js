@@ -7,7 +7,7 @@ function timings(t) {
 }
 
 function studyRow(s) {
-  const name = s.viewable ? el("a", { href: s.view_url }, s.name) : s.name;
+  const name = s.seg_url ? el("a", { href: s.view_url }, s.name) : s.name;
   const spacing = s.spacing_mm ? s.spacing_mm.map((v) => fmt(v, 2)).join(" × ") : "";
   const reason = [s.reason, s.viewable || !s.ct_problem || s.status === "failed" ? "" : s.ct_problem]
     .filter(Boolean).join("; ");
@@ -30,16 +30,16 @@ function operatorsCell(run) {
   return el("td", {}, run.operators.length ? list : "no operator logs yet");
 }
 
-function runRow(run) {
+function runRow(run, source) {
   const info = run.info || {};
   const details = ["study_instance_uid", "calling_aet", "instances", "pipeline", "received_at", "started_at",
     "finished_at", "reason", "logs"].filter((k) => info[k] !== undefined && info[k] !== null && info[k] !== "")
     .map((k) => el("div", {}, `${k.replaceAll("_", " ")}: ${info[k]}`));
   return el("tr", { class: `state-${run.state}`, "data-run": run.name },
-    el("td", {}, `${run.kind === "listener" ? "listener job" : "pipeline"} ${run.kind === "listener" ? run.name : ""}`),
+    el("td", {}, run.kind === "listener" ? `listener job ${run.name}` : run.name),
     el("td", { class: "state" }, run.state), operatorsCell(run), el("td", {}, ...details),
     el("td", {}, run.log_url ? el("a", { href: run.log_url }, "job.log") : ""),
-    el("td", {}, run.results_url ? el("a", { href: run.results_url }, "studies") : ""));
+    el("td", {}, run.results_url && run.source !== source ? el("a", { href: run.results_url }, "studies") : ""));
 }
 
 async function main() {
@@ -49,11 +49,14 @@ async function main() {
     const data = await getJson(`/api/overview?source=${encodeURIComponent(source)}`);
     document.getElementById("where").textContent =
       `${data.title}${data.inputs ? ` — CT from ${data.inputs}` : ""}`;
+    if (source !== "out") {
+      document.getElementById("where").append(" ", el("a", { href: "/" }, "← all results"));
+    }
     for (const p of data.problems) showProblem(problems, p);
     const body = document.querySelector("#studies tbody");
     for (const s of data.studies) body.append(studyRow(s));
     const runs = document.querySelector("#runs tbody");
-    for (const r of data.runs) runs.append(runRow(r));
+    for (const r of data.runs) runs.append(runRow(r, source));
     document.getElementById("no-runs").hidden = data.runs.length > 0;
     document.getElementById("runs-section").hidden = source !== "out" && data.runs.length === 0;
     document.body.dataset.ready = "1";

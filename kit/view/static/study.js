@@ -105,7 +105,12 @@ function wire(viewer) {
     b.addEventListener("click", () => viewer.setWindow(...b.dataset.window.split(",").map(Number)));
   }
   viewer.nv.onLocationChange = (data) => {
-    document.getElementById("location").textContent = data?.string ?? "";
+    const values = data?.values ?? [];
+    const ct = viewer.study.ct_url && values[0] ? `CT ${Math.round(values[0].value)} HU` : "";
+    const label = values[viewer.overlay];
+    const name = label ? viewer.study.labels.find((l) => l.value === Math.round(label.value))?.name : "";
+    const vox = data?.vox ? `voxel ${[...data.vox].join(", ")}` : "";
+    document.getElementById("location").textContent = [vox, ct, name].filter(Boolean).join(" · ");
     viewer.syncSlider();
   };
 }
@@ -145,7 +150,10 @@ async function main() {
   const volumes = [];
   const [lo, hi] = study.hu_window || [-200, 300];
   if (study.ct_url) volumes.push({ url: study.ct_url, name: study.ct_name, colormap: "gray", cal_min: lo, cal_max: hi });
-  volumes.push({ url: study.seg_url, name: `${study.name}_seg.nii.gz`, opacity: 0.6 });
+  const asked = Number.parseFloat(q.get("opacity") ?? "");
+  const opacity = asked >= 0 && asked <= 1 ? asked : 0.6;
+  document.getElementById("opacity").value = String(opacity);
+  volumes.push({ url: study.seg_url, name: `${study.name}_seg.nii.gz`, opacity });
   try {
     await nv.loadVolumes(volumes);
   } catch (err) {
@@ -159,7 +167,7 @@ async function main() {
   wire(viewer);
   document.getElementById("hu-min").value = String(lo);
   document.getElementById("hu-max").value = String(hi);
-  document.getElementById("opacity-value").textContent = document.getElementById("opacity").value;
+  document.getElementById("opacity-value").textContent = opacity.toFixed(2);
   viewer.setView(view);
   window.odkViewer = viewer;
   document.body.dataset.ready = "1";
