@@ -118,6 +118,9 @@ def test_make_view_shows_the_sample_with_its_label_map(sample_results: Path, tmp
     assert cells[8] == report["transport"] and cells[9] == f"{report['model']['name']} v{report['model']['version']}"
 
     study = seen["study"]
+    for url in ("/vendor/niivue.js", "/ct?source=out&id=synthetic_phantom_001.json",
+                f"/files/{name}_seg.nii.gz?source=out"):
+        assert url in seen["served"], (url, seen["served"])
     assert study["ready"] == "1" and study["problems"] == [] and study["webgl2"], study
     assert [v["name"] for v in study["volumes"]] == [f"{name}.nii.gz", f"{name}_seg.nii.gz"]
     assert all(v["dimsRAS"][1:] == list(labels.shape) for v in study["volumes"])

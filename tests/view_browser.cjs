@@ -17,7 +17,7 @@ async function main() {
       "--disable-component-update", "--disable-sync", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
       "--ignore-gpu-blocklist"],
   });
-  const result = { console: [], refused: [], failed: [] };
+  const result = { console: [], refused: [], failed: [], served: [] };
   try {
     const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, deviceScaleFactor: 1 });
     await context.route("**/*", (route) => {
@@ -31,8 +31,16 @@ async function main() {
       if (m.type() === "error" || m.type() === "warning") result.console.push(`${m.type()}: ${m.text()}`);
     });
     page.on("pageerror", (e) => result.console.push(`pageerror: ${e.message}`));
-    page.on("requestfailed", (r) => result.failed.push(`${r.url()} ${r.failure()?.errorText}`));
-    page.on("response", (r) => { if (r.status() >= 400) result.failed.push(`${r.url()} ${r.status()}`); });
+    // NiiVue reads the first bytes of a volume to tell its compression, then cancels that stream and fetches
+    // the file again: a cancelled request (net::ERR_ABORTED) is that, not an error.
+    page.on("requestfailed", (r) => {
+      const why = r.failure()?.errorText ?? "";
+      if (why !== "net::ERR_ABORTED") result.failed.push(`${r.url()} ${why}`);
+    });
+    page.on("response", (r) => {
+      if (r.status() >= 400) result.failed.push(`${r.url()} ${r.status()}`);
+      else result.served.push(new URL(r.url()).pathname + new URL(r.url()).search);
+    });
 
     const t0 = Date.now(); const mark = (k) => { result[`t_${k}`] = Date.now() - t0; };
     await page.goto(base, { waitUntil: "load" });

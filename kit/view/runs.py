@@ -82,7 +82,8 @@ def from_log(name: str, text: str) -> OperatorRun:
 
 def operators_of(folder: Path, logs: list[Path], table: list[OperatorRun]) -> list[OperatorRun]:
     by_log = {p.stem: p for p in logs}
-    ops = table or [from_log(name, read_text(p)) for name, p in sorted(by_log.items())]
+    in_run_order = sorted(by_log.items(), key=lambda item: (item[1].stat().st_mtime, item[0]))  # logs end in order
+    ops = table or [from_log(name, read_text(p)) for name, p in in_run_order]
     for op in ops:
         if op.name in by_log:
             op.log = by_log[op.name].relative_to(folder).as_posix()
