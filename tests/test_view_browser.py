@@ -20,7 +20,7 @@ import pytest
 from operator_helpers import run_operator
 from PIL import Image
 from scipy import ndimage
-from view_helpers import ROOT, make_view
+from view_helpers import ROOT, make_view, write_ct_and_seg, write_report
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 NODE_MODULES = ROOT / "kit" / "view" / "node_modules"
@@ -44,11 +44,14 @@ def sample_results(triton_server, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("view-sample") / "output"
     result = run_operator(SAMPLE, out, triton_server.grpc_url)
     assert result.returncode == 0, result.stdout
+    # And a study whose CT is nowhere in INPUT_DIR: its page must say so.
+    write_ct_and_seg(None, out / "elsewhere" / "lost_seg.nii.gz")
+    write_report(out / "elsewhere", "lost", "/input/lost.nii.gz")
     return out
 
 
-def drive(url: str, shots: Path, axial_slice: int, whole_page: bool) -> dict:
-    argv = ["node", str(ROOT / "tests" / "view_browser.cjs"), url, str(shots), str(axial_slice)]
+def drive(url: str, shots: Path, study: str, axial_slice: int, whole_page: bool) -> dict:
+    argv = ["node", str(ROOT / "tests" / "view_browser.cjs"), url, str(shots), study, str(axial_slice)]
     argv += ["page"] if whole_page else []
     env = {**os.environ, "NODE_PATH": str(NODE_MODULES), "CHROMIUM": str(CHROMIUM)}
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False)
@@ -107,7 +110,7 @@ def test_make_view_shows_the_sample_with_its_label_map(sample_results: Path, tmp
 
     whole_page = bool(os.environ.get("ODK_VIEW_SCREENSHOT"))
     with make_view(sample_results, SAMPLE, tmp_path / "run") as view:
-        seen = drive(view.url, tmp_path, k, whole_page)
+        seen = drive(view.url, tmp_path, f"{name}.json", k, whole_page)
 
     errors = [m for m in seen["console"] if not m.startswith("warning:")]
     assert errors == [] and seen["refused"] == [] and seen["failed"] == [], seen
@@ -147,6 +150,11 @@ def test_make_view_shows_the_sample_with_its_label_map(sample_results: Path, tmp
     assert ok.mean() > 0.99
     near = ndimage.binary_dilation(lab > 0, iterations=1)
     assert near[i[ok], j[ok]].mean() > 0.99 and rows.size > 0.5 * (lab > 0).sum() * (proj.sx * proj.scale) ** 2
+
+    (lost,) = seen["others"]
+    assert lost["id"] == "elsewhere/lost.json" and lost["ready"] == "1" and lost["volumes"] == ["lost_seg.nii.gz"]
+    assert lost["problems"] == [f"label map without its CT: no lost.nii.gz / lost.nii under {SAMPLE} (the report "
+                                "says /input/lost.nii.gz). Showing the label map alone."]
 
     if whole_page:
         target = Path(os.environ["ODK_VIEW_SCREENSHOT"])

@@ -1,12 +1,13 @@
 // Drives Debian's Chromium (headless, WebGL through SwiftShader) over the results viewer with playwright-core.
-//   NODE_PATH=kit/view/node_modules node tests/view_browser.cjs BASE_URL OUT_DIR AXIAL_SLICE [page]
-// Prints one JSON object: the study table, what the viewer page reports, console errors, refused requests;
-// writes OUT_DIR/axial.png (the axial canvas) and, with "page", OUT_DIR/viewer.png (the whole page, all views).
+//   NODE_PATH=kit/view/node_modules node tests/view_browser.cjs BASE_URL OUT_DIR STUDY_ID AXIAL_SLICE [page]
+// Prints one JSON object: the study table, what the page of STUDY_ID reports, what the pages of the other
+// studies in the table report, console errors, refused requests; writes OUT_DIR/axial.png (the axial canvas of
+// STUDY_ID at AXIAL_SLICE) and, with "page", OUT_DIR/viewer.png (the whole page, all views).
 "use strict";
 const { chromium } = require("playwright-core");
 const path = require("node:path");
 
-const [base, outDir, axialSlice, wholePage] = process.argv.slice(2);
+const [base, outDir, studyId, axialSlice, wholePage] = process.argv.slice(2);
 const origin = new URL(base).origin;
 
 async function main() {
@@ -55,8 +56,8 @@ async function main() {
       runs: [...document.querySelectorAll("#runs tbody tr")].map((tr) => [...tr.cells].map((c) => c.textContent)),
     }));
     mark("index");
-    const href = result.index.studies.find((s) => s.href)?.href;
-    if (!href) throw new Error("no study with a viewer link in the table");
+    const href = result.index.studies.find((s) => s.id === studyId)?.href;
+    if (!href) throw new Error(`no study ${studyId} with a viewer link in the table`);
 
     await page.goto(new URL(`${href}&view=axial&opacity=1`, base).href, { waitUntil: "load" });
     await page.waitForSelector("body[data-ready]", { timeout: 60000 });
@@ -98,6 +99,17 @@ async function main() {
       await page.waitForTimeout(500);
       await page.screenshot({ path: path.join(outDir, "viewer.png") });
       mark("viewer_shot");
+    }
+
+    result.others = [];
+    for (const other of result.index.studies.filter((s) => s.href && s.id !== studyId)) {
+      await page.goto(new URL(other.href, base).href, { waitUntil: "load" });
+      await page.waitForSelector("body[data-ready]", { timeout: 30000 });
+      result.others.push(await page.evaluate((id) => ({
+        id, ready: document.body.dataset.ready,
+        problems: [...document.querySelectorAll("#problems li")].map((li) => li.textContent),
+        volumes: window.odkViewer ? window.odkViewer.nv.volumes.map((v) => v.name) : [],
+      }), other.id));
     }
   } finally {
     await browser.close();
