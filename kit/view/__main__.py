@@ -54,7 +54,8 @@ def serve(args: argparse.Namespace) -> int:
     def terminate(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGTERM, terminate)  # make view-stop
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, also where it was inherited as ignored
     for problem in overview(cfg, cfg.source("out"))["problems"]:  # type: ignore[arg-type]
         say(f"warning: {problem}")
     print(f"[odk] results viewer of {cfg.output_dir}: {url}  (Ctrl-C stops it)", flush=True)

@@ -105,8 +105,10 @@ class Handler(BaseHTTPRequestHandler):
         raise AttributeError(name)
 
     def refuse_method(self) -> None:
+        # The request's body is not read: the connection ends with this answer.
+        self.close_connection = True
         self.send_text(HTTPStatus.METHOD_NOT_ALLOWED, f"{self.command} is not allowed: this server only serves GET\n",
-                       extra={"Allow": "GET"})
+                       extra={"Allow": "GET", "Connection": "close"})
 
     def log_message(self, format: str, *args: object) -> None:
         return  # quiet: errors reach the page

@@ -110,6 +110,12 @@ def find_ct(report_input: str, rel_dir: str, name: str, inputs: Path | None, can
     return inside(same[0]) if len(same) == 1 else None
 
 
+def folder_of(path: Path, root: Path) -> str:
+    """The folder of ``path`` inside ``root``, "" at the top."""
+    rel = path.parent.relative_to(root).as_posix()
+    return "" if rel == "." else rel
+
+
 def scan(source: Source) -> list[Study]:
     """Every study of the results folder, then the inputs that have no result."""
     root = source.results
@@ -122,8 +128,8 @@ def scan(source: Source) -> list[Study]:
         report = read_report(path)
         if report is None:
             continue
-        name = stem(Path(path.name[: -len(".json")] + ".nii"))
-        rel_dir = path.parent.relative_to(root).as_posix().removeprefix(".")
+        name = path.name.removesuffix(".json")
+        rel_dir = folder_of(path, root)
         seg_name = str(report.get("outputs", {}).get("segmentation") or f"{name}{SEG_SUFFIX}")
         overlay_name = str(report.get("outputs", {}).get("overlay") or f"{name}_overlay.png")
         study = Study(name=name, rel_dir=rel_dir, status="ok", report=report,
@@ -143,7 +149,7 @@ def scan(source: Source) -> list[Study]:
         if name in reported:  # also the copies an export operator makes of reported label maps
             continue
         reported.add(name)
-        study = Study(name=name, rel_dir=seg.parent.relative_to(root).as_posix().removeprefix("."),
+        study = Study(name=name, rel_dir=folder_of(seg, root),
                       status="incomplete", reason=f"label map without its report ({name}.json)",
                       seg_rel=seg.relative_to(root).as_posix())
         attach_ct(study, "", source, inputs)
