@@ -36,12 +36,11 @@ cmd_start() {
         --input-dir "${INPUT_DIR:-local/input}" --host "$VIEW_HOST" --port "$VIEW_PORT"
 }
 
-require_venv
 cd "$ODK_ROOT"
 case "${1:-}" in
-    start) cmd_start ;;
-    stop) exec "$ODK_PY" -m kit.view --run-dir "$ODK_RUN_DIR" stop ;;
-    status) exec "$ODK_PY" -m kit.view --run-dir "$ODK_RUN_DIR" status ;;
-    install) cmd_install ;;
+    start) require_venv && cmd_start ;;
+    stop) require_venv && exec "$ODK_PY" -m kit.view --run-dir "$ODK_RUN_DIR" stop ;;
+    status) require_venv && exec "$ODK_PY" -m kit.view --run-dir "$ODK_RUN_DIR" status ;;
+    install) cmd_install ;;  # needs no virtualenv (CI installs before `make test` creates it)
     *) die "usage: scripts/view.sh start|stop|status|install" ;;
 esac
