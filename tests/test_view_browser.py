@@ -151,6 +151,10 @@ def test_make_view_shows_the_sample_with_its_label_map(sample_results: Path, tmp
     near = ndimage.binary_dilation(lab > 0, iterations=1)
     assert near[i[ok], j[ok]].mean() > 0.99 and rows.size > 0.5 * (lab > 0).sum() * (proj.sx * proj.scale) ** 2
 
+    controls = seen["controls"]
+    assert controls["active"] == "coronal" and controls["axCorSag"] == [1], controls
+    assert controls["cal"] == [-160, 240] and controls["huInputs"] == ["-160", "240"] and controls["opacity"] == 0.3
+
     (lost,) = seen["others"]
     assert lost["id"] == "elsewhere/lost.json" and lost["ready"] == "1" and lost["volumes"] == ["lost_seg.nii.gz"]
     assert lost["problems"] == [f"label map without its CT: no lost.nii.gz / lost.nii under {SAMPLE} (the report "

@@ -87,6 +87,20 @@ async function main() {
     await page.locator("#gl").screenshot({ path: path.join(outDir, "axial.png") });
     mark("axial_shot");
 
+    // The controls, as a user works them: a view button, an HU window preset, the opacity slider.
+    await page.click('button[data-view="coronal"]');
+    await page.click('button[data-window="-160,240"]');
+    await page.locator("#opacity").fill("0.3");
+    result.controls = await page.evaluate(() => {
+      const nv = window.odkViewer.nv;
+      return {
+        axCorSag: nv.screenSlices.map((s) => s.axCorSag), cal: [nv.volumes[0].cal_min, nv.volumes[0].cal_max],
+        huInputs: [document.getElementById("hu-min").value, document.getElementById("hu-max").value],
+        opacity: nv.volumes[1].opacity, active: document.querySelector("button.active")?.dataset.view,
+      };
+    });
+    mark("controls");
+
     if (wholePage === "page") {
       await page.evaluate(() => {
         const v = window.odkViewer;
