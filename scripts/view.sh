@@ -2,14 +2,13 @@
 # make view | view-stop | view-status: the results viewer, a local web page over OUTPUT_DIR (NiiVue).
 #   scripts/view.sh start|stop|status|install
 # Env: OUTPUT_DIR (default local/output), INPUT_DIR (default local/input: where the CT of each study is),
-#      VIEW_PORT (default 8090), VIEW_HOST (default 127.0.0.1), ODK_RUN_DIR (pid in $ODK_RUN_DIR/view).
+#      VIEW_PORT (default 8090), ODK_RUN_DIR (pid in $ODK_RUN_DIR/view). It listens on 127.0.0.1 only.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh source-path=SCRIPTDIR
 source "$(dirname "$0")/lib.sh"
 
 VIEW_DIR="$ODK_ROOT/kit/view"
 VIEW_PORT="${VIEW_PORT:-8090}"
-VIEW_HOST="${VIEW_HOST:-127.0.0.1}"
 STAMP="$VIEW_DIR/node_modules/.package-lock.json"
 
 # install: npm ci of the pinned lockfile when node_modules is missing or older than the lockfile.
@@ -33,7 +32,7 @@ cmd_start() {
     fi
     cmd_install
     exec "$ODK_PY" -m kit.view --run-dir "$ODK_RUN_DIR" serve --output-dir "${OUTPUT_DIR:-local/output}" \
-        --input-dir "${INPUT_DIR:-local/input}" --host "$VIEW_HOST" --port "$VIEW_PORT"
+        --input-dir "${INPUT_DIR:-local/input}" --host 127.0.0.1 --port "$VIEW_PORT"
 }
 
 cd "$ODK_ROOT"
