@@ -30,6 +30,9 @@ KUBE_CONTEXT  ?=
 KUBE_VERSION  ?= 1.34
 KUBE_TRITON_IMAGE ?=
 export PLATFORM MANIFESTS_DIR NAMESPACE KUBE_CONTEXT KUBE_VERSION KUBE_TRITON_IMAGE
+# Results viewer (docs/viewer.md).
+VIEW_PORT    ?= 8090
+export VIEW_PORT
 
 .PHONY: help venv demo test lint triton triton-stop triton-status build wrap run-local \
         validate run-pipeline deploy bench phantoms train evaluate wheel clean
@@ -94,6 +97,17 @@ evaluate: $(DEV_STAMP) ## held-out Dice of the demo model on fresh phantoms
 
 wheel: $(DEV_STAMP) ## rebuild the vendored driver wheel in lib/
 	@scripts/build-wheel.sh
+
+view: $(DEV_STAMP) ## results viewer of OUTPUT_DIR (CT from INPUT_DIR) on http://127.0.0.1:VIEW_PORT; Ctrl-C stops it
+	@scripts/view.sh start
+
+view-stop: $(DEV_STAMP) ## stop a viewer that runs in the background (recorded in .run/view)
+	@scripts/view.sh stop
+
+view-status: $(DEV_STAMP) ## URL and pid of the running viewer
+	@scripts/view.sh status
+
+.PHONY: view view-stop view-status
 
 clean: ## remove run state and outputs (keeps .venv)
 	rm -rf .run local/output/*
