@@ -27,7 +27,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     write_sample(dicom, "jpeg2000")
     proc = run_operator("app.dicom.reader", f"payload:{dicom}", f"dicom-reader/volumes:{volumes}")
     assert proc.returncode == 0, proc.stdout
-    stem = next(volumes.glob("*.nii.gz")).name[: -len(".nii.gz")]
+    stem = next(volumes.glob("*.nii")).name[: -len(".nii")]
     labels.mkdir()
     shutil.copy(SAMPLE_TRUTH, labels / f"{stem}_seg.nii.gz")
     (labels / f"{stem}.json").write_text(json.dumps(REPORT))

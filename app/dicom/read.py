@@ -27,7 +27,7 @@ class ReadSummary:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def read_all(inputs: Sequence[Path], out_dir: Path, rules: SelectionRules) -> ReadSummary:
+def read_all(inputs: Sequence[Path], out_dir: Path, rules: SelectionRules, compress: bool = False) -> ReadSummary:
     summary = ReadSummary()
     t0 = time.perf_counter()
     roots = [p.resolve() for p in inputs]
@@ -48,7 +48,7 @@ def read_all(inputs: Sequence[Path], out_dir: Path, rules: SelectionRules) -> Re
             continue
         t1 = time.perf_counter()
         try:
-            path, vol = write_series(series, out_dir, roots)
+            path, vol = write_series(series, out_dir, roots, compress)
         except SeriesRefused as exc:
             log.error("REFUSED %s: %s", name, exc)
             summary.refused.append((series.uid, str(exc)))
