@@ -140,3 +140,17 @@ def test_register_results_without_destination_says_so(chain: dict[str, Path], tm
     assert proc.returncode == 0, proc.stdout
     assert "DICOM_DESTINATION is not set: 1 object(s) not sent" in proc.stdout
     assert json.loads((tmp_path / "out" / "register-report.json").read_text())["skipped"]
+
+
+def test_bench_dicom_figures_on_a_tiny_series(tmp_path: Path) -> None:
+    from kit.bench import dicom as bench_dicom
+
+    fig = bench_dicom.bench_dicom(tmp_path / "cache", tmp_path / "work", repeats=1, size_name="tiny")
+    assert fig["series"]["shape"] == [48, 48, 32] and fig["runs"] == 1
+    for key in ("reader_wall_s", "dcm2niix_wall_s", "reader_converting_s", "seg_writer_wall_s", "seg_write_s"):
+        assert fig[key] > 0, key
+    assert fig["reader/dcm2niix"] == pytest.approx(fig["reader_wall_s"] / fig["dcm2niix_wall_s"], rel=0.01)
+    lines = bench_dicom.report_lines(fig)
+    assert len(lines) == 2 and "48x48x32" in lines[0] and "goal <= 3x" in lines[0]
+    _, problems = dciodvfy_problems(next((tmp_path / "work" / "seg").glob("*.dcm")))
+    assert not problems
