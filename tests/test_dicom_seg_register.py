@@ -154,3 +154,20 @@ def test_bench_dicom_figures_on_a_tiny_series(tmp_path: Path) -> None:
     assert len(lines) == 2 and "48x48x32" in lines[0] and "goal <= 3x" in lines[0]
     _, problems = dciodvfy_problems(next((tmp_path / "work" / "seg").glob("*.dcm")))
     assert not problems
+
+
+@needs_tools
+def test_seg_writer_alone_takes_the_labels_from_the_model_config(chain: dict[str, Path], tmp_path: Path) -> None:
+    stem = str(chain["stem"])
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    shutil.copy(chain["labels"] / f"{stem}_seg.nii.gz", labels)  # no segmentation report beside it
+    config = Path(__file__).resolve().parents[1] / "local/models/segmentation_liver_v1/config.pbtxt"
+    inputs = f"payload:{chain['dicom']};dicom-reader/volumes:{chain['volumes']};segmentation/segmentation:{labels}"
+    proc = run_operator("app.dicom.segwriter", inputs, f"dicom-seg-writer/seg:{tmp_path / 'a'}")
+    assert proc.returncode != 0 and "set SEG_MODEL_CONFIG" in proc.stdout
+    proc = run_operator("app.dicom.segwriter", inputs, f"dicom-seg-writer/seg:{tmp_path / 'b'}",
+                        SEG_MODEL_CONFIG=str(config))
+    assert proc.returncode == 0, proc.stdout
+    check_seg(tmp_path / "b" / f"{stem}_seg.dcm", chain["volumes"] / f"{stem}.dicom.json",
+              labels / f"{stem}_seg.nii.gz")
