@@ -246,3 +246,19 @@ def test_selection_rules_from_env(sample: Path, tmp_path: Path) -> None:
     proc, _ = read(sample, tmp_path / "d", DICOM_SELECT_MIN_SLICES="many")
     assert proc.returncode != 0 and "DICOM_SELECT_MIN_SLICES='many' is not a whole number" in proc.stdout
     assert "Traceback" not in proc.stdout
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+def test_volume_file_is_what_nibabel_writes(dtype: type) -> None:
+    """The reader writes its stack without nibabel's copies; the file is still nibabel's, byte for byte."""
+    from app.dicom.volume import SeriesVolume, nifti_bytes
+
+    stack = np.random.default_rng(3).integers(-1024, 3000, size=(12, 40, 32)).astype(dtype)  # slices, rows, cols
+    affine = np.array([[-0.7, 0, 0, 10.0], [0, -0.7, 0, 20.0], [0, 0, 2.5, -30.0], [0, 0, 0, 1]])
+    for data in (stack.transpose(2, 1, 0), np.asfortranarray(stack.transpose(2, 1, 0))[:, :, ::-1]):
+        img = nib.Nifti1Image(data, affine)
+        img.set_sform(affine, code=1)
+        img.set_qform(affine, code=1)
+        img.header.set_xyzt_units("mm", "sec")
+        img.header["descrip"] = b"CT test"
+        assert nifti_bytes(SeriesVolume(data, affine, None), "CT test", False) == img.to_bytes()
