@@ -87,6 +87,5 @@ evaluate: $(DEV_STAMP) ## held-out Dice of the demo model on fresh phantoms
 wheel: $(DEV_STAMP) ## rebuild the vendored driver wheel in lib/
 	@scripts/build-wheel.sh
 
-clean: ## remove run state and outputs (keeps .venv)
-	rm -rf .run local/output/*
-	@touch local/output/.gitkeep
+clean: ## remove run state and outputs (keeps .venv); refused while a server the kit started runs
+	@scripts/clean.sh
