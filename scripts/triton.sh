@@ -35,14 +35,19 @@ TRITON_LABEL="org.odk.role=triton"
 
 clear_state() { rm -f "$TRITON_RUN_DIR/mode" "$TRITON_RUN_DIR/triton.pid"; }
 
-# check_port_vars: ports 1..65535, TRITON_READY_TIMEOUT whole seconds 1..86400 (no nan/inf: a wait must end).
+# whole_in VALUE MIN MAX: VALUE is a whole number from MIN to MAX (no sign, no nan/inf).
+whole_in() {
+    [[ "$1" =~ ^[0-9]{1,6}$ ]] || return 1
+    ((10#$1 >= $2 && 10#$1 <= $3))
+}
+
+# check_port_vars: ports 1..65535, TRITON_READY_TIMEOUT whole seconds 1..86400 (a wait must end).
 check_port_vars() {
     local var
     for var in TRITON_HTTP_PORT TRITON_GRPC_PORT TRITON_METRICS_PORT; do
-        [[ "${!var}" =~ ^[0-9]{1,5}$ ]] && ((10#${!var} >= 1 && 10#${!var} <= 65535)) \
-            || die "$var must be a port number 1..65535, not '${!var}'"
+        whole_in "${!var}" 1 65535 || die "$var must be a port number 1..65535, not '${!var}'"
     done
-    [[ "$TRITON_READY_TIMEOUT" =~ ^[0-9]{1,5}$ ]] && ((10#$TRITON_READY_TIMEOUT >= 1 && 10#$TRITON_READY_TIMEOUT <= 86400)) \
+    whole_in "$TRITON_READY_TIMEOUT" 1 86400 \
         || die "TRITON_READY_TIMEOUT must be whole seconds 1..86400, not '$TRITON_READY_TIMEOUT'"
 }
 
