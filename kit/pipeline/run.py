@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 from kit.pipeline import launch, wiring
 from kit.pipeline.graph import downstream_of
 from kit.pipeline.model import Pipeline, PipelineError, load_pipeline
+from kit.pipeline.outputs import check_outputs, fresh
 from kit.triton.state import default_run_dir, read_state
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,24 +53,31 @@ def image_exists(engine: str, image: str) -> bool:
 
 
 def resolve_runtime(pipeline: Pipeline, runtime: str, engine: str | None, repo_image: str) -> str:
-    """auto: containers when an engine works and every image is there, else the host when every
-    operator is built from this repo. Raises PipelineError saying what to do otherwise."""
+    """auto: containers when an engine works and every image is there. A pipeline's commands run on this
+    host only when asked (RUNTIME=host), and only for operators built from this repo. Raises PipelineError
+    saying what to do otherwise."""
     foreign = [f"{op.name} ({op.image})" for op in pipeline.operators if not launch.is_repo_image(op.image, repo_image)]
-    if runtime == "container" or (runtime == "auto" and engine):
-        missing = [f"{op.image}:{op.tag}" for op in pipeline.operators
-                   if not engine or not image_exists(engine, f"{op.image}:{op.tag}")]
-        if runtime == "container" and not engine:
-            raise PipelineError("RUNTIME=container needs a working container engine (docker or podman); "
-                                "start one, or use RUNTIME=host")
+    missing: list[str] = []
+    if runtime in ("container", "auto") and engine:
+        refs = [f"{op.image}:{op.tag}" for op in pipeline.operators]
+        missing = [ref for ref in refs if not image_exists(engine, ref)]
         if not missing:
             return "container"
-        if runtime == "container":
-            raise PipelineError(f"image(s) not found by {engine}: {', '.join(dict.fromkeys(missing))}; "
-                                "build them (make build) or use RUNTIME=host")
+    if runtime == "container":
+        if not engine:
+            raise PipelineError("RUNTIME=container needs a working container engine (docker or podman); "
+                                "start one, or use RUNTIME=host")
+        raise PipelineError(f"image(s) not found by {engine}: {', '.join(dict.fromkeys(missing))}; "
+                            "build them (make build) or use RUNTIME=host")
     if foreign:
         raise PipelineError(f"operator(s) {', '.join(foreign)} are not built from this repo (IMAGE="
                             f"{repo_image}), so they can only run as containers: build or pull their images "
                             "and use a working container engine")
+    if runtime == "auto":
+        why = (f"image(s) not found by {engine}: {', '.join(dict.fromkeys(missing))}" if engine
+               else "no working container engine")
+        raise PipelineError(f"RUNTIME=auto: {why}; build the image (make build), or pass RUNTIME=host to run "
+                            "the pipeline's commands on this host as the current user")
     return "host"
 
 
@@ -88,16 +95,6 @@ def local_triton() -> wiring.Triton:
         return wiring.Triton(grpc=None, http=None, models=())
     return wiring.Triton(grpc=state.grpc_url, http=f"{state.host}:{state.http_port}",
                          models=tuple(name for name, _ in state.model_versions()))
-
-
-def fresh(folder: Path, output_root: Path) -> None:
-    """Empty an output folder as the platform hands out empty ones (only ever under OUTPUT_DIR)."""
-    folder = folder.resolve()
-    if output_root.resolve() not in folder.parents:
-        raise PipelineError(f"refusing to clear {folder}: not under {output_root}")
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
 
 
 def command_for(p: wiring.Plan, env: dict[str, str], s: Settings, run_id: str) -> tuple[list[str], dict[str, str]]:
@@ -167,6 +164,7 @@ def run_pipeline(pipeline: Pipeline, input_dir: Path, output_dir: Path, s: Setti
         log(f"warning: {warning}")
     order = pipeline.order()
     plans = {name: wiring.plan(pipeline, pipeline.operator(name), input_dir, output_dir) for name in order}
+    check_outputs(plans.values(), input_dir, output_dir)  # before any folder is cleared
     s.log_dir.mkdir(parents=True, exist_ok=True)
     run_id = uuid.uuid4().hex
     upstream = pipeline.upstream()
@@ -176,7 +174,7 @@ def run_pipeline(pipeline: Pipeline, input_dir: Path, output_dir: Path, s: Setti
             continue
         p = plans[name]
         for entry in p.outputs:
-            fresh(entry.host, output_dir)
+            fresh(entry.host)
         env = wiring.operator_env(p, s.runtime == "host", run_id, s.job_name, triton)
         start = time.monotonic()
         try:
