@@ -165,3 +165,44 @@ require_operator_sources() {
     compgen -G 'lib/*.whl' >/dev/null || die "no driver wheel in lib/; run 'make wheel' first"
     [[ -f app/__main__.py ]] || die "no operator in app/ (app/__main__.py missing)"
 }
+
+# run_forwarding CMD...: run CMD in its own process group and forward SIGINT/SIGTERM to it, so that a signal
+# to this script (Ctrl-C, or make passing on SIGTERM) reaches CMD once and this script gets control back to
+# clean up once CMD has ended. Sets FORWARDED_PID (CMD's pid) and ODK_SIGNAL (INT or TERM when one came);
+# returns CMD's status (128+n when a signal n ended it).
+ODK_SIGNAL=""
+FORWARDED_PID=""
+run_forwarding() {
+    local rc=0
+    set -m  # with job control the child keeps SIGINT (a non-interactive shell's background jobs ignore it)
+    "$@" &
+    FORWARDED_PID=$!
+    set +m
+    trap 'ODK_SIGNAL=INT; kill -INT "$FORWARDED_PID" 2>/dev/null || true' INT
+    trap 'ODK_SIGNAL=TERM; kill -TERM "$FORWARDED_PID" 2>/dev/null || true' TERM
+    while :; do
+        rc=0
+        wait "$FORWARDED_PID" || rc=$?
+        kill -0 "$FORWARDED_PID" 2>/dev/null || break  # a trapped signal ends `wait` early; CMD still runs
+    done
+    trap - INT TERM
+    return "$rc"
+}
+
+# exit_if_signalled: after run_forwarding, end this script the way the signal would have (130 / 143).
+exit_if_signalled() {
+    [[ -z "$ODK_SIGNAL" ]] || log "interrupted by SIG$ODK_SIGNAL"
+    case "$ODK_SIGNAL" in
+        INT) exit 130 ;;
+        TERM) exit 143 ;;
+    esac
+}
+
+# reap_operator_leftovers PID OUTPUT_DIR SINCE [GRPC]: remove what an operator of this repo (pid PID, now
+# ended; 0 for a container, whose pids are its own) can leave when it is killed: its shared-memory regions
+# (/dev/shm/odk_<PID>_*, and their registration with the Triton at GRPC) and the hidden temporary files of
+# its atomic writes in OUTPUT_DIR written since epoch second SINCE.
+reap_operator_leftovers() {
+    "$ODK_PY" -m kit.triton reap --pid "${1:-0}" --output-dir "$2" --since "$3" --grpc-url "${4:-}" \
+        || warn "could not check what the operator left in /dev/shm and $2"
+}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from kit.pipeline import launch, wiring
 from kit.pipeline.graph import downstream_of
 from kit.pipeline.model import Pipeline, PipelineError, load_pipeline
 from kit.pipeline.outputs import check_outputs, fresh
+from kit.triton.reap import reap
 from kit.triton.state import default_run_dir, read_state
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,6 +130,7 @@ def run_operator(p: wiring.Plan, env: dict[str, str], s: Settings, run_id: str) 
     log_path = s.log_dir / f"{p.operator.name}.log"
     log(f"{p.operator.name}: {launch.shown(argv)}")
     last = ""
+    started = time.time()
     with log_path.open("w", encoding="utf-8") as log_file:
         proc = subprocess.Popen(argv, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, errors="replace", bufsize=1)
@@ -149,6 +152,12 @@ def run_operator(p: wiring.Plan, env: dict[str, str], s: Settings, run_id: str) 
                 if s.runtime == "container" and s.engine:
                     subprocess.run([s.engine, "rm", "-f", f"odk-{p.operator.name}-{run_id}"],
                                    capture_output=True, check=False)
+            for entry in p.outputs:  # a killed operator's shm regions and temporary files
+                done = reap(proc.pid if s.runtime == "host" else 0, entry.host, started,
+                            env.get("NVIDIA_TRITON_GRPCURI", ""))
+                if done:
+                    log(f"{p.operator.name}: removed what it left: {done.files} shared-memory region(s), "
+                        f"{done.registrations} Triton registration(s), {done.temporaries} temporary file(s)")
 
 
 def run_pipeline(pipeline: Pipeline, input_dir: Path, output_dir: Path, s: Settings) -> list[Result]:
@@ -217,8 +226,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the running operator is stopped and cleaned up after."""
+
+
+def _on_sigterm(_signum: int, _frame: object) -> None:
+    raise Interrupted
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(args)
+    except KeyboardInterrupt as exc:
+        name = "SIGTERM" if isinstance(exc, Interrupted) else "SIGINT"
+        print(f"[odk] error: interrupted by {name}; the running operator was stopped and its leftovers "
+              "removed (its outputs are incomplete)", file=sys.stderr)
+        return 143 if isinstance(exc, Interrupted) else 130
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         bad = [p for p in args.param if "=" not in p]
         if bad:

@@ -151,6 +151,18 @@ def cmd_check_ports(args) -> int:
     return 0
 
 
+def cmd_reap(args) -> int:
+    """Remove what an ended operator left (shm regions and their registration, temporary files)."""
+    from kit.triton.reap import reap
+
+    done = reap(args.pid, args.output_dir, args.since, args.grpc_url)
+    if done:
+        print(f"[odk] removed what the operator (pid {args.pid}) left: {done.files} shared-memory region(s), "
+              f"{done.registrations} Triton registration(s), {done.temporaries} temporary file(s)",
+              file=sys.stderr)
+    return 0
+
+
 def cmd_models(args) -> int:
     """The model directories of a repository, one per line (what a container Triton will serve)."""
     root = Path(args.models_dir)
@@ -203,6 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("check-ports", help="fail with one line when a Triton port is already taken")
     _add_ports(p)
     p.set_defaults(func=cmd_check_ports)
+
+    p = sub.add_parser("reap", help="remove the shm regions and temporary files an ended operator left")
+    p.add_argument("--pid", type=int, default=0, help="the operator's pid (0: temporary files only)")
+    p.add_argument("--output-dir", type=Path, default=None)
+    p.add_argument("--since", type=float, default=0.0, help="epoch seconds the operator started at")
+    p.add_argument("--grpc-url", default="", help="the Triton its regions were registered with")
+    p.set_defaults(func=cmd_reap)
 
     p = sub.add_parser("models", help="list the model directories of a repository")
     p.add_argument("--models-dir", default="local/models")
