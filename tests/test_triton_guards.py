@@ -180,3 +180,26 @@ def test_address_that_is_not_an_ip_is_one_line(triton_env: dict[str, str]) -> No
     assert proc.returncode != 0
     assert last_line(proc) == ("[odk] error: TRITON_ADDRESS='everywhere' is not an IP address; use 127.0.0.1 "
                                "(the default) or 0.0.0.0 to listen on every interface")
+
+
+def test_sigterm_while_starting_leaves_no_server(tmp_path: Path) -> None:
+    repo = write_tiny_repository(tmp_path / "models")
+    http, grpc, metrics = free_ports(3)
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "kit.triton", "start", "--models-dir", str(repo), "--run-dir",
+                             str(run_dir), "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port",
+                             str(metrics)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while read_state(run_dir) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    state = read_state(run_dir)
+    assert state is not None, "the server was launched"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert err.strip().splitlines() == [
+        "[odk] error: interrupted while the embedded Triton was starting; the server was stopped"]
+    assert not is_embedded_server(state.pid)
+    assert read_state(run_dir) is None
+    assert not Path(state.workspace).exists()
+    assert not any(port_in_use(p) for p in (http, grpc, metrics))

@@ -60,9 +60,16 @@ def cmd_serve(args) -> int:
                               log_verbose=args.log_verbose, workspace=args.workspace))
 
 
+def _interrupt(_signum, _frame) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_start(args) -> int:
+    import signal
+
     from kit.triton.embedded import StartError, start
 
+    signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: a server still starting is stopped, not orphaned
     try:
         h = start(args.models_dir, _ports(args), args.run_dir, args.timeout, args.address,
                   args.skip_unservable)

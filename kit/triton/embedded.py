@@ -232,6 +232,8 @@ def start(
         proc.wait()
         remove_leftovers(read_state(run_dir))
         clear_state(run_dir)
+        if isinstance(exc, KeyboardInterrupt):
+            raise StartError("interrupted while the embedded Triton was starting; the server was stopped") from None
         raise StartError(f"embedded Triton did not become ready: {exc}\n"
                          f"--- last lines of {log_path} ---\n{tail}") from None
     return dataclasses.replace(handle, ready_s=took)
