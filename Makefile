@@ -109,6 +109,5 @@ view-status: $(DEV_STAMP) ## URL and pid of the running viewer
 
 .PHONY: view view-stop view-status
 
-clean: ## remove run state and outputs (keeps .venv)
-	rm -rf .run local/output/*
-	@touch local/output/.gitkeep
+clean: ## remove run state and outputs (keeps .venv); refused while a server the kit started runs
+	@scripts/clean.sh

@@ -19,15 +19,20 @@ stop_started() {
 }
 trap stop_started EXIT
 
+# SIGINT/SIGTERM: passed on to the step that runs; then the EXIT trap stops the Triton started here.
 if "$ODK_ROOT/scripts/triton.sh" status >/dev/null 2>&1; then
     log "using the Triton that is already running ('make triton-status' for details)"
 else
     started=1
-    "$ODK_ROOT/scripts/triton.sh" start
+    rc=0
+    run_forwarding "$ODK_ROOT/scripts/triton.sh" start || rc=$?
+    exit_if_signalled
+    ((rc == 0)) || exit "$rc"
 fi
 
 rc=0
-"$ODK_ROOT/scripts/run-local.sh" || rc=$?
+run_forwarding "$ODK_ROOT/scripts/run-local.sh" || rc=$?
+exit_if_signalled
 "$ODK_PY" -m kit.summary "$OUTPUT_DIR" --truth-dir tests/data || true
 if ((rc != 0)); then
     die "the operator failed (exit $rc); its log above names each study that failed and why"

@@ -91,13 +91,12 @@ build_image() {
     "$engine" "${args[@]}" "$@" "$ODK_ROOT"
 }
 
-# triton_state KEY: a value recorded by `make triton` in $ODK_RUN_DIR/triton/mode (key=value lines; never
-# sourced); prints nothing when there is no such state or key.
-triton_state() {
-    local file="$ODK_RUN_DIR/triton/mode" k v
+# state_value FILE KEY: the value of KEY in a key=value state file (never sourced); nothing when absent.
+state_value() {
+    local file="$1" k v
     [[ -f "$file" ]] || return 0
     while IFS='=' read -r k v; do
-        if [[ "$k" == "$1" ]]; then
+        if [[ "$k" == "$2" ]]; then
             printf '%s\n' "$v"
             return 0
         fi
@@ -105,8 +104,105 @@ triton_state() {
     return 0
 }
 
+# triton_state KEY: a value recorded by `make triton` in $ODK_RUN_DIR/triton/mode.
+triton_state() {
+    state_value "$ODK_RUN_DIR/triton/mode" "$1"
+}
+
+# pid_alive PID: the process exists and is not a zombie (works for processes of other users too).
+pid_alive() {
+    local stat
+    [[ "$1" =~ ^[0-9]+$ ]] && (($1 > 0)) || return 1
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+    stat="${stat##*) }"
+    [[ "${stat%% *}" != Z && "${stat%% *}" != X ]]
+}
+
+# Services record their state the same way: $ODK_RUN_DIR/<service>/ holds <name>.pid files (a live pid)
+# and/or a key=value `mode` file (pid=, or engine= and container= for a container); `make <service>-stop`
+# stops one and removes its state.
+# live_services: one line "<service> <what>" per service whose recorded process or container still runs.
+live_services() {
+    local dir service file pid engine name
+    for dir in "$ODK_RUN_DIR"/*/; do
+        [[ -d "$dir" ]] || continue
+        service="$(basename "$dir")"
+        for file in "$dir"*.pid; do
+            [[ -f "$file" ]] || continue
+            read -r pid <"$file" || true
+            if pid_alive "${pid:-}"; then
+                printf '%s pid %s\n' "$service" "$pid"
+                continue 2
+            fi
+        done
+        pid="$(state_value "$dir/mode" pid)"
+        if pid_alive "${pid:-}"; then
+            printf '%s pid %s\n' "$service" "$pid"
+            continue
+        fi
+        engine="$(state_value "$dir/mode" engine)"
+        name="$(state_value "$dir/mode" container)"
+        if [[ -n "$name" && ("$engine" == docker || "$engine" == podman) ]] \
+            && [[ "$("$engine" inspect -f '{{.State.Running}}' "$name" 2>/dev/null || true)" == true ]]; then
+            printf '%s %s container %s\n' "$service" "$engine" "$name"
+        fi
+    done
+}
+
+# require_no_live_services WHAT: die with one line naming every live service and its stop target, so that
+# WHAT (e.g. 'make clean') never removes the state of a process that still runs.
+require_no_live_services() {
+    local line running="" targets=""
+    while IFS= read -r line; do
+        running+="${running:+, }${line%% *} (${line#* })"
+        targets+="${targets:+, }'make ${line%% *}-stop'"
+    done < <(live_services)
+    [[ -z "$running" ]] || die "still running: $running; run $targets first ($1 would lose the state needed to stop it)"
+}
+
 # require_operator_sources: what an operator image is built from (run from $ODK_ROOT).
 require_operator_sources() {
     compgen -G 'lib/*.whl' >/dev/null || die "no driver wheel in lib/; run 'make wheel' first"
     [[ -f app/__main__.py ]] || die "no operator in app/ (app/__main__.py missing)"
+}
+
+# run_forwarding CMD...: run CMD in its own process group and forward SIGINT/SIGTERM to it, so that a signal
+# to this script (Ctrl-C, or make passing on SIGTERM) reaches CMD once and this script gets control back to
+# clean up once CMD has ended. Sets FORWARDED_PID (CMD's pid) and ODK_SIGNAL (INT or TERM when one came);
+# returns CMD's status (128+n when a signal n ended it).
+ODK_SIGNAL=""
+FORWARDED_PID=""
+run_forwarding() {
+    local rc=0
+    set -m  # with job control the child keeps SIGINT (a non-interactive shell's background jobs ignore it)
+    "$@" &
+    FORWARDED_PID=$!
+    set +m
+    trap 'ODK_SIGNAL=INT; kill -INT "$FORWARDED_PID" 2>/dev/null || true' INT
+    trap 'ODK_SIGNAL=TERM; kill -TERM "$FORWARDED_PID" 2>/dev/null || true' TERM
+    while :; do
+        rc=0
+        wait "$FORWARDED_PID" || rc=$?
+        kill -0 "$FORWARDED_PID" 2>/dev/null || break  # a trapped signal ends `wait` early; CMD still runs
+    done
+    trap - INT TERM
+    return "$rc"
+}
+
+# exit_if_signalled: after run_forwarding, end this script the way the signal would have (130 / 143).
+exit_if_signalled() {
+    [[ -z "$ODK_SIGNAL" ]] || log "interrupted by SIG$ODK_SIGNAL"
+    case "$ODK_SIGNAL" in
+        INT) exit 130 ;;
+        TERM) exit 143 ;;
+    esac
+}
+
+# reap_operator_leftovers PID OUTPUT_DIR SINCE [GRPC]: remove what an operator of this repo (pid PID, now
+# ended; 0 for a container, whose pids are its own) can leave when it is killed: its shared-memory regions
+# (/dev/shm/odk_<PID>_*, and their registration with the Triton at GRPC) and the hidden temporary files of
+# its atomic writes in OUTPUT_DIR written since epoch second SINCE.
+reap_operator_leftovers() {
+    "$ODK_PY" -m kit.triton reap --pid "${1:-0}" --output-dir "$2" --since "$3" --grpc-url "${4:-}" \
+        || warn "could not check what the operator left in /dev/shm and $2"
 }

@@ -105,7 +105,11 @@ if [[ "$runtime" == host ]]; then
     exports+=("NVIDIA_TRITON_GRPCURI=$host_uri")
     log "RUNTIME=host: $ODK_PY -u -m app, $input_dir -> $output_dir, Triton $host_uri"
     rc=0
-    (cd "$ODK_ROOT" && env "${exports[@]}" "$ODK_PY" -u -m app) || rc=$?
+    started_at="$(date +%s)"
+    cd "$ODK_ROOT"
+    run_forwarding env "${exports[@]}" "$ODK_PY" -u -m app || rc=$?  # env execs python: same pid
+    reap_operator_leftovers "$FORWARDED_PID" "$output_dir" "$started_at" "$host_uri"
+    exit_if_signalled
 else
     # Triton container on a user-defined network: join it and use the container's name; otherwise
     # (embedded on this host, or published ports only) share the host's network and IPC namespace, so
@@ -134,12 +138,14 @@ else
     for key in "${overrides[@]}"; do env_args+=(-e "$key=${envs[$key]}"); done
     name="odk-run-local-$$"
     trap '"$engine" rm -f "$name" >/dev/null 2>&1 || true' EXIT
-    trap 'exit 130' INT TERM
     log "RUNTIME=container: $image ($engine), $input_dir -> $in_path (ro), $output_dir -> $out_path, Triton $uri"
     rc=0
-    "$engine" run --rm --name "$name" --label org.odk.role=run-local "${user_args[@]}" "${net_args[@]}" \
-        --env-file "$env_list" "${env_args[@]}" -e "NVIDIA_TRITON_GRPCURI=$uri" \
+    started_at="$(date +%s)"
+    run_forwarding "$engine" run --rm --name "$name" --label org.odk.role=run-local "${user_args[@]}" \
+        "${net_args[@]}" --env-file "$env_list" "${env_args[@]}" -e "NVIDIA_TRITON_GRPCURI=$uri" \
         -v "$input_dir:$in_path:ro" -v "$output_dir:$out_path" "$image" || rc=$?
+    reap_operator_leftovers 0 "$output_dir" "$started_at"
+    exit_if_signalled
 fi
 if ((rc != 0)); then
     die "the operator failed (exit $rc) after ${SECONDS}s; its log is above"

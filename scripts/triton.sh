@@ -29,17 +29,26 @@ else
     TRITON_ULIMITS="${TRITON_ULIMITS-memlock=-1 stack=67108864}"
 fi
 TRITON_ALLOW_CLIENT_SHM="${TRITON_ALLOW_CLIENT_SHM:-auto}"  # auto (from the image tag) | true | false
-TRITON_ADDRESS="${TRITON_ADDRESS:-0.0.0.0}"       # embedded: address the server listens on
+TRITON_ADDRESS="${TRITON_ADDRESS:-127.0.0.1}"     # embedded: address the server listens on (0.0.0.0: all)
 TRITON_RUN_DIR="$ODK_RUN_DIR/triton"
 TRITON_LABEL="org.odk.role=triton"
 
 clear_state() { rm -f "$TRITON_RUN_DIR/mode" "$TRITON_RUN_DIR/triton.pid"; }
 
+# whole_in VALUE MIN MAX: VALUE is a whole number from MIN to MAX (no sign, no nan/inf).
+whole_in() {
+    [[ "$1" =~ ^[0-9]{1,6}$ ]] || return 1
+    ((10#$1 >= $2 && 10#$1 <= $3))
+}
+
+# check_port_vars: ports 1..65535, TRITON_READY_TIMEOUT whole seconds 1..86400 (a wait must end).
 check_port_vars() {
     local var
-    for var in TRITON_HTTP_PORT TRITON_GRPC_PORT TRITON_METRICS_PORT TRITON_READY_TIMEOUT; do
-        [[ "${!var}" =~ ^[0-9]+$ ]] || die "$var must be a number, not '${!var}'"
+    for var in TRITON_HTTP_PORT TRITON_GRPC_PORT TRITON_METRICS_PORT; do
+        whole_in "${!var}" 1 65535 || die "$var must be a port number 1..65535, not '${!var}'"
     done
+    whole_in "$TRITON_READY_TIMEOUT" 1 86400 \
+        || die "TRITON_READY_TIMEOUT must be whole seconds 1..86400, not '$TRITON_READY_TIMEOUT'"
 }
 
 # models_abs: MODELS_DIR as an absolute path (it must exist).
@@ -211,6 +220,9 @@ cmd_start() {
     if [[ -n "$running" ]]; then
         if is_running; then
             die "a Triton started by 'make triton' is already running ($running); run 'make triton-stop' first"
+        fi
+        if [[ "$running" == embedded ]]; then  # removes what a killed server left (workspace, shm)
+            "$ODK_PY" -m kit.triton stop --run-dir "$TRITON_RUN_DIR" >/dev/null 2>&1 || true
         fi
         clear_state  # left over from a server that is gone
     fi

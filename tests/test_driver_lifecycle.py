@@ -101,7 +101,10 @@ def test_raising_handler_fails_and_is_logged_once(dirs: dict[str, str], caplog: 
 
     driver = Driver(execute, cleanup_handler=lambda d: cleaned.set(), environ=dirs)
     assert driver.run() == clara.EXIT_HANDLER_FAILED
-    assert driver.wait_for_completion() is False
+    assert driver.wait_for_completion(exit_on_failure=False) is False
+    with pytest.raises(SystemExit) as exited:
+        driver.wait_for_completion()
+    assert exited.value.code == clara.EXIT_HANDLER_FAILED
     errors = clara_errors(caplog)
     assert len(errors) == 1
     assert errors[0].getMessage() == "execute handler failed: RuntimeError: model file unreadable"
@@ -195,6 +198,8 @@ def test_readiness_wait_is_bounded(
     {env.INPUTPATHS: "payload:relative/dir", env.NOSYNCLOCK: "1"},
     {env.INPUTPATHS: "payload:/definitely/not/here", env.NOSYNCLOCK: "1"},
     {env.JOBID: "not-a-uuid"},
+    {env.NOSYNCLOCK: "1"},
+    {env.INPUTPATHS: "", env.OUTPUTPATHS: "op/out:/tmp/never-made", env.NOSYNCLOCK: "1"},
 ])
 def test_bad_environment_fails_before_execute(environ: dict[str, str], caplog: pytest.LogCaptureFixture) -> None:
     calls: list[str] = []
@@ -211,10 +216,10 @@ def test_driver_properties(dirs: dict[str, str]) -> None:
     assert driver.exit_code is None and driver.payload is None
 
 
-def test_misuse_is_reported() -> None:
+def test_misuse_is_reported(dirs: dict[str, str]) -> None:
     with pytest.raises(TypeError, match="execute_handler must be callable"):
         Driver(execute_handler="main")  # type: ignore[arg-type]
-    driver = Driver(lambda d, p: True, environ={env.NOSYNCLOCK: "1"})
+    driver = Driver(lambda d, p: True, environ=dirs)
     with pytest.raises(Error, match="before start"):
         driver.wait_for_completion()
     driver.start()

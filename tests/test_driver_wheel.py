@@ -55,6 +55,40 @@ if __name__ == "__main__":
 '''
 
 
+# The ODK's own main pattern, exactly: nothing reads wait_for_completion()'s result or sets an exit code.
+SEED_OPERATOR = '''
+import os
+import time
+
+from clara import Driver
+
+
+def execute(driver, payload):
+    mode = os.environ["TINYOP_MODE"]
+    if mode == "raise":
+        raise RuntimeError("seedop exploded")
+    if mode == "false":
+        return False
+    if mode == "sleep":
+        time.sleep(60)
+    return True
+
+
+driver = Driver(execute_handler=execute)
+driver.start()
+driver.wait_for_completion()
+'''
+
+# The documented way out of the exit: the boolean, and the code on the driver.
+KEEP_GOING_OPERATOR = '''
+from clara import Driver
+
+driver = Driver(execute_handler=lambda driver, payload: False)
+driver.start()
+print("returned", driver.wait_for_completion(exit_on_failure=False), driver.exit_code)
+'''
+
+
 def wheel_contents(path: Path) -> dict[str, bytes]:
     with zipfile.ZipFile(path) as wheel:
         return {info.filename: wheel.read(info) for info in wheel.infolist()}
@@ -114,10 +148,13 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     (operator_dir / "tinyop").mkdir(parents=True)
     (operator_dir / "tinyop" / "__init__.py").write_text("")
     (operator_dir / "tinyop" / "__main__.py").write_text(textwrap.dedent(TINY_OPERATOR))
+    (operator_dir / "seedop.py").write_text(SEED_OPERATOR)
+    (operator_dir / "keepgoing.py").write_text(KEEP_GOING_OPERATOR)
     yield Installed(python=python, site_packages=site_packages, operator_dir=operator_dir)
 
 
-def run_operator(installed: Installed, tmp_path: Path, mode: str, **extra: str) -> subprocess.CompletedProcess[str]:
+def run_operator(installed: Installed, tmp_path: Path, mode: str, module: str = "tinyop",
+                 **extra: str) -> subprocess.CompletedProcess[str]:
     (tmp_path / "in").mkdir(exist_ok=True)
     (tmp_path / "in" / "liver_14.nii.gz").write_bytes(b"")
     environ = {
@@ -128,7 +165,7 @@ def run_operator(installed: Installed, tmp_path: Path, mode: str, **extra: str) 
         "NVIDIA_CLARA_NOSYNCLOCK": "TRUE",
         **extra,
     }
-    return subprocess.run([str(installed.python), "-u", "-m", "tinyop"], cwd=installed.operator_dir, env=environ,
+    return subprocess.run([str(installed.python), "-u", "-m", module], cwd=installed.operator_dir, env=environ,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -201,3 +238,34 @@ def test_env_command_from_the_wheel(installed: Installed, tmp_path: Path) -> Non
     assert "job      j" in proc.stdout
     assert "stage    op" in proc.stdout
     assert "wait up to 300s for /run/clara/ready" in proc.stdout
+
+
+@pytest.mark.parametrize(("mode", "extra", "code"), [
+    ("ok", {}, 0),
+    ("raise", {}, 1),
+    ("false", {}, 1),
+    ("sleep", {"NVIDIA_CLARA_TIMEOUT": "0.5"}, 124),
+    ("ok", {"NVIDIA_CLARA_INPUTPATHS": "payload:relative/in"}, 2),
+    ("ok", {"NVIDIA_CLARA_INPUTPATHS": ""}, 2),
+])
+def test_seed_pattern_exits_with_the_driver_code(
+    installed: Installed, tmp_path: Path, mode: str, extra: dict[str, str], code: int
+) -> None:
+    proc = run_operator(installed, tmp_path, mode, module="seedop", **extra)
+    assert proc.returncode == code, proc.stderr
+
+
+def test_empty_inputpaths_is_a_bad_environment(installed: Installed, tmp_path: Path) -> None:
+    proc = run_operator(installed, tmp_path, "ok", NVIDIA_CLARA_INPUTPATHS="")
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1
+    assert errors[0].endswith("NVIDIA_CLARA_INPUTPATHS is empty or unset; an operator needs at least one entry, "
+                              "e.g. NVIDIA_CLARA_INPUTPATHS=payload:/input")
+    assert not (tmp_path / "out").exists(), "nothing is created for a bad environment"
+
+
+def test_seed_pattern_can_keep_going_when_asked(installed: Installed, tmp_path: Path) -> None:
+    proc = run_operator(installed, tmp_path, "ok", module="keepgoing")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "returned False 1\n"

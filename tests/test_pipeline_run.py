@@ -39,6 +39,7 @@ def test_chain_is_wired_like_the_platform(tmp_path: Path) -> None:
     stale = tmp_path / "out" / "a" / "out" / "stale.txt"
     stale.parent.mkdir(parents=True)
     stale.write_text("from an earlier run")
+    (tmp_path / "out" / "a" / ".out.odk-output").touch()  # the marker an earlier run left beside its folder
     proc = run_chain(tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = (tmp_path / "out").resolve()
@@ -88,7 +89,9 @@ def test_bad_pipeline_and_unknown_parameter_are_one_line_errors(tmp_path: Path) 
 def test_runtime_resolution() -> None:
     chain = load_pipeline(CHAIN)
     assert resolve_runtime(chain, "host", None, "clara/simple-operator") == "host"
-    assert resolve_runtime(chain, "auto", None, "clara/simple-operator") == "host"
+    with pytest.raises(PipelineError, match=r"RUNTIME=auto: no working container engine; build the image "
+                                            r"\(make build\), or pass RUNTIME=host"):
+        resolve_runtime(chain, "auto", None, "clara/simple-operator")
     with pytest.raises(PipelineError, match="needs a working container engine"):
         resolve_runtime(chain, "container", None, "clara/simple-operator")
     foreign = load_pipeline(ROOT / "tests" / "data" / "pipelines" / "valid" / "v040-dicom-test.yml")

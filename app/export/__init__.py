@@ -6,7 +6,13 @@ finds the study reports ``<stem>.json`` in it, and writes into its own output fo
 
 - ``summary.csv`` — one row per study: input entry, study, shape, spacing, liver and lesion volume (mL);
 - ``summary.json`` — the same rows, the totals, and the input entries (name and path) it was given;
-- ``labels/<stem>_seg.nii.gz`` — the label maps next to the summary (``EXPORT_COPY_LABELS``, default on).
+- ``labels/<sub-folder>/<stem>_seg.nii.gz`` — the label maps next to the summary, at the same relative path
+  as in the input entry (``EXPORT_COPY_LABELS``, default on).
+
+A study is named by its report's path relative to its entry, without ``.json`` (``case`` or
+``nested/case``), so same-name studies in different sub-folders stay distinct. Two entries holding the same
+relative path are an error naming both files, before anything is written; an entry that is the same
+folder as an earlier one is read once.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ def read_report(entry_name: str, entry_root: Path, path: Path) -> StudyRow | Non
     seg = path.with_name(seg_name)
     return StudyRow(
         entry=entry_name,
-        study=path.stem,
+        study=path.relative_to(entry_root).with_suffix("").as_posix(),
         shape=[int(n) for n in report.get("shape", [])],
         spacing_mm=[float(s) for s in report.get("spacing_mm", [])],
         liver_volume_ml=round(float(report["liver_volume_ml"]), 3),
@@ -62,7 +68,7 @@ def collect(entries: list[tuple[str, Path]]) -> tuple[list[StudyRow], list[str]]
     """Rows of every study report under the entries, and the reports that could not be read."""
     rows: list[StudyRow] = []
     bad: list[str] = []
-    for name, root in entries:
+    for name, root in distinct_entries(entries):
         for path in sorted(root.rglob("*.json")):
             if path.name.startswith("."):
                 continue
@@ -75,6 +81,35 @@ def collect(entries: list[tuple[str, Path]]) -> tuple[list[StudyRow], list[str]]
             if row is not None:
                 rows.append(row)
     return rows, bad
+
+
+def distinct_entries(entries: list[tuple[str, Path]]) -> list[tuple[str, Path]]:
+    """The entries without those naming a folder an earlier entry already names (read once, logged)."""
+    seen: dict[Path, str] = {}
+    kept: list[tuple[str, Path]] = []
+    for name, root in entries:
+        real = root.resolve()
+        if real in seen:
+            log.info("input entry %r is the same folder as %r (%s); read once", name, seen[real], root)
+            continue
+        seen[real] = name
+        kept.append((name, root))
+    return kept
+
+
+def label_targets(rows: list[StudyRow], entries: dict[str, Path]) -> dict[str, Path]:
+    """Where each label map goes under ``labels/`` (its path relative to its entry) -> its source; two
+    different sources for one target are an ExportError naming both."""
+    targets: dict[str, Path] = {}
+    for row in rows:
+        if not row.segmentation:
+            continue
+        src = entries[row.entry] / row.segmentation
+        other = targets.setdefault(row.segmentation, src)
+        if other != src:
+            raise ExportError(f"label maps {other} and {src} would both be copied to labels/{row.segmentation}; "
+                              "give the input entries distinct sub-folders, or set EXPORT_COPY_LABELS=false")
+    return targets
 
 
 def summary_csv(rows: list[StudyRow]) -> str:
@@ -101,16 +136,11 @@ def summary_json(rows: list[StudyRow], entries: list[tuple[str, Path]], job: str
     }, indent=2) + "\n"
 
 
-def copy_labels(rows: list[StudyRow], entries: dict[str, Path], dest: Path) -> int:
-    """Copy each study's label map to ``dest`` (atomically: temp file, then rename)."""
-    copied = 0
-    for row in rows:
-        if not row.segmentation:
-            continue
-        src = entries[row.entry] / row.segmentation
-        atomic_write_bytes(dest / src.name, src.read_bytes())  # compressed label maps: small
-        copied += 1
-    return copied
+def copy_labels(targets: dict[str, Path], dest: Path) -> int:
+    """Copy each label map to its target under ``dest`` (atomically: temp file, then rename)."""
+    for relative, src in targets.items():
+        atomic_write_bytes(dest / relative, src.read_bytes())  # compressed label maps: small
+    return len(targets)
 
 
 def export(entries: list[tuple[str, Path]], output: Path, job: str, stage: str, copy: bool = True) -> int:
@@ -121,11 +151,11 @@ def export(entries: list[tuple[str, Path]], output: Path, job: str, stage: str, 
     if not rows:
         raise ExportError("no study reports (<stem>.json with liver_volume_ml) in the inputs "
                           f"{', '.join(f'{n}:{p}' for n, p in entries)}; run the segmentation operator first")
+    targets = label_targets(rows, dict(entries)) if copy else {}
     atomic_write_bytes(output / "summary.csv", summary_csv(rows).encode())
     atomic_write_bytes(output / "summary.json", summary_json(rows, entries, job, stage).encode())
     if copy:
-        log.info("copied %d label map(s) to %s", copy_labels(rows, dict(entries), output / "labels"),
-                 output / "labels")
+        log.info("copied %d label map(s) to %s", copy_labels(targets, output / "labels"), output / "labels")
     log.info("summary of %d studies: %s", len(rows), output / "summary.csv")
     if bad:
         raise ExportError(f"{len(bad)} report(s) could not be read: {', '.join(bad)}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -20,6 +20,8 @@ from pathlib import Path
 from kit.pipeline import launch, wiring
 from kit.pipeline.graph import downstream_of
 from kit.pipeline.model import Pipeline, PipelineError, load_pipeline
+from kit.pipeline.outputs import check_outputs, fresh
+from kit.triton.reap import reap
 from kit.triton.state import default_run_dir, read_state
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,24 +55,31 @@ def image_exists(engine: str, image: str) -> bool:
 
 
 def resolve_runtime(pipeline: Pipeline, runtime: str, engine: str | None, repo_image: str) -> str:
-    """auto: containers when an engine works and every image is there, else the host when every
-    operator is built from this repo. Raises PipelineError saying what to do otherwise."""
+    """auto: containers when an engine works and every image is there. A pipeline's commands run on this
+    host only when asked (RUNTIME=host), and only for operators built from this repo. Raises PipelineError
+    saying what to do otherwise."""
     foreign = [f"{op.name} ({op.image})" for op in pipeline.operators if not launch.is_repo_image(op.image, repo_image)]
-    if runtime == "container" or (runtime == "auto" and engine):
-        missing = [f"{op.image}:{op.tag}" for op in pipeline.operators
-                   if not engine or not image_exists(engine, f"{op.image}:{op.tag}")]
-        if runtime == "container" and not engine:
-            raise PipelineError("RUNTIME=container needs a working container engine (docker or podman); "
-                                "start one, or use RUNTIME=host")
+    missing: list[str] = []
+    if runtime in ("container", "auto") and engine:
+        refs = [f"{op.image}:{op.tag}" for op in pipeline.operators]
+        missing = [ref for ref in refs if not image_exists(engine, ref)]
         if not missing:
             return "container"
-        if runtime == "container":
-            raise PipelineError(f"image(s) not found by {engine}: {', '.join(dict.fromkeys(missing))}; "
-                                "build them (make build) or use RUNTIME=host")
+    if runtime == "container":
+        if not engine:
+            raise PipelineError("RUNTIME=container needs a working container engine (docker or podman); "
+                                "start one, or use RUNTIME=host")
+        raise PipelineError(f"image(s) not found by {engine}: {', '.join(dict.fromkeys(missing))}; "
+                            "build them (make build) or use RUNTIME=host")
     if foreign:
         raise PipelineError(f"operator(s) {', '.join(foreign)} are not built from this repo (IMAGE="
                             f"{repo_image}), so they can only run as containers: build or pull their images "
                             "and use a working container engine")
+    if runtime == "auto":
+        why = (f"image(s) not found by {engine}: {', '.join(dict.fromkeys(missing))}" if engine
+               else "no working container engine")
+        raise PipelineError(f"RUNTIME=auto: {why}; build the image (make build), or pass RUNTIME=host to run "
+                            "the pipeline's commands on this host as the current user")
     return "host"
 
 
@@ -88,16 +97,6 @@ def local_triton() -> wiring.Triton:
         return wiring.Triton(grpc=None, http=None, models=())
     return wiring.Triton(grpc=state.grpc_url, http=f"{state.host}:{state.http_port}",
                          models=tuple(name for name, _ in state.model_versions()))
-
-
-def fresh(folder: Path, output_root: Path) -> None:
-    """Empty an output folder as the platform hands out empty ones (only ever under OUTPUT_DIR)."""
-    folder = folder.resolve()
-    if output_root.resolve() not in folder.parents:
-        raise PipelineError(f"refusing to clear {folder}: not under {output_root}")
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
 
 
 def command_for(p: wiring.Plan, env: dict[str, str], s: Settings, run_id: str) -> tuple[list[str], dict[str, str]]:
@@ -131,6 +130,7 @@ def run_operator(p: wiring.Plan, env: dict[str, str], s: Settings, run_id: str) 
     log_path = s.log_dir / f"{p.operator.name}.log"
     log(f"{p.operator.name}: {launch.shown(argv)}")
     last = ""
+    started = time.time()
     with log_path.open("w", encoding="utf-8") as log_file:
         proc = subprocess.Popen(argv, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, errors="replace", bufsize=1)
@@ -152,6 +152,12 @@ def run_operator(p: wiring.Plan, env: dict[str, str], s: Settings, run_id: str) 
                 if s.runtime == "container" and s.engine:
                     subprocess.run([s.engine, "rm", "-f", f"odk-{p.operator.name}-{run_id}"],
                                    capture_output=True, check=False)
+            for entry in p.outputs:  # a killed operator's shm regions and temporary files
+                done = reap(proc.pid if s.runtime == "host" else 0, entry.host, started,
+                            env.get("NVIDIA_TRITON_GRPCURI", ""))
+                if done:
+                    log(f"{p.operator.name}: removed what it left: {done.files} shared-memory region(s), "
+                        f"{done.registrations} Triton registration(s), {done.temporaries} temporary file(s)")
 
 
 def run_pipeline(pipeline: Pipeline, input_dir: Path, output_dir: Path, s: Settings) -> list[Result]:
@@ -167,6 +173,7 @@ def run_pipeline(pipeline: Pipeline, input_dir: Path, output_dir: Path, s: Setti
         log(f"warning: {warning}")
     order = pipeline.order()
     plans = {name: wiring.plan(pipeline, pipeline.operator(name), input_dir, output_dir) for name in order}
+    check_outputs(plans.values(), input_dir, output_dir)  # before any folder is cleared
     s.log_dir.mkdir(parents=True, exist_ok=True)
     run_id = uuid.uuid4().hex
     upstream = pipeline.upstream()
@@ -176,7 +183,7 @@ def run_pipeline(pipeline: Pipeline, input_dir: Path, output_dir: Path, s: Setti
             continue
         p = plans[name]
         for entry in p.outputs:
-            fresh(entry.host, output_dir)
+            fresh(entry.host)
         env = wiring.operator_env(p, s.runtime == "host", run_id, s.job_name, triton)
         start = time.monotonic()
         try:
@@ -219,8 +226,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the running operator is stopped and cleaned up after."""
+
+
+def _on_sigterm(_signum: int, _frame: object) -> None:
+    raise Interrupted
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(args)
+    except KeyboardInterrupt as exc:
+        name = "SIGTERM" if isinstance(exc, Interrupted) else "SIGINT"
+        print(f"[odk] error: interrupted by {name}; the running operator was stopped and its leftovers "
+              "removed (its outputs are incomplete)", file=sys.stderr)
+        return 143 if isinstance(exc, Interrupted) else 130
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         bad = [p for p in args.param if "=" not in p]
         if bad:

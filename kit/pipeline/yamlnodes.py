@@ -5,6 +5,10 @@ plain Python values: mappings become :class:`YMap` (a dict that also knows the l
 each value), sequences become :class:`YList` (a list that knows the line of each item). Scalars are
 constructed by the safe constructor, so ``0.4.0`` stays a string and ``8000`` is an int. Duplicate
 keys, which ``yaml.safe_load`` silently collapses, are reported instead.
+
+Anchors and aliases (``&name`` / ``*name``, merge keys included) are refused before anything is built: a
+few hundred bytes of nested aliases expand to gigabytes ("billion laughs"). Files over ``MAX_BYTES`` and
+nesting deeper than ``MAX_DEPTH`` are refused too.
 """
 
 from __future__ import annotations
@@ -60,6 +64,9 @@ class YamlError(Exception):
         self.message = message
 
 
+MAX_BYTES = 1 << 20  # a pipeline definition is a few kB
+MAX_DEPTH = 64
+
 _PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 
 
@@ -104,11 +111,37 @@ class _Builder:
         return result
 
 
+def _check_events(text: str, path: Path) -> None:
+    """Refuse anchors, aliases and deep nesting by scanning the parser's events (nothing is built)."""
+    if len(text) > MAX_BYTES:
+        raise YamlError(path, 0, f"{len(text)} characters: a pipeline definition is limited to {MAX_BYTES}")
+    loader = yaml.SafeLoader(text)
+    depth = 0
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, yaml.AliasEvent):
+                raise YamlError(path, event.start_mark.line + 1, f"alias '*{event.anchor}': anchors and aliases "
+                                "are not allowed in a pipeline definition; write the value out")
+            if getattr(event, "anchor", None):
+                raise YamlError(path, event.start_mark.line + 1, f"anchor '&{event.anchor}': anchors and "
+                                "aliases are not allowed in a pipeline definition; write the value out")
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise YamlError(path, event.start_mark.line + 1, f"nested deeper than {MAX_DEPTH} levels")
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    finally:
+        loader.dispose()
+
+
 def load_text(text: str, path: Path) -> Document:
     """Load one YAML document from ``text``; ``path`` is only used in messages."""
     loader = yaml.SafeLoader(text)
     builder = _Builder(loader)
     try:
+        _check_events(text, path)
         node = loader.get_single_node()
         root = builder.build(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
@@ -124,6 +157,9 @@ def load_text(text: str, path: Path) -> Document:
 
 def load_file(path: Path) -> Document:
     try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise YamlError(path, 0, f"{size} bytes: a pipeline definition is limited to {MAX_BYTES}")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise YamlError(path, 0, f"cannot read: {exc}") from exc

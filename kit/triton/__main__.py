@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -18,11 +19,34 @@ def _ports(args):
     return Ports(http=args.http_port, grpc=args.grpc_port, metrics=args.metrics_port)
 
 
+def port(text: str) -> int:
+    """A TCP port, 1..65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (1..65535)")
+    return value
+
+
+def seconds(text: str) -> float:
+    """A finite number of seconds > 0 (nan and inf would wait forever or never)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of seconds > 0")
+    return value
+
+
 def _add_ports(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--http-port", type=int, default=8000)
-    p.add_argument("--grpc-port", type=int, default=8001)
-    p.add_argument("--metrics-port", type=int, default=8002)
-    p.add_argument("--address", default="0.0.0.0", help="address the server listens on")
+    p.add_argument("--http-port", type=port, default=8000)
+    p.add_argument("--grpc-port", type=port, default=8001)
+    p.add_argument("--metrics-port", type=port, default=8002)
+    p.add_argument("--address", default="127.0.0.1",
+                   help="address the server listens on (0.0.0.0: every interface)")
 
 
 def cmd_serve(args) -> int:
@@ -33,12 +57,19 @@ def cmd_serve(args) -> int:
         logging.getLogger("kit.triton").info("--allow-client-shm: this Triton always accepts client shm")
     return serve(ServeOptions(models_dir=Path(args.models_dir), ports=_ports(args), address=args.address,
                               skip_unservable=args.skip_unservable, ort_threads=args.ort_threads,
-                              log_verbose=args.log_verbose))
+                              log_verbose=args.log_verbose, workspace=args.workspace))
+
+
+def _interrupt(_signum, _frame) -> None:
+    raise KeyboardInterrupt
 
 
 def cmd_start(args) -> int:
+    import signal
+
     from kit.triton.embedded import StartError, start
 
+    signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: a server still starting is stopped, not orphaned
     try:
         h = start(args.models_dir, _ports(args), args.run_dir, args.timeout, args.address,
                   args.skip_unservable)
@@ -127,6 +158,18 @@ def cmd_check_ports(args) -> int:
     return 0
 
 
+def cmd_reap(args) -> int:
+    """Remove what an ended operator left (shm regions and their registration, temporary files)."""
+    from kit.triton.reap import reap
+
+    done = reap(args.pid, args.output_dir, args.since, args.grpc_url)
+    if done:
+        print(f"[odk] removed what the operator (pid {args.pid}) left: {done.files} shared-memory region(s), "
+              f"{done.registrations} Triton registration(s), {done.temporaries} temporary file(s)",
+              file=sys.stderr)
+    return 0
+
+
 def cmd_models(args) -> int:
     """The model directories of a repository, one per line (what a container Triton will serve)."""
     root = Path(args.models_dir)
@@ -150,13 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ort-threads", type=int, default=0, help="onnxruntime intra-op threads (0: all cores)")
     p.add_argument("--log-verbose", type=int, default=0)
     p.add_argument("--allow-client-shm", default=None, help="accepted for tritonserver compatibility")
+    p.add_argument("--workspace", type=Path, default=None, help="PyTriton's workspace (a path that does not exist)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("start", help="start the embedded Triton in the background; return when ready")
     p.add_argument("--models-dir", default="local/models")
     _add_ports(p)
     p.add_argument("--run-dir", type=Path, default=default_run_dir())
-    p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--timeout", type=seconds, default=120.0)
     p.add_argument("--skip-unservable", action="store_true")
     p.set_defaults(func=cmd_start)
 
@@ -170,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("wait", help="wait until the Triton recorded in --run-dir and its models are ready")
     p.add_argument("--run-dir", type=Path, default=default_run_dir())
-    p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--timeout", type=seconds, default=120.0)
     p.add_argument("--engine", default="", help="with --container: fail early when the container stops")
     p.add_argument("--container", default="")
     p.set_defaults(func=cmd_wait)
@@ -178,6 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("check-ports", help="fail with one line when a Triton port is already taken")
     _add_ports(p)
     p.set_defaults(func=cmd_check_ports)
+
+    p = sub.add_parser("reap", help="remove the shm regions and temporary files an ended operator left")
+    p.add_argument("--pid", type=int, default=0, help="the operator's pid (0: temporary files only)")
+    p.add_argument("--output-dir", type=Path, default=None)
+    p.add_argument("--since", type=float, default=0.0, help="epoch seconds the operator started at")
+    p.add_argument("--grpc-url", default="", help="the Triton its regions were registered with")
+    p.set_defaults(func=cmd_reap)
 
     p = sub.add_parser("models", help="list the model directories of a repository")
     p.add_argument("--models-dir", default="local/models")

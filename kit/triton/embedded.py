@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import ipaddress
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +33,9 @@ from kit.triton.state import (
     read_state,
     write_state,
 )
+
+WORKSPACE_PREFIX = "odk-triton-"
+WILDCARDS = ("0.0.0.0", "::")
 
 
 class StartError(RuntimeError):
@@ -113,6 +119,30 @@ def terminate_group(pgid: int, grace_s: float = 20.0) -> None:
             time.sleep(0.2)
 
 
+def remove_leftovers(state: RunState | None) -> None:
+    """Remove what a server (now gone) may have left when it was killed: its PyTriton workspace (only a
+    folder this module made, ``<tmp>/odk-triton-*``, whatever the state file says) and its python backend's
+    shared-memory regions (``/dev/shm/pytrtion<pid>-*``)."""
+    if state is None:
+        return
+    path = Path(state.workspace) if state.workspace else None
+    if path and path.parent == Path(tempfile.gettempdir()) and path.name.startswith(WORKSPACE_PREFIX):
+        shutil.rmtree(path, ignore_errors=True)
+    if state.pid > 0:
+        for region in Path("/dev/shm").glob(f"pytrtion{state.pid}-*"):
+            region.unlink(missing_ok=True)
+
+
+def client_host(address: str) -> str:
+    """The address clients use for a server listening on ``address`` (StartError when it is not an IP)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        raise StartError(f"TRITON_ADDRESS={address!r} is not an IP address; use 127.0.0.1 (the default) or "
+                         "0.0.0.0 to listen on every interface") from None
+    return "127.0.0.1" if str(ip) in WILDCARDS or ip.is_loopback else str(ip)
+
+
 def _wait_ports_free(ports: Ports, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while any(port_in_use(p) for p in ports.named().values()) and time.monotonic() < deadline:
@@ -128,6 +158,7 @@ def _check_can_start(models_dir: Path, ports: Ports, run_dir: Path, skip_unserva
         if previous.mode == "container":
             raise StartError(f"a Triton container ({previous.container}) was started here; "
                              "run 'make triton-stop' first")
+        remove_leftovers(previous)  # left by a server that was killed
         clear_state(run_dir)  # stale files of a server that is gone
     try:
         repo = read_repository(models_dir)
@@ -151,16 +182,18 @@ def start(
     ports: Ports | None = None,
     run_dir: Path | str | None = None,
     timeout: float = 120.0,
-    address: str = "0.0.0.0",
+    address: str = "127.0.0.1",
     skip_unservable: bool = False,
     log_verbose: int = 0,
 ) -> Handle:
     """Start `python -m kit.triton serve` detached; return once the server and every model are ready.
 
     Raises StartError (with the last log lines when the server itself failed) and leaves nothing running.
+    The server listens on ``address`` only (loopback by default; 0.0.0.0 opens it to the network).
     """
     from kit.triton.state import default_run_dir
 
+    host = client_host(address)
     ports = ports or Ports()
     models_dir = Path(models_dir).resolve()
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
@@ -168,9 +201,13 @@ def start(
     repo = _check_can_start(models_dir, ports, run_dir, skip_unservable)
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / LOG_FILE
+    # A short path of our own (unix socket paths are limited to 107 bytes), recorded so that the next stop or
+    # start removes it even when the server was killed before PyTriton could.
+    workspace = Path(tempfile.mkdtemp(prefix=WORKSPACE_PREFIX))
     cmd = [sys.executable, "-u", "-m", "kit.triton", "serve", "--models-dir", str(models_dir),
            "--http-port", str(ports.http), "--grpc-port", str(ports.grpc),
-           "--metrics-port", str(ports.metrics), "--address", address, "--log-verbose", str(log_verbose)]
+           "--metrics-port", str(ports.metrics), "--address", address, "--log-verbose", str(log_verbose),
+           "--workspace", str(workspace / "pytriton")]
     if skip_unservable:
         cmd.append("--skip-unservable")
     env = dict(os.environ)
@@ -183,16 +220,20 @@ def start(
     models = tuple((m.name, m.version) for m in repo.models)
     write_state(run_dir, RunState(
         mode="embedded", http_port=ports.http, grpc_port=ports.grpc, metrics_port=ports.metrics,
-        models_dir=str(models_dir), models=[f"{n}:{v}" for n, v in models], pid=proc.pid,
+        models_dir=str(models_dir), models=[f"{n}:{v}" for n, v in models], host=host, pid=proc.pid,
+        workspace=str(workspace),
     ))
-    handle = Handle(pid=proc.pid, ports=ports, run_dir=run_dir, models_dir=models_dir, models=models)
+    handle = Handle(pid=proc.pid, ports=ports, run_dir=run_dir, models_dir=models_dir, models=models, host=host)
     try:
         took = wait_ready(handle.http_url, models, timeout, alive=lambda: proc.poll() is None)
     except (NotReady, KeyboardInterrupt) as exc:
         tail = log_tail(log_path)  # what the server was doing when the wait ended, not its shutdown
         terminate_group(proc.pid)
         proc.wait()
+        remove_leftovers(read_state(run_dir))
         clear_state(run_dir)
+        if isinstance(exc, KeyboardInterrupt):
+            raise StartError("interrupted while the embedded Triton was starting; the server was stopped") from None
         raise StartError(f"embedded Triton did not become ready: {exc}\n"
                          f"--- last lines of {log_path} ---\n{tail}") from None
     return dataclasses.replace(handle, ready_s=took)
@@ -211,5 +252,6 @@ def stop(run_dir: Path | str | None = None, grace_s: float = 20.0) -> bool:
         terminate_group(state.pid, grace_s)
         stopped = True
     _wait_ports_free(Ports(state.http_port, state.grpc_port, state.metrics_port))
+    remove_leftovers(state)
     clear_state(run_dir)
     return stopped

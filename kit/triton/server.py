@@ -23,10 +23,11 @@ LOG = logging.getLogger("kit.triton")
 class ServeOptions:
     models_dir: Path
     ports: Ports = dataclasses.field(default_factory=Ports)
-    address: str = "0.0.0.0"
+    address: str = "127.0.0.1"
     skip_unservable: bool = False
     ort_threads: int = 0  # 0: all cores, shared among a model's instances
     log_verbose: int = 0
+    workspace: Path | None = None  # PyTriton's workspace (must not exist); None: a fresh one of PyTriton's
 
 
 def _carry_parameters(triton, spec: ModelSpec) -> None:
@@ -121,7 +122,7 @@ def serve(opts: ServeOptions) -> int:
     security = TritonSecurityConfig(restricted_endpoints=restricted)
     LOG.info("LD_LIBRARY_PATH starts with %s (libpython of %s)", libdir, sys.executable)
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    triton = Triton(config=config, security_config=security)
+    triton = Triton(config=config, security_config=security, workspace=opts.workspace)
     try:
         for spec in models:
             _bind(triton, spec, threads or cpu_threads(spec.instance_count))

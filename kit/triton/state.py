@@ -60,6 +60,7 @@ class RunState:
     engine: str = ""
     container: str = ""
     image: str = ""
+    workspace: str = ""  # embedded: the PyTriton workspace (sockets, a copy of tritonserver), removed at stop
 
     @property
     def http_url(self) -> str:

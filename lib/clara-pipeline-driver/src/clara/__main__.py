@@ -14,7 +14,7 @@ from typing import TextIO
 from . import __version__, env
 from .config import DriverConfig
 from .errors import Error
-from .payload import PayloadEntry, check_payload
+from .payload import PayloadEntry, check_payload, require_entries
 
 EXIT_BAD_ENVIRONMENT = 2
 
@@ -72,6 +72,7 @@ def show_environment(environ: Mapping[str, str], out: TextIO, err: TextIO) -> in
         print(line, file=out)
     try:
         check_payload(config.payload, create_outputs=False)
+        require_entries(config.payload)
     except Error as exc:
         print(f"error: {exc}", file=err)
         return EXIT_BAD_ENVIRONMENT

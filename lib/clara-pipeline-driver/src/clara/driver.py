@@ -2,7 +2,8 @@
 
 Handlers are called as ``prepare(driver)``, ``execute(driver, payload)`` and ``cleanup(driver)``.
 A handler fails the operator by raising or by returning ``False`` (``None``/``True`` mean success).
-Every failure is logged once, on the ``clara`` logger.
+Every failure is logged once, on the ``clara`` logger. After a failed lifecycle,
+``wait_for_completion()`` ends the process with the exit code (``exit_on_failure=False`` to return instead).
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 from . import env
 from .config import DriverConfig
 from .errors import Error
-from .payload import Payload, check_payload
+from .payload import Payload, check_payload, require_entries
 from .sync import wait_for_readiness
 
 log = logging.getLogger("clara")
@@ -29,7 +30,8 @@ Handler = Callable[..., Any]
 EXIT_OK = 0
 #: A handler raised or returned False.
 EXIT_HANDLER_FAILED = 1
-#: The environment is bad, the payload does not check out, or the readiness signal never came.
+#: The environment is bad (no input or output entry included), the payload does not check out, or the
+#: readiness signal never came.
 EXIT_ENVIRONMENT = 2
 #: A handler ran longer than NVIDIA_CLARA_TIMEOUT (the number coreutils' ``timeout`` uses).
 EXIT_TIMEOUT = 124
@@ -100,17 +102,24 @@ class Driver:
         self._thread = threading.Thread(target=self._run_lifecycle, name="clara-driver", daemon=True)
         self._thread.start()
 
-    def wait_for_completion(self) -> bool:
-        """Block until the lifecycle has finished; True when every handler succeeded."""
+    def wait_for_completion(self, *, exit_on_failure: bool = True) -> bool:
+        """Block until the lifecycle has finished; True when every handler succeeded.
+
+        When the lifecycle failed, the process ends here with the driver's exit code (see :func:`exit_with`)
+        unless ``exit_on_failure=False``: then it returns False and the caller reads :attr:`exit_code`.
+        """
         if self._thread is None:
             raise Error("Driver.wait_for_completion() called before start()")
         self._thread.join()
+        assert self._exit_code is not None
+        if self._exit_code != EXIT_OK and exit_on_failure:
+            exit_with(self._exit_code)
         return self._exit_code == EXIT_OK
 
     def run(self) -> int:
-        """start() and wait_for_completion(); returns the exit code."""
+        """start() and wait_for_completion(exit_on_failure=False); returns the exit code."""
         self.start()
-        self.wait_for_completion()
+        self.wait_for_completion(exit_on_failure=False)
         assert self._exit_code is not None
         return self._exit_code
 
@@ -149,12 +158,11 @@ class Driver:
         try:
             if config.sync:
                 wait_for_readiness(config.synclock_path, config.synclock_timeout)
+            require_entries(config.payload)
             check_payload(config.payload, create_outputs=True)
         except Error as exc:
             log.error("%s", exc)
             return EXIT_ENVIRONMENT
-        if not config.payload.input_entries:
-            log.warning("no inputs: %s is empty or unset", env.INPUTPATHS)
         return EXIT_OK
 
     def _call(self, stage: str, handler: Handler, args: tuple[Any, ...], timeout: float | None) -> int:
@@ -204,11 +212,19 @@ def run(
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     code = Driver(execute_handler, prepare_handler, cleanup_handler).run()
     if code == EXIT_TIMEOUT:
+        exit_with(code)
+    return code
+
+
+def exit_with(code: int) -> NoReturn:
+    """End the process with ``code``: SystemExit, so ``finally`` blocks and atexit handlers run; after a
+    timeout (the handler's thread cannot be stopped from Python) at once, once the logs are flushed."""
+    if code == EXIT_TIMEOUT:
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
-    return code
+    raise SystemExit(code)
 
 
 @contextmanager

@@ -166,5 +166,14 @@ def check_payload(payload: Payload, create_outputs: bool) -> None:
                 raise Error(f"{shown}: cannot create {entry.path}: {exc.strerror or exc}") from None
 
 
+def require_entries(payload: Payload) -> None:
+    """An operator runs on at least one input and one output entry; Error naming the empty variable."""
+    for entries, variable, example in ((payload.input_entries, env.INPUTPATHS, "payload:/input"),
+                                       (payload.output_entries, env.OUTPUTPATHS, "op/output:/output")):
+        if not entries:
+            raise Error(f"{variable} is empty or unset; an operator needs at least one entry, e.g. "
+                        f"{variable}={example}")
+
+
 def _show(entry: PayloadEntry) -> str:
     return repr(f"{entry.name}:{entry.path}")
