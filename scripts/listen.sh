@@ -3,7 +3,8 @@
 # background; every complete study it receives runs PIPELINE as a job in $ODK_RUN_DIR/listen/jobs/<job>/.
 #   scripts/listen.sh start|stop|status
 # Variables: LISTEN_AET (ODK), LISTEN_HOST (127.0.0.1), LISTEN_PORT (11112), LISTEN_IDLE_S (5),
-# LISTEN_ALLOWED_AETS (calling AE titles accepted; empty: all), LISTEN_WORKERS (1), PIPELINE
+# LISTEN_ALLOWED_AETS (calling AE titles accepted; empty: all), LISTEN_WORKERS (1), LISTEN_PARAMS (NAME=VALUE
+# overrides of pipeline parameters for every job, space-separated), PIPELINE
 # (def/liver-dicom-pipeline.yml), DICOM_DESTINATION (AET@host:port; default: the running `make pacs`),
 # RUNTIME/ENGINE/IMAGE (as for `make run-pipeline`), LISTEN_READY_TIMEOUT (30 s).
 set -euo pipefail
@@ -17,6 +18,7 @@ LISTEN_IDLE_S="${LISTEN_IDLE_S:-5}"
 LISTEN_ALLOWED_AETS="${LISTEN_ALLOWED_AETS:-}"
 LISTEN_WORKERS="${LISTEN_WORKERS:-1}"
 LISTEN_READY_TIMEOUT="${LISTEN_READY_TIMEOUT:-30}"
+LISTEN_PARAMS="${LISTEN_PARAMS:-}"
 PIPELINE="${PIPELINE:-def/liver-dicom-pipeline.yml}"
 DICOM_DESTINATION="${DICOM_DESTINATION:-}"
 LISTEN_RUN_DIR="$ODK_RUN_DIR/listen"
@@ -46,13 +48,18 @@ cmd_start() {
         host) ;;
         *) die "RUNTIME must be auto, container or host, not '$runtime'" ;;
     esac
+    local params=() p
+    for p in $LISTEN_PARAMS; do
+        [[ "$p" == *=* ]] || die "LISTEN_PARAMS: '$p' is not NAME=VALUE"
+        params+=(--param "$p")
+    done
     mkdir -p "$LISTEN_RUN_DIR"
     rm -f "$LISTEN_RUN_DIR/pid" "$LISTEN_RUN_DIR/state"
     setsid "$ODK_PY" -u -m kit.dicom.listen serve --run-dir "$LISTEN_RUN_DIR" --pacs-run-dir "$ODK_RUN_DIR/pacs" \
         --aet "$LISTEN_AET" --host "$LISTEN_HOST" --port "$LISTEN_PORT" --idle-s "$LISTEN_IDLE_S" \
         --pipeline "$PIPELINE" --destination "$DICOM_DESTINATION" --allowed-aets "$LISTEN_ALLOWED_AETS" \
         --workers "$LISTEN_WORKERS" --runtime "$runtime" --engine "$engine" --image "${IMAGE:-clara/simple-operator}" \
-        >>"$LISTEN_RUN_DIR/listen.log" 2>&1 </dev/null &
+        "${params[@]}" >>"$LISTEN_RUN_DIR/listen.log" 2>&1 </dev/null &
     pid=$!
     printf '%s\n' "$pid" >"$LISTEN_RUN_DIR/pid"
     if ! "$ODK_PY" -m kit.dicom.listen wait --run-dir "$LISTEN_RUN_DIR" --pid "$pid" --timeout "$LISTEN_READY_TIMEOUT" 2>/dev/null; then

@@ -1,7 +1,8 @@
 """A small operator for the listener's tests: lists the DICOM instances of its input as inventory.json.
 
 Run by tests/data/listener/inventory-pipeline.yml (RUNTIME=host). INVENTORY_MIN_INSTANCES: fail (exit 1,
-one line) when the study has fewer instances, which gives the tests a pipeline that really fails.
+one line) when the study has fewer instances, which gives the tests a pipeline that really fails;
+INVENTORY_HOLD_S: keep running that long first (a job that is still running when the listener stops).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import pydicom
@@ -27,6 +29,7 @@ def main() -> int:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         found.append({"file": str(path.relative_to(source)), "study": ds.StudyInstanceUID,
                       "series": ds.SeriesInstanceUID, "sop": ds.SOPInstanceUID, "modality": ds.Modality})
+    time.sleep(float(os.environ.get("INVENTORY_HOLD_S") or 0))
     least = int(os.environ.get("INVENTORY_MIN_INSTANCES") or 0)
     if len(found) < least:
         print(f"[odk] error: the study has {len(found)} instance(s), fewer than INVENTORY_MIN_INSTANCES={least}")

@@ -49,7 +49,10 @@ def triton_hint() -> str | None:
 
 
 def pipeline_command(cfg: ListenerConfig) -> tuple[PipelineCommand, str]:
-    pipeline = load_pipeline(cfg.pipeline)
+    bad = [p for p in cfg.extra_params if "=" not in p]
+    if bad:
+        raise ConfigError(f"pipeline parameter {bad[0]!r} is not NAME=VALUE")
+    pipeline = load_pipeline(cfg.pipeline, dict(p.split("=", 1) for p in cfg.extra_params))
     params = list(cfg.extra_params)
     env: list[tuple[str, str]] = []
     if cfg.destination is not None:

@@ -53,7 +53,7 @@ class StorageSCP:
             self.server = None
 
     def on_requested(self, event: evt.Event) -> None:
-        calling = event.assoc.requestor.ae_title
+        calling = str(event.assoc.requestor.primitive.calling_ae_title).strip()
         if self.allowed and calling not in self.allowed:
             self.log(f"association from {calling} ({event.assoc.requestor.address}) rejected: calling AE "
                      f"not in the allow-list ({', '.join(self.allowed)})")
