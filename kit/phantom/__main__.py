@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kit.phantom import dicom
 from kit.phantom.io import write
 from kit.phantom.render import make_phantom
 
@@ -25,6 +26,7 @@ class Sample:
     orientation: str = "LPS"
     ct: str = "local/input/synthetic_phantom_001.nii.gz"
     truth: str = "tests/data/synthetic_phantom_001_truth.nii.gz"
+    dicom: str = "local/input-dicom/synthetic_phantom_001"
 
 
 def _report(ct: Path, labels: Path | None, info: dict, seconds: float, lab: np.ndarray) -> None:
@@ -48,13 +50,23 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--noise", type=float, help="HU standard deviation (default: random 6-20)")
     m.add_argument("--orientation", default="RAS", help="stored axis codes, e.g. RAS, LPS, PIR")
     m.add_argument("--dtype", default="int16", choices=["int16", "float32"])
+    d = sub.add_parser("dicom", help="write a NIfTI CT volume as a DICOM CT series (one file per slice)")
+    d.add_argument("src", type=Path, help="NIfTI CT volume")
+    d.add_argument("out", type=Path, help="folder for the series")
+    d.add_argument("--syntax", default="explicit", choices=sorted(dicom.SYNTAXES))
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
+    if args.cmd == "dicom":
+        paths = dicom.write_series(args.src, args.out, args.syntax)
+        print(f"wrote {len(paths)} DICOM files ({args.syntax}) to {args.out} in {time.perf_counter() - t0:.1f} s")
+        return 0
     if args.cmd == "sample":
         cfg, root = Sample(), Path(args.root)
         p = make_phantom(cfg.seed, cfg.shape, cfg.spacing, noise=cfg.noise)
         ct, lab = write(p, root / cfg.ct, labels_path=root / cfg.truth, orientation=cfg.orientation)
+        series = dicom.write_series(ct, root / cfg.dicom)
+        print(f"wrote {len(series)} DICOM CT files to {root / cfg.dicom}")
     else:
         p = make_phantom(args.seed, tuple(args.shape) if args.shape else None,
                          tuple(args.spacing) if args.spacing else None, noise=args.noise)

@@ -1,0 +1,54 @@
+"""``python -u -m app.dicom.segwriter``: label maps + their DICOM series -> DICOM SEG, under the pipeline driver.
+
+Inputs (any number of entries, told apart by content): the original DICOM instances, the dicom-reader's
+output (``<stem>.dicom.json`` sidecars) and the segmentation's output (``<stem>_seg.nii.gz`` and
+``<stem>.json``). Env: SEG_MODEL_CONFIG, a config.pbtxt whose name and ``labels`` are used when a label map has
+no segmentation report beside it. Exits non-zero when a label map could not be written as SEG.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import clara
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from app.config import ConfigError
+
+from .entry import OperatorFailure, main, require_entries
+from .seg import Algorithm
+from .segwrite import write_all
+
+
+def model_config(path: str) -> Algorithm | None:
+    if not path:
+        return None
+    try:
+        cfg = text_format.Parse(Path(path).read_text(), model_config_pb2.ModelConfig())
+    except (OSError, text_format.ParseError) as exc:
+        raise ConfigError(f"SEG_MODEL_CONFIG={path}: not a readable config.pbtxt ({exc})") from None
+    if "labels" not in cfg.parameters:
+        raise ConfigError(f"SEG_MODEL_CONFIG={path} has no 'labels' parameter")
+    labels = tuple(s.strip() for s in cfg.parameters["labels"].string_value.split(","))
+    version = str(max(cfg.version_policy.specific.versions, default=1))
+    return Algorithm(name=cfg.name or Path(path).parent.name, version=version, labels=labels)
+
+
+def execute(driver: clara.Driver, payload: clara.Payload) -> bool:
+    require_entries(payload, "payload:/input/dicom;dicom-reader/volumes:/input/volumes;segmentation/segmentation:"
+                    "/input/labels", "dicom-seg-writer/seg:/output")
+    fallback = model_config(os.environ.get("SEG_MODEL_CONFIG", ""))
+    summary = write_all([e.path for e in payload.input_entries], payload.output_entries[0].path, fallback)
+    if summary.failed:
+        raise OperatorFailure(f"{len(summary.failed)} of {len(summary.failed) + len(summary.written)} label maps "
+                              "not written as SEG; the FAILED lines above say why")
+    if not summary.written:
+        raise OperatorFailure("no label maps (<stem>_seg.nii.gz) under the inputs; give the segmentation's "
+                              "output, the dicom-reader's output and the DICOM series as inputs")
+    return True
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(execute))
