@@ -117,7 +117,7 @@ listen-status: $(DEV_STAMP) ## the listener's settings and its jobs (.run/listen
 	@scripts/listen.sh status
 
 demo-dicom: $(DEV_STAMP) ## PACS + Triton + listener, send the sample series, wait for its SEG in the PACS, stop
-	@scripts/demo-dicom.sh
+	@RUNTIME=$(if $(filter file,$(origin RUNTIME)),host,$(RUNTIME)) scripts/demo-dicom.sh
 
 clean: ## remove run state and outputs (keeps .venv)
 	rm -rf .run local/output/*
