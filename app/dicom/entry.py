@@ -30,8 +30,9 @@ def main(execute: Execute) -> int:
     except ConfigError as exc:
         raise SystemExit(f"[odk] error: {exc}") from None
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("pynetdicom", "highdicom", "pydicom"):
+    for noisy in ("highdicom", "pydicom"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)  # register-results reports each failure itself
 
     def guarded(driver: clara.Driver, payload: clara.Payload) -> bool:
         try:

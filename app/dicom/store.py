@@ -1,0 +1,185 @@
+"""C-STORE SCU: every DICOM object under the inputs to each destination ``AET@host:port`` (pynetdicom).
+
+Bounded retries: a destination that cannot be reached, or an association that fails mid-way, is tried again
+(up to ``retries`` more times, ``delay_s`` apart) for the objects it has not yet accepted. An object the
+destination answers with a failure status is not retried: the destination refused it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE
+
+from app.config import ConfigError
+
+from .scan import Instance
+
+log = logging.getLogger("app.dicom.register")
+DEST_RE = re.compile(r"^(?P<aet>[^@\s\\]{1,16})@(?P<host>[^:\s]+):(?P<port>\d{1,5})$")
+MAX_CONTEXTS = 128
+
+
+@dataclass(frozen=True)
+class Destination:
+    aet: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.aet}@{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    destinations: tuple[Destination, ...]
+    calling_aet: str = "ODK"
+    retries: int = 2
+    delay_s: float = 1.0
+    timeout_s: float = 30.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> StoreConfig:
+        """DICOM_DESTINATION (AET@host:port, comma-separated), DICOM_CALLING_AET (ODK), DICOM_RETRIES (2),
+        DICOM_RETRY_DELAY_S (1), DICOM_TIMEOUT_S (30)."""
+        dests = tuple(parse_destination(d.strip()) for d in env.get("DICOM_DESTINATION", "").split(",") if d.strip())
+        try:
+            retries = int(env.get("DICOM_RETRIES", "2"))
+            delay = float(env.get("DICOM_RETRY_DELAY_S", "1"))
+            timeout = float(env.get("DICOM_TIMEOUT_S", "30"))
+        except ValueError as exc:
+            raise ConfigError(f"DICOM_RETRIES, DICOM_RETRY_DELAY_S, DICOM_TIMEOUT_S must be numbers ({exc})") from None
+        if retries < 0 or delay < 0 or timeout <= 0:
+            raise ConfigError("DICOM_RETRIES and DICOM_RETRY_DELAY_S must be >= 0, DICOM_TIMEOUT_S > 0")
+        calling = env.get("DICOM_CALLING_AET", "ODK")
+        if not 0 < len(calling) <= 16:
+            raise ConfigError(f"DICOM_CALLING_AET={calling!r}: an AE title has 1 to 16 characters")
+        return cls(destinations=dests, calling_aet=calling, retries=retries, delay_s=delay, timeout_s=timeout)
+
+
+def parse_destination(text: str) -> Destination:
+    m = DEST_RE.match(text)
+    if not m or not 0 < int(m["port"]) < 65536:
+        raise ConfigError(f"DICOM_DESTINATION entry {text!r} is not AET@host:port (e.g. ORTHANC@127.0.0.1:4242)")
+    return Destination(m["aet"], m["host"], int(m["port"]))
+
+
+@dataclass
+class ObjectStatus:
+    file: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    status: str = "not sent"  # 0xNNNN as the destination answered, or why it was not sent
+    ok: bool = False
+    attempts: int = 0
+
+
+@dataclass
+class DestinationResult:
+    destination: str
+    ok: bool = False
+    error: str = ""
+    seconds: float = 0.0
+    objects: list[ObjectStatus] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _ae(cfg: StoreConfig, instances: Sequence[Instance]) -> AE:
+    ae = AE(ae_title=cfg.calling_aet)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = cfg.timeout_s
+    ae.connection_timeout = min(cfg.timeout_s, 10.0)
+    pairs: dict[str, set[str]] = {}
+    for inst in instances:
+        ts = str(inst.ds.file_meta.TransferSyntaxUID) if "TransferSyntaxUID" in inst.ds.get("file_meta", {}) \
+            else ExplicitVRLittleEndian
+        pairs.setdefault(str(inst.ds.SOPClassUID), set()).add(ts)
+    if sum(len(v) for v in pairs.values()) > MAX_CONTEXTS:
+        raise ConfigError(f"{len(pairs)} SOP classes x transfer syntaxes exceed one association's "
+                          f"{MAX_CONTEXTS} presentation contexts")
+    for sop_class, syntaxes in pairs.items():
+        for ts in sorted(syntaxes):
+            extra = [] if ts in (ExplicitVRLittleEndian, ImplicitVRLittleEndian) else [ExplicitVRLittleEndian]
+            ae.add_requested_context(sop_class, [ts, *extra])
+    return ae
+
+
+def _association_error(assoc: object, dest: Destination, calling: str) -> str:
+    if getattr(assoc, "is_rejected", False):
+        return (f"{dest} rejected the association (is the calling AE title '{calling}' allowed there, and is "
+                f"'{dest.aet}' its AE title?)")
+    if getattr(assoc, "is_aborted", False):
+        return f"{dest} aborted the association"
+    return f"{dest} dropped the connection without a DICOM answer (is it a DICOM service?)"
+
+
+def reachable(dest: Destination, timeout_s: float) -> str:
+    """'' when a TCP connection to ``dest`` opens, else why not."""
+    try:
+        with socket.create_connection((dest.host, dest.port), timeout=timeout_s):
+            return ""
+    except OSError as exc:
+        return f"{dest} is unreachable ({exc.strerror or exc}); is the DICOM service running there?"
+
+
+def send(instances: Sequence[Instance], dest: Destination, cfg: StoreConfig,
+         root: Path | None = None) -> DestinationResult:
+    """Send every instance to ``dest``; never raises for network problems (they go into the result)."""
+    t0 = time.perf_counter()
+    result = DestinationResult(str(dest))
+    statuses = [ObjectStatus(str(i.path.relative_to(root)) if root and i.path.is_relative_to(root) else str(i.path),
+                             i.sop_uid, str(i.ds.SOPClassUID)) for i in instances]
+    result.objects = statuses
+    ae = _ae(cfg, instances)
+    for attempt in range(1 + cfg.retries):
+        pending = [k for k, s in enumerate(statuses) if not s.ok and s.status in ("not sent", "association lost")]
+        if not pending:
+            break
+        if attempt:
+            log.info("%s: attempt %d of %d for %d object(s) in %.1f s", dest, attempt + 1, 1 + cfg.retries,
+                     len(pending), cfg.delay_s)
+            time.sleep(cfg.delay_s)
+        why = reachable(dest, ae.connection_timeout)
+        if why:
+            result.error = why
+            continue
+        assoc = ae.associate(dest.host, dest.port, ae_title=dest.aet)
+        if not assoc.is_established:
+            result.error = _association_error(assoc, dest, cfg.calling_aet)
+            if assoc.is_rejected:
+                break  # a rejection is an answer: asking again gets the same one
+            continue
+        result.error = ""
+        try:
+            for k in pending:
+                statuses[k].attempts += 1
+                try:
+                    status = assoc.send_c_store(instances[k].ds)
+                except (ValueError, RuntimeError) as exc:  # no accepted context for this object
+                    statuses[k].status = f"not sent: {exc}"
+                    continue
+                if "Status" not in status:  # no answer: aborted, or timed out
+                    statuses[k].status = "association lost"
+                    result.error = f"{dest} did not answer a C-STORE (association aborted or timed out)"
+                    break
+                code = int(status.Status)
+                statuses[k].status = f"0x{code:04X}"
+                statuses[k].ok = code == 0x0000 or 0xB000 <= code <= 0xBFFF  # success, or success with warning
+        finally:
+            if assoc.is_established:
+                assoc.release()
+    refused = [s for s in statuses if not s.ok]
+    if refused and not result.error:
+        codes = sorted({s.status for s in refused})
+        result.error = f"{dest} refused {len(refused)} of {len(statuses)} object(s) (status {', '.join(codes)})"
+    result.ok = not refused
+    result.seconds = round(time.perf_counter() - t0, 3)
+    return result
