@@ -89,10 +89,21 @@ def seg_label_image(ds: pydicom.Dataset) -> nib.Nifti1Image:
     return volume.to_patient_orientation("RAH").to_nibabel()
 
 
+def labels_on_grid(labels: nib.Nifti1Image, target: nib.Nifti1Image) -> np.ndarray:
+    """Nearest-neighbour resampling of a label map onto target's grid, exact on a shared grid: a one-voxel
+    zero border plus mode 'nearest' keeps voxels on the source's edge (a point a rounding error outside the
+    source is not lost) and leaves everything beyond it 0."""
+    padded = np.pad(np.asanyarray(labels.dataobj), 1)
+    shift = np.eye(4)
+    shift[:3, 3] = -1.0
+    source = nib.Nifti1Image(padded, labels.affine @ shift)
+    return np.asarray(resample_from_to(source, target, order=0, mode="nearest").dataobj)
+
+
 def truth_dice(ds: pydicom.Dataset, truth_path: Path) -> tuple[float, float]:
     """Dice (liver incl. lesions, lesion) of the SEG against a truth label map, on the truth's grid."""
     truth = nib.load(str(truth_path))
-    labels = np.asarray(resample_from_to(seg_label_image(ds), truth, order=0, cval=0).dataobj)
+    labels = labels_on_grid(seg_label_image(ds), truth)
     want = np.asanyarray(truth.dataobj)
     return dice(labels > 0, want > 0), dice(labels == 2, want == 2)
 
