@@ -15,7 +15,7 @@ import pydicom
 import pytest
 from conftest import TritonServer
 from container_helpers import ROOT, output_of
-from dicom_helpers import (
+from dicom_net_helpers import (
     jobs,
     port_free,
     processes_mentioning,
@@ -113,6 +113,6 @@ def test_make_demo_dicom(tmp_path: Path) -> None:
 
 
 def jobs_in(run_dir: Path) -> list[dict]:
-    from dicom_helpers import Listener
+    from dicom_net_helpers import Listener
 
     return jobs(Listener("ODK", 0, run_dir, {}))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from container_helpers import ROOT, make, one_error_line
-from dicom_helpers import (
+from dicom_net_helpers import (
     echoscu,
     jobs,
     port_free,

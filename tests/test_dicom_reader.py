@@ -1,0 +1,219 @@
+"""dicom-reader on real DICOM files: geometry against dcm2niix, compressed syntaxes, bad input named."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from dicom_helpers import DCM2NIIX, SAMPLE_CT, load_series, needs_tools, run_operator, save, write_sample
+from pydicom.uid import BasicTextSRStorage, generate_uid
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("sample") / "ct"
+    write_sample(folder)
+    return folder
+
+
+def read(inputs: Path, out: Path, **env: str) -> tuple[subprocess.CompletedProcess[str], list[Path]]:
+    proc = run_operator("app.dicom.reader", f"payload:{inputs}", f"dicom-reader/volumes:{out}", **env)
+    return proc, sorted(out.glob("*.nii.gz"))
+
+
+def test_reader_geometry_agrees_with_dcm2niix(sample: Path, tmp_path: Path) -> None:
+    proc, volumes = read(sample, tmp_path / "ours")
+    assert proc.returncode == 0, proc.stdout
+    assert len(volumes) == 1
+    ours = nib.load(volumes[0])
+    d2n_dir = tmp_path / "dcm2niix"
+    d2n_dir.mkdir()
+    run = subprocess.run([DCM2NIIX, "-z", "n", "-b", "n", "-f", "series", "-o", str(d2n_dir), str(sample)],
+                         capture_output=True, text=True, check=False, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    theirs = nib.load(d2n_dir / "series.nii")
+    # the voxel-to-voxel map between the two files is a signed permutation with integer offsets
+    m = np.linalg.inv(theirs.affine) @ ours.affine
+    assert np.allclose(m, np.round(m), atol=1e-4), m
+    m = np.round(m)
+    shape = np.array(ours.shape)
+    corners = np.array([[i, j, k, 1] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)])
+    rng = np.random.default_rng(0)
+    points = np.vstack([corners, np.c_[rng.integers(0, shape, size=(200, 3)), np.ones(200)]])
+    mapped = (m @ points.T).T
+    # same voxel -> same world point within 0.01 mm, and the same HU there
+    world_ours = (ours.affine @ points.T).T[:, :3]
+    world_theirs = (theirs.affine @ mapped.T).T[:, :3]
+    assert np.abs(world_ours - world_theirs).max() < 0.01
+    a, b = ours.get_fdata(), theirs.get_fdata()
+    idx_o, idx_t = points[:, :3].astype(int), mapped[:, :3].astype(int)
+    assert np.array_equal(a[tuple(idx_o.T)], b[tuple(idx_t.T)])
+    # and the whole volume is the sample NIfTI the series was written from, voxel for voxel, same affine
+    src = nib.load(SAMPLE_CT)
+    assert np.array_equal(np.asarray(ours.dataobj), np.asarray(src.dataobj))
+    assert np.allclose(ours.affine, src.affine, atol=1e-4)
+    assert ours.header.get_sform(coded=True)[1] == 1 and ours.header.get_qform(coded=True)[1] == 1
+    meta = json.loads(volumes[0].with_name(volumes[0].name.replace(".nii.gz", ".dicom.json")).read_text())
+    first = pydicom.dcmread(sample / "CT.0001.dcm", stop_before_pixels=True)
+    assert meta["series_instance_uid"] == first.SeriesInstanceUID == volumes[0].name[: -len(".nii.gz")]
+    assert meta["study_instance_uid"] == first.StudyInstanceUID
+    assert meta["frame_of_reference_uid"] == first.FrameOfReferenceUID
+    assert meta["sop_instance_uids"][0] == first.SOPInstanceUID and len(meta["sop_instance_uids"]) == 64
+
+
+def test_slices_sorted_by_position_not_instance_number(sample: Path, tmp_path: Path) -> None:
+    shuffled = tmp_path / "shuffled"
+    numbers = np.random.default_rng(1).permutation(64) + 1
+    for ds, n in zip(load_series(sample), numbers, strict=True):
+        ds.InstanceNumber = int(n)
+        save(ds, shuffled / f"{ds.SOPInstanceUID[-12:]}.dcm")
+    proc, volumes = read(shuffled, tmp_path / "out")
+    assert proc.returncode == 0, proc.stdout
+    src = nib.load(SAMPLE_CT)
+    assert np.array_equal(np.asarray(nib.load(volumes[0]).dataobj), np.asarray(src.dataobj))
+
+
+@needs_tools
+def test_compressed_transfer_syntaxes_decode_equal(sample: Path, tmp_path: Path) -> None:
+    folders = {"explicit": sample}
+    folders["jpeg2000"] = tmp_path / "j2k"
+    write_sample(folders["jpeg2000"], "jpeg2000")
+    folders["rle"] = tmp_path / "rle"
+    write_sample(folders["rle"], "rle")
+    for name, tool in (("jpeg-lossless", ["dcmcjpeg", "+e1"]), ("jpeg-ls", ["dcmcjpls", "+el"])):
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        for src in sorted(sample.glob("*.dcm")):
+            subprocess.run([*tool, str(src), str(folders[name] / src.name)], check=True, capture_output=True)
+    expected_ts = {"jpeg2000": pydicom.uid.JPEG2000Lossless, "rle": pydicom.uid.RLELossless,
+                   "jpeg-lossless": pydicom.uid.JPEGLosslessSV1, "jpeg-ls": pydicom.uid.JPEGLSLossless}
+    arrays = {}
+    for name, folder in folders.items():
+        proc, volumes = read(folder, tmp_path / f"out-{name}")
+        assert proc.returncode == 0, f"{name}: {proc.stdout}"
+        meta = json.loads(next((tmp_path / f"out-{name}").glob("*.dicom.json")).read_text())
+        if name in expected_ts:
+            assert meta["transfer_syntaxes"] == [expected_ts[name]], name
+        arrays[name] = (np.asarray(nib.load(volumes[0]).dataobj), nib.load(volumes[0]).affine)
+    ref, ref_affine = arrays["explicit"]
+    for name, (arr, affine) in arrays.items():
+        assert arr.dtype == ref.dtype and np.array_equal(arr, ref), name
+        assert np.allclose(affine, ref_affine), name
+
+
+def _variant(datasets: list[pydicom.Dataset], description: str, n: int = 20) -> list[pydicom.Dataset]:
+    """The first ``n`` slices as a new series of the same study."""
+    series_uid = generate_uid()
+    out = []
+    for ds in datasets[:n]:
+        ds = copy.deepcopy(ds)
+        ds.SeriesInstanceUID = series_uid
+        ds.SeriesDescription = description
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        out.append(ds)
+    return out
+
+
+def _bad_folder(sample: Path, root: Path) -> dict[str, str]:
+    """A job folder with one good series and every kind of bad input; returns name -> series UID / file."""
+    good = load_series(sample)
+    uids: dict[str, str] = {"good": good[0].SeriesInstanceUID}
+    for ds in good:
+        save(ds, root / "study" / "good" / f"IM{ds.InstanceNumber:05d}")  # no suffix, nested
+    shutil.copy(next(sample.glob("*.dcm")), root / "copy-of-a-good-slice.dcm")  # the same instance twice
+
+    missing = _variant(good, "missing slice")
+    del missing[7]
+    dup = _variant(good, "duplicate slice")
+    extra = copy.deepcopy(dup[5])
+    extra.SOPInstanceUID = extra.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    dup.append(extra)
+    orient = _variant(good, "two orientations")
+    for ds in orient[10:]:
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+    loc = _variant(good, "with localizer")
+    scout = copy.deepcopy(loc[0])
+    scout.SOPInstanceUID = scout.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    scout.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    scout.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+    loc.append(scout)
+    mr = _variant(good, "an MR series")
+    for ds in mr:
+        ds.Modality = "MR"
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.MRImageStorage
+    for name, series in (("missing", missing), ("duplicate", dup), ("orientations", orient), ("localizer", loc),
+                         ("mr", mr)):
+        uids[name] = series[0].SeriesInstanceUID
+        for i, ds in enumerate(series):
+            save(ds, root / name / f"{i:03d}.dcm")
+
+    sr = pydicom.Dataset()
+    sr.file_meta = pydicom.dataset.FileMetaDataset()
+    sr.SOPClassUID = sr.file_meta.MediaStorageSOPClassUID = BasicTextSRStorage
+    sr.SOPInstanceUID = sr.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    sr.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    sr.StudyInstanceUID, sr.SeriesInstanceUID, sr.Modality = good[0].StudyInstanceUID, generate_uid(), "SR"
+    sr.PatientID = good[0].PatientID
+    uids["sr"] = sr.SeriesInstanceUID
+    save(sr, root / "report.dcm")
+
+    (root / "corrupt.dcm").write_bytes(b"\0" * 128 + b"DICM" + np.random.default_rng(2).bytes(3000))
+    (root / "notes.txt").write_text("not DICOM\n")
+    truncated = (sample / "CT.0001.dcm").read_bytes()[:700]
+    (root / "truncated.dcm").write_bytes(truncated)
+    return uids
+
+
+def test_bad_input_named_and_good_series_still_written(sample: Path, tmp_path: Path) -> None:
+    job = tmp_path / "job"
+    uids = _bad_folder(sample, job)
+    out = tmp_path / "out"
+    proc, volumes = read(job, out)
+    log = proc.stdout
+    assert proc.returncode == 0, log  # the good series was written: the run succeeds
+    assert [v.name for v in volumes] == [f"{uids['good']}.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{uids['good']}.nii.gz", f"{uids['good']}.dicom.json", "reader-report.json"])  # nothing half-written
+
+    def one_line(*words: str) -> str:
+        lines = [line for line in log.splitlines() if all(w in line for w in words)]
+        assert len(lines) == 1, (words, log)
+        return lines[0]
+
+    one_line("REFUSED", uids["missing"], "missing slice")
+    one_line("REFUSED", uids["duplicate"], "duplicate slices")
+    one_line("REFUSED", uids["orientations"], "orientations")
+    one_line("REFUSED", uids["localizer"], "localizer")
+    one_line("not selected", uids["mr"], "modality MR")
+    one_line("skipping", uids["sr"], "non-image")
+    one_line("corrupt.dcm", "unreadable")
+    one_line("truncated.dcm", "unreadable")
+    one_line("notes.txt", "not a DICOM file")
+    one_line("copy-of-a-good-slice.dcm", "another copy")
+    one_line("selected", uids["good"], "64 slices")
+    report = json.loads((out / "reader-report.json").read_text())
+    assert report["written"] == [uids["good"]]
+    assert set(report["refused"]) == {uids[k] for k in ("missing", "duplicate", "orientations", "localizer")}
+    src = nib.load(SAMPLE_CT)
+    assert np.array_equal(np.asarray(nib.load(volumes[0]).dataobj), np.asarray(src.dataobj))
+
+
+def test_selection_rules_from_env(sample: Path, tmp_path: Path) -> None:
+    proc, volumes = read(sample, tmp_path / "a", DICOM_SELECT_DESCRIPTION="^liver$")
+    assert proc.returncode != 0 and not volumes
+    assert "does not match '^liver$' (DICOM_SELECT_DESCRIPTION)" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1].count("no series selected") == 1
+    proc, volumes = read(sample, tmp_path / "b", DICOM_SELECT_MIN_SLICES="65")
+    assert proc.returncode != 0 and "fewer than 65" in proc.stdout
+    proc, volumes = read(sample, tmp_path / "c", DICOM_SELECT_MODALITY="ct, mr", DICOM_SELECT_DESCRIPTION="abdomen")
+    assert proc.returncode == 0 and len(volumes) == 1
+    proc, _ = read(sample, tmp_path / "d", DICOM_SELECT_MIN_SLICES="many")
+    assert proc.returncode != 0 and "DICOM_SELECT_MIN_SLICES='many' is not a whole number" in proc.stdout
+    assert "Traceback" not in proc.stdout
