@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 AET_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # 16 printable characters, no backslash
-MIN_IDLE_S = 1.0
+MIN_IDLE_S = 0.0  # 0: a study's job starts as soon as the association that delivered it is released
 
 
 class ConfigError(ValueError):
@@ -71,7 +71,7 @@ class ListenerConfig:
         if not 0 < self.port < 65536:
             raise ConfigError(f"LISTEN_PORT {self.port} is not a TCP port")
         if self.idle_s < MIN_IDLE_S:
-            raise ConfigError(f"LISTEN_IDLE_S {self.idle_s:g} is too short (at least {MIN_IDLE_S:g} s)")
+            raise ConfigError(f"LISTEN_IDLE_S {self.idle_s:g} is negative; give seconds (0: no wait after release)")
         if not self.pipeline.is_file():
             raise ConfigError(f"PIPELINE={self.pipeline} is not a file; e.g. PIPELINE=def/liver-dicom-pipeline.yml")
         if self.workers < 1:
