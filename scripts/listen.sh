@@ -55,22 +55,25 @@ cmd_start() {
     done
     mkdir -p "$LISTEN_RUN_DIR"
     rm -f "$LISTEN_RUN_DIR/pid" "$LISTEN_RUN_DIR/state"
+    local logfile="$LISTEN_RUN_DIR/listen.log" offset
+    offset="$(stat -c %s "$logfile" 2>/dev/null || echo 0)"
     setsid "$ODK_PY" -u -m kit.dicom.listen serve --run-dir "$LISTEN_RUN_DIR" --pacs-run-dir "$ODK_RUN_DIR/pacs" \
         --aet "$LISTEN_AET" --host "$LISTEN_HOST" --port "$LISTEN_PORT" --idle-s "$LISTEN_IDLE_S" \
         --pipeline "$PIPELINE" --destination "$DICOM_DESTINATION" --allowed-aets "$LISTEN_ALLOWED_AETS" \
         --workers "$LISTEN_WORKERS" --runtime "$runtime" --engine "$engine" --image "${IMAGE:-clara/simple-operator}" \
-        "${params[@]}" >>"$LISTEN_RUN_DIR/listen.log" 2>&1 </dev/null &
+        "${params[@]}" >>"$logfile" 2>&1 </dev/null &
     pid=$!
     printf '%s\n' "$pid" >"$LISTEN_RUN_DIR/pid"
     if ! "$ODK_PY" -m kit.dicom.listen wait --run-dir "$LISTEN_RUN_DIR" --pid "$pid" --timeout "$LISTEN_READY_TIMEOUT" 2>/dev/null; then
         local why
-        why="$(grep -m1 '^\[odk\] error:' <(tail -n 20 "$LISTEN_RUN_DIR/listen.log") | sed 's/^\[odk\] error: //' || true)"
+        why="$(tail -c +"$((offset + 1))" "$logfile" | grep -m1 '^\[odk\] error:' | sed 's/^\[odk\] error: //' || true)"
         stop_pid "$pid"
         rm -f "$LISTEN_RUN_DIR/pid"
         die "${why:-the listener did not answer C-ECHO within ${LISTEN_READY_TIMEOUT}s} (log: $LISTEN_RUN_DIR/listen.log)"
     fi
     log "listener ready: AE $LISTEN_AET at $LISTEN_HOST:$LISTEN_PORT, pipeline $PIPELINE, jobs in $LISTEN_RUN_DIR/jobs"
-    grep -E 'results to|no DICOM_DESTINATION|warning:' "$LISTEN_RUN_DIR/listen.log" | tail -n 2 | sed 's/^\[odk\] [0-9:]* /[odk] /' >&2 || true
+    tail -c +"$((offset + 1))" "$logfile" | grep -E 'results to|no DICOM_DESTINATION|warning:' \
+        | sed 's/^\[odk\] [0-9:]* /[odk] /' >&2 || true
 }
 
 # stop_pid PID: SIGTERM (the listener ends its running jobs and fails them, keeping their instances), wait,

@@ -61,7 +61,11 @@ def test_storescu_to_listener_seg_arrives_in_orthanc(sample_series: Path, triton
         seg_series = pacs.rest.series("SEG")
         ct_series = pacs.rest.series("CT")
 
-    # Orthanc holds exactly one SEG series, in the CT's study, referencing the CT series.
+    # `make pacs-stop` / `make listen-stop` waited for their processes: nothing left of this run dir, ports free.
+    assert processes_mentioning(str(run_dir)) == []
+    assert all(port_free(p) for p in (pacs.dicom_port, pacs.http_port, listener.port))
+
+    # Orthanc held exactly one SEG series, in the CT's study, referencing the CT series.
     assert len(seg_series) == 1 and seg_series[0]["StudyInstanceUID"] == ct.StudyInstanceUID, seg_series
     assert ct_series == [], "the PACS got only the result, not the CT"
     assert seg.referenced_series == (str(ct.SeriesInstanceUID),)

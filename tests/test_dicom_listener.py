@@ -27,6 +27,8 @@ from dicom_net_helpers import (
     write_ct_series,
 )
 
+from kit.triton.readiness import free_ports
+
 PIPELINE = ROOT / "tests" / "data" / "listener" / "inventory-pipeline.yml"
 
 
@@ -92,12 +94,15 @@ def test_failed_job_keeps_its_instances_and_says_why(tmp_path: Path, pytestconfi
 
 
 def test_echo_only_association_makes_no_job(tmp_path: Path, pytestconfig: pytest.Config) -> None:
-    with running_listener(tmp_path / "run", PIPELINE, pytestconfig) as listener:
+    no_triton = {"NVIDIA_TRITON_GRPCURI": "", "NVIDIA_TRITON_HTTPURI": ""}  # and no `make triton` in this run dir
+    with running_listener(tmp_path / "run", PIPELINE, pytestconfig, extra_env=no_triton) as listener:
         echo = echoscu(listener.port)
         assert echo.returncode == 0, echo.stderr
         time.sleep(2.5)  # longer than LISTEN_IDLE_S=1
         assert jobs(listener) == []
-        assert "association from ECHOSCU (127.0.0.1) closed: no instances, no job" in listener.log.read_text()
+        log = listener.log.read_text()
+    assert "association from ECHOSCU (127.0.0.1) closed: no instances, no job" in log, log
+    assert "warning: no Triton runs" in log and "make triton" in log, log
 
 
 def test_calling_ae_not_in_allow_list_is_rejected(tmp_path: Path, pytestconfig: pytest.Config) -> None:
@@ -149,3 +154,18 @@ def test_listen_refuses_a_taken_port_in_one_line(tmp_path: Path, pytestconfig: p
         line = one_error_line(second)
     assert "cannot listen on 127.0.0.1" in line and "LISTEN_PORT" in line, line
     assert processes_mentioning(str(tmp_path / "other")) == []
+
+
+@pytest.mark.parametrize(("variables", "expected"), [
+    ({"DICOM_DESTINATION": "ORTHANC-4242"}, "DICOM_DESTINATION 'ORTHANC-4242' is not AET@host:port"),
+    ({"LISTEN_PARAMS": "NOPE=1"}, "no parameter named NOPE"),
+    ({"PIPELINE": "def/none.yml"}, "PIPELINE=def/none.yml is not a file"),
+])
+def test_listen_bad_settings_are_one_line(variables: dict[str, str], expected: str, tmp_path: Path,
+                                          pytestconfig: pytest.Config) -> None:
+    run_dir = tmp_path / "run"
+    settings = {"LISTEN_PORT": str(free_ports(1)[0]), "PIPELINE": str(PIPELINE), "RUNTIME": "host", **variables}
+    result = make("listen", pytestconfig, env={"ODK_RUN_DIR": str(run_dir)}, **settings)
+    assert expected in one_error_line(result)
+    assert processes_mentioning(str(run_dir)) == []
+    assert not (run_dir / "listen" / "pid").exists()
