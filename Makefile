@@ -86,7 +86,7 @@ deploy: $(DEV_STAMP) ## deploy PIPELINE to a Clara cluster with the clara CLI (D
 bench: $(DEV_STAMP) ## performance benchmark: operator vs. the limit vs. MONAI
 	@scripts/bench.sh
 
-phantoms: $(DEV_STAMP) ## regenerate the sample study in local/input and its truth
+phantoms: $(DEV_STAMP) ## regenerate the sample study in local/input (and as DICOM in local/input-dicom) and its truth
 	@$(PY) -m kit.phantom sample
 
 train: $(DEV_STAMP) ## retrain the demo model and export local/models (CPU, ~20 min)

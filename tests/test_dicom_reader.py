@@ -25,7 +25,7 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def read(inputs: Path, out: Path, **env: str) -> tuple[subprocess.CompletedProcess[str], list[Path]]:
     proc = run_operator("app.dicom.reader", f"payload:{inputs}", f"dicom-reader/volumes:{out}", **env)
-    return proc, sorted(out.glob("*.nii.gz"))
+    return proc, sorted(out.glob("*.nii"))
 
 
 def test_reader_geometry_agrees_with_dcm2niix(sample: Path, tmp_path: Path) -> None:
@@ -60,9 +60,9 @@ def test_reader_geometry_agrees_with_dcm2niix(sample: Path, tmp_path: Path) -> N
     assert np.array_equal(np.asarray(ours.dataobj), np.asarray(src.dataobj))
     assert np.allclose(ours.affine, src.affine, atol=1e-4)
     assert ours.header.get_sform(coded=True)[1] == 1 and ours.header.get_qform(coded=True)[1] == 1
-    meta = json.loads(volumes[0].with_name(volumes[0].name.replace(".nii.gz", ".dicom.json")).read_text())
+    meta = json.loads(volumes[0].with_name(volumes[0].name.replace(".nii", ".dicom.json")).read_text())
     first = pydicom.dcmread(sample / "CT.0001.dcm", stop_before_pixels=True)
-    assert meta["series_instance_uid"] == first.SeriesInstanceUID == volumes[0].name[: -len(".nii.gz")]
+    assert meta["series_instance_uid"] == first.SeriesInstanceUID == volumes[0].name[: -len(".nii")]
     assert meta["study_instance_uid"] == first.StudyInstanceUID
     assert meta["frame_of_reference_uid"] == first.FrameOfReferenceUID
     assert meta["sop_instance_uids"][0] == first.SOPInstanceUID and len(meta["sop_instance_uids"]) == 64
@@ -178,9 +178,9 @@ def test_bad_input_named_and_good_series_still_written(sample: Path, tmp_path: P
     proc, volumes = read(job, out)
     log = proc.stdout
     assert proc.returncode == 0, log  # the good series was written: the run succeeds
-    assert [v.name for v in volumes] == [f"{uids['good']}.nii.gz"]
+    assert [v.name for v in volumes] == [f"{uids['good']}.nii"]
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"{uids['good']}.nii.gz", f"{uids['good']}.dicom.json", "reader-report.json"])  # nothing half-written
+        [f"{uids['good']}.nii", f"{uids['good']}.dicom.json", "reader-report.json"])  # nothing half-written
 
     def one_line(*words: str) -> str:
         lines = [line for line in log.splitlines() if all(w in line for w in words)]

@@ -27,7 +27,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     write_sample(dicom, "jpeg2000")
     proc = run_operator("app.dicom.reader", f"payload:{dicom}", f"dicom-reader/volumes:{volumes}")
     assert proc.returncode == 0, proc.stdout
-    stem = next(volumes.glob("*.nii.gz")).name[: -len(".nii.gz")]
+    stem = next(volumes.glob("*.nii")).name[: -len(".nii")]
     labels.mkdir()
     shutil.copy(SAMPLE_TRUTH, labels / f"{stem}_seg.nii.gz")
     (labels / f"{stem}.json").write_text(json.dumps(REPORT))
@@ -140,3 +140,34 @@ def test_register_results_without_destination_says_so(chain: dict[str, Path], tm
     assert proc.returncode == 0, proc.stdout
     assert "DICOM_DESTINATION is not set: 1 object(s) not sent" in proc.stdout
     assert json.loads((tmp_path / "out" / "register-report.json").read_text())["skipped"]
+
+
+def test_bench_dicom_figures_on_a_tiny_series(tmp_path: Path) -> None:
+    from kit.bench import dicom as bench_dicom
+
+    fig = bench_dicom.bench_dicom(tmp_path / "cache", tmp_path / "work", repeats=1, size_name="tiny")
+    assert fig["series"]["shape"] == [48, 48, 32] and fig["runs"] == 1
+    for key in ("reader_wall_s", "dcm2niix_wall_s", "reader_converting_s", "seg_writer_wall_s", "seg_write_s"):
+        assert fig[key] > 0, key
+    assert fig["reader/dcm2niix"] == pytest.approx(fig["reader_wall_s"] / fig["dcm2niix_wall_s"], rel=0.01)
+    lines = bench_dicom.report_lines(fig)
+    assert len(lines) == 2 and "48x48x32" in lines[0] and "goal <= 3x" in lines[0]
+    _, problems = dciodvfy_problems(next((tmp_path / "work" / "seg").glob("*.dcm")))
+    assert not problems
+
+
+@needs_tools
+def test_seg_writer_alone_takes_the_labels_from_the_model_config(chain: dict[str, Path], tmp_path: Path) -> None:
+    stem = str(chain["stem"])
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    shutil.copy(chain["labels"] / f"{stem}_seg.nii.gz", labels)  # no segmentation report beside it
+    config = Path(__file__).resolve().parents[1] / "local/models/segmentation_liver_v1/config.pbtxt"
+    inputs = f"payload:{chain['dicom']};dicom-reader/volumes:{chain['volumes']};segmentation/segmentation:{labels}"
+    proc = run_operator("app.dicom.segwriter", inputs, f"dicom-seg-writer/seg:{tmp_path / 'a'}")
+    assert proc.returncode != 0 and "set SEG_MODEL_CONFIG" in proc.stdout
+    proc = run_operator("app.dicom.segwriter", inputs, f"dicom-seg-writer/seg:{tmp_path / 'b'}",
+                        SEG_MODEL_CONFIG=str(config))
+    assert proc.returncode == 0, proc.stdout
+    check_seg(tmp_path / "b" / f"{stem}_seg.dcm", chain["volumes"] / f"{stem}.dicom.json",
+              labels / f"{stem}_seg.nii.gz")

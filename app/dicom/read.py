@@ -27,7 +27,7 @@ class ReadSummary:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def read_all(inputs: Sequence[Path], out_dir: Path, rules: SelectionRules) -> ReadSummary:
+def read_all(inputs: Sequence[Path], out_dir: Path, rules: SelectionRules, compress: bool = False) -> ReadSummary:
     summary = ReadSummary()
     t0 = time.perf_counter()
     roots = [p.resolve() for p in inputs]
@@ -48,7 +48,7 @@ def read_all(inputs: Sequence[Path], out_dir: Path, rules: SelectionRules) -> Re
             continue
         t1 = time.perf_counter()
         try:
-            path, vol = write_series(series, out_dir, roots)
+            path, vol = write_series(series, out_dir, roots, compress)
         except SeriesRefused as exc:
             log.error("REFUSED %s: %s", name, exc)
             summary.refused.append((series.uid, str(exc)))
@@ -58,7 +58,8 @@ def read_all(inputs: Sequence[Path], out_dir: Path, rules: SelectionRules) -> Re
                  ",".join(f"{s:.3g}" for s in (*vol.geometry.pixel_spacing[::-1], vol.geometry.slice_spacing)),
                  vol.data.dtype, time.perf_counter() - t1)
         summary.written.append(series.uid)
-    report = {"written": summary.written, "refused": dict(summary.refused), "skipped": dict(summary.skipped)}
+    report = {"written": summary.written, "refused": dict(summary.refused), "skipped": dict(summary.skipped),
+              "seconds": round(time.perf_counter() - t0, 3)}  # scan, decode and write, without start-up
     atomic_write_bytes(out_dir / REPORT_NAME, (json.dumps(report, indent=2) + "\n").encode())
     log.info("%d series written, %d refused, %d not selected or not images", len(summary.written),
              len(summary.refused), len(summary.skipped))

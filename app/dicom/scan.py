@@ -68,7 +68,8 @@ def dicom_files(roots: Iterable[Path]) -> list[Path]:
 def read_instance(path: Path, pixels: bool = True) -> Instance | None:
     """The dataset of a DICOM file (Part 10 or a bare dataset with a valid header), or None with a log line."""
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=not pixels)
+        # Pixel data is read when first used (defer_size): series that are not selected never load theirs.
+        ds = pydicom.dcmread(path, stop_before_pixels=not pixels, defer_size="256 KB")
     except InvalidDicomError:
         log.info("skipping %s: not a DICOM file", path)
         return None

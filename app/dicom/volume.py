@@ -8,7 +8,9 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 from isal import igzip
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from app.niftiio import atomic_write_bytes
 
@@ -25,45 +27,72 @@ class SeriesVolume:
     geometry: SeriesGeometry
 
 
+NATIVE = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
+
+
+def pixels(ds: pydicom.Dataset) -> np.ndarray:
+    """The stored pixel values of one single-frame image (rows, columns).
+
+    Uncompressed little-endian 8/16-bit greyscale is a view of the bytes as they are (no decoding to do);
+    everything else (compressed transfer syntaxes, odd bit depths) goes through pydicom's decoders.
+    """
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    bits, signed = int(ds.get("BitsAllocated", 0)), int(ds.get("PixelRepresentation", 0))
+    if (ts in NATIVE and bits in (8, 16) and int(ds.get("BitsStored", bits)) == bits
+            and int(ds.get("SamplesPerPixel", 1)) == 1 and "PixelData" in ds):
+        dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        return np.frombuffer(ds.PixelData, dtype=dtype, count=rows * cols).reshape(rows, cols)
+    return ds.pixel_array
+
+
 def hu_slices(series: Series, order: tuple[int, ...]) -> np.ndarray:
     """Decoded pixels, rescaled to HU, stacked (slices, rows, columns); int16 when exact, else float32."""
-    slopes, intercepts, planes = [], [], []
-    for idx in order:
+    slopes, intercepts = [], []
+    stored: np.ndarray | None = None
+    for k, idx in enumerate(order):
         inst = series.instances[idx]
         try:
-            planes.append(inst.ds.pixel_array)
+            plane = pixels(inst.ds)
+            if stored is None:
+                stored = np.empty((len(order), *plane.shape), dtype=plane.dtype)
+            stored[k] = plane
         except Exception as exc:
             raise SeriesRefused(f"instance {inst.sop_uid} ({inst.path.name}): pixel data cannot be decoded "
                                 f"({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from exc
         slopes.append(float(inst.ds.get("RescaleSlope", 1.0) or 1.0))
         intercepts.append(float(inst.ds.get("RescaleIntercept", 0.0) or 0.0))
-    stored = np.stack(planes)
-    slope, intercept = np.array(slopes)[:, None, None], np.array(intercepts)[:, None, None]
-    integral = np.all(slope == np.round(slope)) and np.all(intercept == np.round(intercept))
-    if integral:
-        lo = stored.min() * slope.min() + intercept.min() if stored.size else 0
-        hi = stored.max() * slope.max() + intercept.max() if stored.size else 0
-        if min(lo, hi) >= -32768 and max(lo, hi) <= 32767:
-            if np.all(slope == 1):
-                return (stored.astype(np.int32) + intercept.astype(np.int32)).astype(np.int16)
-            return (stored * slope + intercept).astype(np.int16)
-    return (stored * slope + intercept).astype(np.float32)
+    assert stored is not None
+    slope, intercept = np.array(slopes), np.array(intercepts)
+    if np.all(slope == 1) and np.all(intercept == intercept[0]) and intercept[0] == round(intercept[0]) \
+            and stored.dtype.kind in "iu" and stored.size:
+        lo, hi, shift = int(stored.min()), int(stored.max()), int(intercept[0])
+        if lo >= -32768 and hi <= 32767 and lo + shift >= -32768 and hi + shift <= 32767:
+            out = stored.astype(np.int16, copy=False)
+            out += np.int16(shift)  # in place: the array is our own
+            return out
+    hu = stored * slope[:, None, None] + intercept[:, None, None]
+    if np.array_equal(hu, np.round(hu)) and hu.size and hu.min() >= -32768 and hu.max() <= 32767:
+        return hu.astype(np.int16)
+    return hu.astype(np.float32)
 
 
 def series_volume(series: Series) -> SeriesVolume:
     geom = series_geometry([i.ds for i in series.instances])
     slices = hu_slices(series, geom.order)
-    return SeriesVolume(data=np.ascontiguousarray(slices.transpose(2, 1, 0)), affine=geom.nifti_affine(),
-                        geometry=geom)
+    # (slices, rows, columns) in C order is (columns, rows, slices) in Fortran order: NIfTI's own, no copy
+    return SeriesVolume(data=slices.transpose(2, 1, 0), affine=geom.nifti_affine(), geometry=geom)
 
 
-def nifti_bytes(vol: SeriesVolume, description: str) -> bytes:
+def nifti_bytes(vol: SeriesVolume, description: str, compress: bool) -> bytes:
     img = nib.Nifti1Image(vol.data, vol.affine)
     img.set_sform(vol.affine, code=1)  # scanner coordinates
     img.set_qform(vol.affine, code=1)
     img.header.set_xyzt_units("mm", "sec")
     img.header["descrip"] = description.encode()[:79]
-    return igzip.compress(img.to_bytes(), compresslevel=1, mtime=0)
+    raw = img.to_bytes()
+    return igzip.compress(raw, compresslevel=1, mtime=0) if compress else raw
 
 
 def sidecar(series: Series, vol: SeriesVolume, nifti_name: str, input_roots: list[Path]) -> dict:
@@ -98,11 +127,13 @@ def sidecar(series: Series, vol: SeriesVolume, nifti_name: str, input_roots: lis
     }
 
 
-def write_series(series: Series, out_dir: Path, input_roots: list[Path]) -> tuple[Path, SeriesVolume]:
-    """Write ``<SeriesInstanceUID>.nii.gz`` and ``<SeriesInstanceUID>.dicom.json`` atomically (sidecar last)."""
+def write_series(series: Series, out_dir: Path, input_roots: list[Path],
+                 compress: bool = False) -> tuple[Path, SeriesVolume]:
+    """Write ``<SeriesInstanceUID>.nii`` (``.nii.gz`` when ``compress``) and ``<SeriesInstanceUID>.dicom.json``,
+    each atomically, the sidecar last."""
     vol = series_volume(series)
-    nifti = out_dir / f"{series.uid}.nii.gz"
-    atomic_write_bytes(nifti, nifti_bytes(vol, f"{series.modality} {series.description}"))
+    nifti = out_dir / f"{series.uid}.nii{'.gz' if compress else ''}"
+    atomic_write_bytes(nifti, nifti_bytes(vol, f"{series.modality} {series.description}", compress))
     meta = sidecar(series, vol, nifti.name, input_roots)
     atomic_write_bytes(out_dir / f"{series.uid}{SIDECAR_SUFFIX}", (json.dumps(meta, indent=2) + "\n").encode())
     return nifti, vol

@@ -16,7 +16,7 @@ from app.config import ConfigError, OperatorConfig, from_env
 from app.niftiio import stem
 from app.sliding import window_starts
 from app.transforms import canonical_ornt, canonical_spacing, resampled_shape, voxel_spacing
-from kit.bench import report
+from kit.bench import dicom, report
 from kit.bench.measure import BenchError, median_stages
 from kit.bench.model import BenchModel, load_model
 from kit.bench.runners import ROOT, Job, run_operator, run_worker
@@ -55,6 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cache", type=Path, default=ROOT / ".cache/bench")
     p.add_argument("--out", type=Path, default=ROOT / ".run/bench")
     p.add_argument("--no-profile", action="store_true", help="skip the pyinstrument run of the operator")
+    p.add_argument("--dicom-repeats", type=int, default=3, help="DICOM reader/dcm2niix/SEG runs (0: skip)")
     return p.parse_args(argv)
 
 
@@ -161,6 +162,8 @@ def bench(args: argparse.Namespace) -> dict:
             study.update(_run_study(name, job, url, args))
             study["ratios"] = report.study_ratios(study)
             study["targets"] = report.check_targets(study["ratios"])
+    if args.dicom_repeats > 0:
+        result["dicom"] = dicom.bench_dicom(args.cache, work / "dicom", args.dicom_repeats, args.seed)
     return result
 
 
@@ -190,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\noperator profile (pyinstrument): {result['profile']}")
     print(f"results: {path} (also {args.out / 'latest.json'})\n")
     print("ratios (work = read+preprocess+inference+postprocess+write, medians; wall = process start to exit):")
-    for line in report.verdict_lines(result):
+    for line in report.verdict_lines(result) + dicom.report_lines(result.get("dicom")):
         print(line)
     return 0
 
