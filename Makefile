@@ -107,8 +107,9 @@ pacs-stop: $(DEV_STAMP) ## stop the PACS that `make pacs` started (its studies s
 pacs-status: $(DEV_STAMP) ## ports, web UI URL and contents of the running PACS
 	@scripts/pacs.sh status
 
+# Like the demo, the listener's jobs run the operators from the working tree (RUNTIME=host) unless RUNTIME is given.
 listen: $(DEV_STAMP) ## DICOM listener (AE LISTEN_AET, LISTEN_PORT): each received study runs PIPELINE as a job
-	@scripts/listen.sh start
+	@RUNTIME=$(if $(filter file,$(origin RUNTIME)),host,$(RUNTIME)) scripts/listen.sh start
 
 listen-stop: $(DEV_STAMP) ## stop the listener (running jobs fail, their instances are kept)
 	@scripts/listen.sh stop

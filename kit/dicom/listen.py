@@ -22,12 +22,12 @@ from kit.dicom.config import ConfigError, ListenerConfig, parse_allow_list, pars
 from kit.dicom.jobs import Job, fail_interrupted, job_name, utc_now
 from kit.dicom.pacs import running_destination
 from kit.dicom.runner import JobRunner, PipelineCommand
+from kit.dicom.runstate import STATE_FILE
 from kit.dicom.scp import StorageSCP
 from kit.pipeline.model import PipelineError, load_pipeline
 from kit.pipeline.run import local_triton
 from kit.triton.readiness import http_ok
 
-STATE_FILE = "state"
 _log_lock = threading.Lock()
 
 

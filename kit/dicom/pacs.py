@@ -7,36 +7,14 @@ The process itself is started and stopped by scripts/pacs.sh (pid in <run-dir>/p
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 from kit.dicom.config import Destination
 from kit.dicom.orthanc import PacsConfig, Rest, write_config
+from kit.dicom.runstate import pid_alive, read_state
 from kit.triton.readiness import port_in_use
-
-STATE_FILE = "state"
-
-
-def read_state(run_dir: Path) -> dict[str, str]:
-    path = run_dir / STATE_FILE
-    if not path.is_file():
-        return {}
-    pairs = (line.partition("=") for line in path.read_text(encoding="utf-8").splitlines())
-    return {k: v for k, _, v in pairs if k}
-
-
-def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def running_destination(run_dir: Path) -> Destination | None:

@@ -9,9 +9,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
 from kit.dicom.jobs import read_jobs
-from kit.dicom.pacs import pid_alive, read_state
-
-STATE_FILE = "state"
+from kit.dicom.runstate import pid_alive, read_state
 
 
 def echo(host: str, port: int, called: str, calling: str = "ODK-CHECK", timeout: float = 5.0) -> bool:
