@@ -7,7 +7,8 @@ def/liver-dicom-pipeline.yml) on free ports in a scratch run dir, and stops them
 LISTEN_IDLE_S value (default 5, the listener's default, and 0: the job starts when storescu's association
 is released) gets its own listener and its own round trips.
 The operator's own time is its stage in `make run-pipeline PIPELINE=def/one-operator-pipeline.yml` on the
-sample NIfTI (same Triton), as the pipeline runner times it (process start included).
+sample NIfTI (same Triton), as the pipeline runner times it (process start included), run right before
+each round trip so that both see the same load on the machine.
 """
 
 from __future__ import annotations
@@ -110,57 +111,71 @@ def main(argv: list[str] | None = None) -> int:
                NVIDIA_TRITON_GRPCURI=f"127.0.0.1:{grpc}", NVIDIA_TRITON_HTTPURI=f"127.0.0.1:{http}")
     triton_dir = work / "triton"
     idles = [float(v) for v in args.idle_s.split(",") if v.strip()]
-    rest = Rest(f"http://127.0.0.1:{pacs_http}")
-    settings = []
-    pacs_up = False
     try:
         embedded.start(args.models_dir, Ports(http, grpc, metrics), triton_dir, timeout=180)
-        alone = [operator_alone(work, env) for _ in range(args.repeats)]
-        operator_s = statistics.median(alone)
-        log(f"operator alone on the sample: {', '.join(f'{t:.1f}' for t in alone)} s")
-        script("pacs", "start", env)
-        pacs_up = True
+        settings = measure(idles, args.repeats, series, work, env, Rest(f"http://127.0.0.1:{pacs_http}"), listen)
+    finally:
+        embedded.stop(triton_dir)
+    result = {"study": SAMPLE.name, "instances": len(list(series.glob("*.dcm"))), "repeats": args.repeats,
+              "goal_ratio": 1.5, "settings": settings}
+    (args.out / "dicom-latency.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print_table(result)
+    print(f"  JSON: {args.out / 'dicom-latency.json'}")
+    return 0
+
+
+def measure(idles: list[float], repeats: int, series: Path, work: Path, env: dict[str, str], rest: Rest,
+            listen_port: int) -> list[dict]:
+    """Per LISTEN_IDLE_S: `repeats` pairs of (operator alone, round trip), run back to back so that both
+    see the same load on the machine."""
+    settings = []
+    script("pacs", "start", env)
+    try:
         for idle in idles:
             env["LISTEN_IDLE_S"] = f"{idle:g}"
             script("listen", "start", env)
             try:
                 runs = []
-                for i in range(args.repeats):
-                    runs.append(one_round_trip(series, rest, listen, work / "run" / "listen" / "jobs"))
-                    log(f"LISTEN_IDLE_S={idle:g} round trip {i + 1}: {runs[-1]['latency_s']:.1f} s storescu -> "
-                        f"SEG in Orthanc (stages {runs[-1]['stages_s']})")
+                for i in range(repeats):
+                    alone = operator_alone(work, env)
+                    run = one_round_trip(series, rest, listen_port, work / "run" / "listen" / "jobs")
+                    runs.append({**run, "operator_alone_s": alone})
+                    log(f"LISTEN_IDLE_S={idle:g} pair {i + 1}: operator alone {alone:.1f} s, storescu -> SEG in "
+                        f"Orthanc {run['latency_s']:.1f} s (stages {run['stages_s']})")
             finally:
                 script("listen", "stop", env)
-            settings.append(summarise(idle, runs, operator_s))
+            settings.append(summarise(idle, runs))
     finally:
-        if pacs_up:
-            script("pacs", "stop", env)
-        embedded.stop(triton_dir)
-    result = {"study": SAMPLE.name, "instances": len(list(series.glob("*.dcm"))), "repeats": args.repeats,
-              "operator_alone_s": operator_s, "operator_alone_runs_s": alone, "goal_ratio": 1.5, "settings": settings}
-    (args.out / "dicom-latency.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"\nDICOM latency, {SAMPLE.name} ({result['instances']} slices), median of {args.repeats}; "
-          f"operator alone on the same study {operator_s:.1f} s; goal <= 1.5x")
-    print(f"  {'LISTEN_IDLE_S':>13}  {'storescu -> SEG':>15}  {'ratio':>6}  {'vs in-job':>9}  {'other':>6}  "
-          "stages in the job (s)")
-    for st in settings:
-        print(f"  {st['idle_s']:>13g}  {st['latency_s']:>13.1f} s  {st['ratio']:>5.2f}x  "
-              f"{st['ratio_in_job']:>8.2f}x  {st['outside_operators_s']:>5.1f}s  {st['stages_s']}")
-    print("  ratio: latency / the operator alone; vs in-job: latency / its segmentation stage in the same job;")
-    print("  other: latency - idle wait - the operators' stages (sending, job start, pipeline runner, polling)")
-    print(f"  JSON: {args.out / 'dicom-latency.json'}")
-    return 0
+        script("pacs", "stop", env)
+    return settings
 
 
-def summarise(idle: float, runs: list[dict], operator_s: float) -> dict:
-    latency = statistics.median(r["latency_s"] for r in runs)
+def summarise(idle: float, runs: list[dict]) -> dict:
+    def median(key: str) -> float:
+        return round(statistics.median(r[key] for r in runs), 2)
+
     stages = {k: round(statistics.median(r["stages_s"].get(k, 0.0) for r in runs), 1) for k in runs[0]["stages_s"]}
-    in_job = statistics.median(r["stages_s"].get("segmentation", float("nan")) for r in runs)
-    # what is neither the idle wait nor an operator: sending, job start-up, the pipeline runner, polling
-    rest = statistics.median(r["latency_s"] - idle - sum(r["stages_s"].values()) for r in runs)
-    return {"idle_s": idle, "latency_s": latency, "ratio": round(latency / operator_s, 2),
-            "ratio_in_job": round(latency / in_job, 2), "outside_operators_s": round(rest, 2), "stages_s": stages,
-            "runs": runs}
+    return {
+        "idle_s": idle, "latency_s": median("latency_s"), "operator_alone_s": median("operator_alone_s"),
+        "ratio": round(statistics.median(r["latency_s"] / r["operator_alone_s"] for r in runs), 2),
+        "ratio_in_job": round(statistics.median(r["latency_s"] / r["stages_s"]["segmentation"] for r in runs), 2),
+        # neither the idle wait nor an operator: sending, job start-up, the pipeline runner, polling
+        "outside_operators_s": round(statistics.median(r["latency_s"] - idle - sum(r["stages_s"].values())
+                                                       for r in runs), 2),
+        "stages_s": stages, "runs": runs}
+
+
+def print_table(result: dict) -> None:
+    print(f"\nDICOM latency, {result['study']} ({result['instances']} slices), medians of {result['repeats']} "
+          f"pairs; goal: latency <= {result['goal_ratio']}x the operator alone")
+    print(f"  {'LISTEN_IDLE_S':>13}  {'storescu -> SEG':>15}  {'alone':>6}  {'ratio':>6}  {'vs in-job':>9}  "
+          f"{'other':>6}  stages in the job (s)")
+    for st in result["settings"]:
+        print(f"  {st['idle_s']:>13g}  {st['latency_s']:>13.1f} s  {st['operator_alone_s']:>5.1f}s  "
+              f"{st['ratio']:>5.2f}x  {st['ratio_in_job']:>8.2f}x  {st['outside_operators_s']:>5.1f}s  "
+              f"{st['stages_s']}")
+    print("  alone: the segmentation operator by itself on the same study; ratio: median of latency / alone per pair;")
+    print("  vs in-job: latency / the job's own segmentation stage; other: latency - idle wait - operator stages")
 
 
 if __name__ == "__main__":
