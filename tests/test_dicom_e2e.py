@@ -120,3 +120,23 @@ def jobs_in(run_dir: Path) -> list[dict]:
     from dicom_net_helpers import Listener
 
     return jobs(Listener("ODK", 0, run_dir, {}))
+
+
+def test_liver_job_without_triton_fails_and_keeps_the_study(sample_series: Path, tmp_path: Path,
+                                                            pytestconfig: pytest.Config) -> None:
+    closed_grpc, closed_http = free_ports(2)  # nothing listens there
+    env = {"NVIDIA_TRITON_GRPCURI": f"127.0.0.1:{closed_grpc}", "NVIDIA_TRITON_HTTPURI": f"127.0.0.1:{closed_http}",
+           "TRITON_READY_TIMEOUT": "2"}
+    with running_listener(tmp_path / "run", PIPELINE, pytestconfig, extra_env=env) as listener:
+        assert f"the Triton at 127.0.0.1:{closed_http} does not answer" in listener.log.read_text()
+        assert storescu(sample_series, listener.port).returncode == 0
+        (job,) = wait_jobs(listener, 1, timeout=300)
+        log = listener.log.read_text()
+    assert job["state"] == "failed", job
+    assert job["reason"].startswith("operator 'segmentation' (exit 1) failed"), job
+    folder = listener.jobs_dir / job["job"]
+    assert len(list((folder / "input").rglob("*.dcm"))) == 64 == job["instances"]
+    assert list((folder / "output" / "dicom-reader" / "volumes").glob("*.dicom.json"))  # the reader did its part
+    assert not (folder / "output" / "dicom-seg-writer").exists()  # skipped: nothing half-written
+    assert "cannot reach Triton" in (folder / "job.log").read_text()
+    assert f"job {job['job']}: failed after" in log and job["reason"] in log, log
