@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -67,10 +68,11 @@ def storescp(out_dir: Path, aet: str = "STORESCP", *options: str) -> Iterator[in
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"storescp exited: {proc.stdout.read() if proc.stdout else ''}")
-            if subprocess.run(["echoscu", "-aec", aet, "127.0.0.1", str(port)], capture_output=True,
-                              check=False).returncode == 0 or "--refuse" in options:
-                break
-            time.sleep(0.1)
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break  # listening (a refusing storescp answers no C-ECHO, so only the port is checked)
+            except OSError:
+                time.sleep(0.1)
         yield port
     finally:
         proc.terminate()

@@ -15,6 +15,8 @@ import pytest
 from dicom_helpers import DCM2NIIX, SAMPLE_CT, load_series, needs_tools, run_operator, save, write_sample
 from pydicom.uid import BasicTextSRStorage, generate_uid
 
+from kit.phantom import dicom as phantom_dicom
+
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -28,14 +30,15 @@ def read(inputs: Path, out: Path, **env: str) -> tuple[subprocess.CompletedProce
     return proc, sorted(out.glob("*.nii"))
 
 
-def test_reader_geometry_agrees_with_dcm2niix(sample: Path, tmp_path: Path) -> None:
-    proc, volumes = read(sample, tmp_path / "ours")
+def assert_geometry_agrees_with_dcm2niix(series: Path, tmp_path: Path) -> nib.Nifti1Image:
+    """Our NIfTI and dcm2niix's of the same series: same voxel -> same world point within 0.01 mm, same HU."""
+    proc, volumes = read(series, tmp_path / "ours")
     assert proc.returncode == 0, proc.stdout
     assert len(volumes) == 1
     ours = nib.load(volumes[0])
     d2n_dir = tmp_path / "dcm2niix"
     d2n_dir.mkdir()
-    run = subprocess.run([DCM2NIIX, "-z", "n", "-b", "n", "-f", "series", "-o", str(d2n_dir), str(sample)],
+    run = subprocess.run([DCM2NIIX, "-z", "n", "-b", "n", "-f", "series", "-o", str(d2n_dir), str(series)],
                          capture_output=True, text=True, check=False, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     theirs = nib.load(d2n_dir / "series.nii")
@@ -48,13 +51,18 @@ def test_reader_geometry_agrees_with_dcm2niix(sample: Path, tmp_path: Path) -> N
     rng = np.random.default_rng(0)
     points = np.vstack([corners, np.c_[rng.integers(0, shape, size=(200, 3)), np.ones(200)]])
     mapped = (m @ points.T).T
-    # same voxel -> same world point within 0.01 mm, and the same HU there
     world_ours = (ours.affine @ points.T).T[:, :3]
     world_theirs = (theirs.affine @ mapped.T).T[:, :3]
     assert np.abs(world_ours - world_theirs).max() < 0.01
     a, b = ours.get_fdata(), theirs.get_fdata()
     idx_o, idx_t = points[:, :3].astype(int), mapped[:, :3].astype(int)
     assert np.array_equal(a[tuple(idx_o.T)], b[tuple(idx_t.T)])
+    return ours
+
+
+def test_reader_geometry_agrees_with_dcm2niix(sample: Path, tmp_path: Path) -> None:
+    ours = assert_geometry_agrees_with_dcm2niix(sample, tmp_path)
+    volumes = sorted((tmp_path / "ours").glob("*.nii"))
     # and the whole volume is the sample NIfTI the series was written from, voxel for voxel, same affine
     src = nib.load(SAMPLE_CT)
     assert np.array_equal(np.asarray(ours.dataobj), np.asarray(src.dataobj))
@@ -66,6 +74,27 @@ def test_reader_geometry_agrees_with_dcm2niix(sample: Path, tmp_path: Path) -> N
     assert meta["study_instance_uid"] == first.StudyInstanceUID
     assert meta["frame_of_reference_uid"] == first.FrameOfReferenceUID
     assert meta["sop_instance_uids"][0] == first.SOPInstanceUID and len(meta["sop_instance_uids"]) == 64
+
+
+def test_oblique_sagittal_series_agrees_with_dcm2niix(tmp_path: Path) -> None:
+    """Sagittal slices tilted 20 degrees, written against their normal: not the easy axial case."""
+    src = nib.load(SAMPLE_CT)
+    data = np.asarray(src.dataobj)[::4, ::4, :].transpose(2, 1, 0)[:, :, ::-1].copy()  # 64 x 80 x 80
+    c, s_ = np.cos(np.radians(20)), np.sin(np.radians(20))
+    rotation = np.array([[0, 0, -1], [c, -s_, 0], [s_, c, 0]])  # columns: row, column and slice directions
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([3.0, 3.6, 3.6])
+    affine[:3, 3] = [120.0, -80.0, 40.0]
+    oblique = tmp_path / "oblique.nii.gz"
+    nib.save(nib.Nifti1Image(data, affine), oblique)
+    series = tmp_path / "series"
+    phantom_dicom.write_series(oblique, series)
+    ours = assert_geometry_agrees_with_dcm2niix(series, tmp_path)
+    # the slices run along the normal (row x column direction), the opposite of the file written: k is flipped
+    flip = np.eye(4)
+    flip[2, 2], flip[2, 3] = -1, data.shape[2] - 1
+    assert np.allclose(ours.affine, affine @ flip, atol=1e-3)  # the files keep 6 decimals of the cosines
+    assert np.array_equal(np.asarray(ours.dataobj), data[:, :, ::-1])
 
 
 def test_slices_sorted_by_position_not_instance_number(sample: Path, tmp_path: Path) -> None:
@@ -217,3 +246,19 @@ def test_selection_rules_from_env(sample: Path, tmp_path: Path) -> None:
     proc, _ = read(sample, tmp_path / "d", DICOM_SELECT_MIN_SLICES="many")
     assert proc.returncode != 0 and "DICOM_SELECT_MIN_SLICES='many' is not a whole number" in proc.stdout
     assert "Traceback" not in proc.stdout
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+def test_volume_file_is_what_nibabel_writes(dtype: type) -> None:
+    """The reader writes its stack without nibabel's copies; the file is still nibabel's, byte for byte."""
+    from app.dicom.volume import SeriesVolume, nifti_bytes
+
+    stack = np.random.default_rng(3).integers(-1024, 3000, size=(12, 40, 32)).astype(dtype)  # slices, rows, cols
+    affine = np.array([[-0.7, 0, 0, 10.0], [0, -0.7, 0, 20.0], [0, 0, 2.5, -30.0], [0, 0, 0, 1]])
+    for data in (stack.transpose(2, 1, 0), np.asfortranarray(stack.transpose(2, 1, 0))[:, :, ::-1]):
+        img = nib.Nifti1Image(data, affine)
+        img.set_sform(affine, code=1)
+        img.set_qform(affine, code=1)
+        img.header.set_xyzt_units("mm", "sec")
+        img.header["descrip"] = b"CT test"
+        assert nifti_bytes(SeriesVolume(data, affine, None), "CT test", False) == img.to_bytes()
