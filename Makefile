@@ -33,9 +33,20 @@ export PLATFORM MANIFESTS_DIR NAMESPACE KUBE_CONTEXT KUBE_VERSION KUBE_TRITON_IM
 # Results viewer (docs/viewer.md).
 VIEW_PORT    ?= 8090
 export VIEW_PORT
+# DICOM: the local PACS (Orthanc) and the listener (see docs/dicom-listener.md). PIPELINE empty: the listener
+# runs def/liver-dicom-pipeline.yml; DICOM_DESTINATION empty: the PACS of `make pacs` when it runs.
+PACS_DICOM_PORT   ?= 4242
+PACS_HTTP_PORT    ?= 8042
+PACS_AET          ?= ORTHANC
+LISTEN_AET        ?= ODK
+LISTEN_PORT       ?= 11112
+LISTEN_IDLE_S     ?= 5
+DICOM_DESTINATION ?=
+export PACS_DICOM_PORT PACS_HTTP_PORT PACS_AET LISTEN_AET LISTEN_PORT LISTEN_IDLE_S DICOM_DESTINATION
 
 .PHONY: help venv demo test lint triton triton-stop triton-status build wrap run-local \
-        validate run-pipeline deploy bench phantoms train evaluate wheel clean
+        validate run-pipeline deploy bench phantoms train evaluate wheel clean \
+        pacs pacs-stop pacs-status listen listen-stop listen-status demo-dicom
 
 help: ## one line per target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -97,6 +108,28 @@ evaluate: $(DEV_STAMP) ## held-out Dice of the demo model on fresh phantoms
 
 wheel: $(DEV_STAMP) ## rebuild the vendored driver wheel in lib/
 	@scripts/build-wheel.sh
+
+pacs: $(DEV_STAMP) ## local PACS: Orthanc on PACS_DICOM_PORT/PACS_HTTP_PORT (AE PACS_AET); returns when it answers
+	@scripts/pacs.sh start
+
+pacs-stop: $(DEV_STAMP) ## stop the PACS that `make pacs` started (its studies stay in .run/pacs/db)
+	@scripts/pacs.sh stop
+
+pacs-status: $(DEV_STAMP) ## ports, web UI URL and contents of the running PACS
+	@scripts/pacs.sh status
+
+# Like the demo, the listener's jobs run the operators from the working tree (RUNTIME=host) unless RUNTIME is given.
+listen: $(DEV_STAMP) ## DICOM listener (AE LISTEN_AET, LISTEN_PORT): each received study runs PIPELINE as a job
+	@RUNTIME=$(if $(filter file,$(origin RUNTIME)),host,$(RUNTIME)) scripts/listen.sh start
+
+listen-stop: $(DEV_STAMP) ## stop the listener (running jobs fail, their instances are kept)
+	@scripts/listen.sh stop
+
+listen-status: $(DEV_STAMP) ## the listener's settings and its jobs (.run/listen/jobs)
+	@scripts/listen.sh status
+
+demo-dicom: $(DEV_STAMP) ## PACS + Triton + listener, send the sample series, wait for its SEG in the PACS, stop
+	@RUNTIME=$(if $(filter file,$(origin RUNTIME)),host,$(RUNTIME)) scripts/demo-dicom.sh
 
 view: $(DEV_STAMP) ## results viewer of OUTPUT_DIR (CT from INPUT_DIR) on http://127.0.0.1:VIEW_PORT; Ctrl-C stops it
 	@scripts/view.sh start

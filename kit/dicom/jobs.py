@@ -1,0 +1,143 @@
+"""Job folders of the listener: ``<jobs>/<job>/{input/, output/, logs/, job.log, status.json}``.
+
+status.json keys (read by other tools; keep them): job, study_instance_uid, calling_aet, instances, state
+(receiving | queued | running | succeeded | failed), reason, received_at, started_at, finished_at, pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import threading
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+STATUS_FILE = "status.json"
+STATES = ("receiving", "queued", "running", "succeeded", "failed")
+FINAL_STATES = ("succeeded", "failed")
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def job_name(called_aet: str, pipeline: str, when: datetime | None = None) -> str:
+    """Clara's ``{CalledAET}-{pipeline}-{UTC yyyyMMddHHmmss}``, plus 6 hex digits so names never clash."""
+    stamp = (when or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{called_aet.strip()}-{pipeline}")
+    return f"{safe}-{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class JobStatus:
+    job: str
+    study_instance_uid: str
+    calling_aet: str
+    instances: int = 0
+    state: str = "receiving"
+    reason: str = ""
+    received_at: str = ""
+    started_at: str = ""
+    finished_at: str = ""
+    pipeline: str = ""
+
+
+class Job:
+    """One study's job: its folder and its status, written atomically on every change."""
+
+    def __init__(self, folder: Path, status: JobStatus) -> None:
+        self.folder = folder
+        self.status = status
+        self.lock = threading.Lock()
+        self.sop_uids: set[str] = set()
+
+    @classmethod
+    def create(cls, jobs_dir: Path, name: str, study_uid: str, calling_aet: str, pipeline: str) -> Job:
+        folder = jobs_dir / name
+        (folder / "input").mkdir(parents=True)
+        job = cls(folder, JobStatus(job=name, study_instance_uid=study_uid, calling_aet=calling_aet,
+                                    received_at=utc_now(), pipeline=pipeline))
+        job.save()
+        return job
+
+    @property
+    def name(self) -> str:
+        return self.status.job
+
+    @property
+    def input_dir(self) -> Path:
+        return self.folder / "input"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.folder / "output"
+
+    @property
+    def log_path(self) -> Path:
+        return self.folder / "job.log"
+
+    def add_instance(self, series_uid: str, sop_uid: str, encoded: bytes) -> None:
+        """Store one received instance as input/<series>/<sop>.dcm (atomically; a resent one replaces it)."""
+        folder = self.input_dir / safe_uid(series_uid)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(folder / f"{safe_uid(sop_uid)}.dcm", encoded)
+        with self.lock:
+            self.sop_uids.add(sop_uid)
+            self.status.instances = len(self.sop_uids)
+        self.save()
+
+    def update(self, **changes: object) -> None:
+        with self.lock:
+            for key, value in changes.items():
+                setattr(self.status, key, value)
+        self.save()
+
+    def save(self) -> None:
+        with self.lock:
+            text = json.dumps(asdict(self.status), indent=2) + "\n"
+            write_atomic(self.folder / STATUS_FILE, text.encode())
+
+
+def safe_uid(uid: str) -> str:
+    """A UID as a file name (UIDs are digits and dots; anything else is replaced)."""
+    return re.sub(r"[^0-9A-Za-z.]+", "_", uid.strip("\0 ")) or "unknown"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_jobs(jobs_dir: Path) -> list[dict]:
+    """Every job's status.json under jobs_dir, oldest first (unreadable ones skipped)."""
+    found = []
+    for path in sorted(jobs_dir.glob(f"*/{STATUS_FILE}")):
+        try:
+            found.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+    return sorted(found, key=lambda s: s.get("received_at", ""))
+
+
+def fail_interrupted(jobs_dir: Path) -> list[str]:
+    """Jobs a previous listener left unfinished become failed (their instances stay); returns their names."""
+    names = []
+    for status in read_jobs(jobs_dir):
+        if status.get("state") in FINAL_STATES:
+            continue
+        status.update(state="failed", finished_at=utc_now(),
+                      reason=f"the listener stopped while the job was {status.get('state')}; "
+                             "its instances are kept in input/")
+        write_atomic(jobs_dir / status["job"] / STATUS_FILE, (json.dumps(status, indent=2) + "\n").encode())
+        names.append(status["job"])
+    return names

@@ -1,0 +1,178 @@
+"""The DICOM listener (``make listen``): a Storage SCP whose complete studies become pipeline jobs.
+
+    python -m kit.dicom.listen serve --run-dir .run/listen --aet ODK --port 11112 --pipeline def/...yml
+    python -m kit.dicom.listen wait|status --run-dir .run/listen
+serve runs in the foreground until SIGTERM/SIGINT (scripts/listen.sh runs it in the background); it
+writes <run-dir>/state (key=value lines) once it accepts associations, and removes it when it stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+from kit.dicom import status as status_view
+from kit.dicom.collector import StudyCollector
+from kit.dicom.config import ConfigError, ListenerConfig, parse_allow_list, parse_destination
+from kit.dicom.jobs import Job, fail_interrupted, job_name, utc_now
+from kit.dicom.pacs import running_destination
+from kit.dicom.runner import JobRunner, PipelineCommand
+from kit.dicom.runstate import STATE_FILE
+from kit.dicom.scp import StorageSCP
+from kit.pipeline.model import PipelineError, load_pipeline
+from kit.pipeline.run import local_triton
+from kit.triton.readiness import http_ok
+
+_log_lock = threading.Lock()
+
+
+def log(message: str) -> None:
+    stamp = datetime.now(UTC).strftime("%H:%M:%S")
+    with _log_lock:
+        print(f"[odk] {stamp} {message}", file=sys.stderr, flush=True)
+
+
+def triton_hint() -> str | None:
+    """A warning when the pipeline will find no Triton (none given, none from `make triton`, or silent)."""
+    triton = local_triton()
+    if not triton.grpc:
+        return ("no Triton runs (NVIDIA_TRITON_GRPCURI unset and no 'make triton' recorded): "
+                "operators that need one will fail; start it with 'make triton'")
+    if triton.http and not http_ok(f"http://{triton.http}/v2/health/ready", timeout=1.0):
+        return f"the Triton at {triton.http} does not answer; 'make triton-status' says why"
+    return None
+
+
+def pipeline_command(cfg: ListenerConfig) -> tuple[PipelineCommand, str]:
+    bad = [p for p in cfg.extra_params if "=" not in p]
+    if bad:
+        raise ConfigError(f"pipeline parameter {bad[0]!r} is not NAME=VALUE")
+    pipeline = load_pipeline(cfg.pipeline, dict(p.split("=", 1) for p in cfg.extra_params))
+    params = list(cfg.extra_params)
+    env: list[tuple[str, str]] = []
+    if cfg.destination is not None:
+        env.append(("DICOM_DESTINATION", str(cfg.destination)))
+        if "DICOM_DESTINATION" in pipeline.parameters:
+            params.append(f"DICOM_DESTINATION={cfg.destination}")
+    command = PipelineCommand(cfg.pipeline.resolve(), cfg.runtime, cfg.engine, cfg.image, tuple(params), tuple(env))
+    return command, pipeline.name
+
+
+def write_state(cfg: ListenerConfig, pipeline_name: str) -> None:
+    lines = [f"pid={os.getpid()}", f"aet={cfg.aet}", f"host={cfg.host}", f"port={cfg.port}",
+             f"idle_s={cfg.idle_s:g}", f"pipeline={cfg.pipeline}", f"pipeline_name={pipeline_name}",
+             f"destination={cfg.destination or ''}", f"allowed_aets={','.join(cfg.allowed_aets)}",
+             f"runtime={cfg.runtime}", f"started_at={utc_now()}"]
+    tmp = cfg.run_dir / f".{STATE_FILE}.part"
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(tmp, cfg.run_dir / STATE_FILE)
+
+
+def serve(cfg: ListenerConfig) -> int:
+    command, pipeline_name = pipeline_command(cfg)
+    cfg.jobs_dir.mkdir(parents=True, exist_ok=True)
+    for name in fail_interrupted(cfg.jobs_dir):
+        log(f"job {name}: failed: interrupted by an earlier stop; instances kept")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def new_job(study_uid: str, calling_aet: str) -> Job:
+        job = Job.create(cfg.jobs_dir, job_name(cfg.aet, pipeline_name), study_uid, calling_aet, str(cfg.pipeline))
+        log(f"job {job.name}: receiving study {study_uid} from {calling_aet}")
+        return job
+
+    collector = StudyCollector(cfg.idle_s, new_job)
+    runner = JobRunner(command, cfg.workers, log, triton_hint)
+    scp = StorageSCP(cfg.aet, cfg.allowed_aets, collector, log)
+    try:
+        scp.start(cfg.host, cfg.port)
+    except OSError as exc:
+        runner.stop()
+        print(f"[odk] error: cannot listen on {cfg.host}:{cfg.port} ({exc}); stop what uses it or set "
+              "LISTEN_PORT", file=sys.stderr)
+        return 1
+    write_state(cfg, pipeline_name)
+    log(f"listening as {cfg.aet} on {cfg.host}:{cfg.port}; a study becomes a job {cfg.idle_s:g} s after its "
+        f"last instance; pipeline {cfg.pipeline}; jobs in {cfg.jobs_dir}")
+    log(f"results to {cfg.destination}" if cfg.destination else
+        "no DICOM_DESTINATION and no 'make pacs' running: results stay in each job's output/")
+    if cfg.allowed_aets:
+        log(f"calling AE titles allowed: {', '.join(cfg.allowed_aets)}")
+    hint = triton_hint()
+    if hint:
+        log(f"warning: {hint}")
+    try:
+        while not stop.wait(0.2):
+            for job in collector.complete():
+                runner.submit(job)
+    finally:
+        log("stopping")
+        scp.stop()
+        for job in collector.drain():
+            runner.abandon(job, "receiving")
+        runner.stop()
+        (cfg.run_dir / STATE_FILE).unlink(missing_ok=True)
+        log("stopped")
+    return 0
+
+
+def config_from(args: argparse.Namespace) -> ListenerConfig:
+    destination = parse_destination(args.destination) if args.destination else None
+    if destination is None:
+        destination = running_destination(args.pacs_run_dir)
+    return ListenerConfig(
+        aet=args.aet, host=args.host, port=args.port, idle_s=args.idle_s, pipeline=args.pipeline,
+        run_dir=args.run_dir.resolve(), destination=destination, allowed_aets=parse_allow_list(args.allowed_aets),
+        runtime=args.runtime, engine=args.engine, image=args.image, workers=args.workers,
+        extra_params=tuple(args.param)).check()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    run_root = Path(os.environ.get("ODK_RUN_DIR") or Path(__file__).resolve().parents[2] / ".run")
+    ap = argparse.ArgumentParser(prog="python -m kit.dicom.listen", description=__doc__.splitlines()[0])
+    ap.add_argument("command", choices=("serve", "wait", "status"))
+    ap.add_argument("--run-dir", type=Path, default=run_root / "listen")
+    ap.add_argument("--pacs-run-dir", type=Path, default=run_root / "pacs")
+    ap.add_argument("--aet", default="ODK")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=11112)
+    ap.add_argument("--idle-s", type=float, default=5.0)
+    ap.add_argument("--pipeline", type=Path, default=Path("def/liver-dicom-pipeline.yml"))
+    ap.add_argument("--destination", default="", help="AET@host:port (empty: the running `make pacs`)")
+    ap.add_argument("--allowed-aets", default="", help="calling AE titles accepted (empty: all)")
+    ap.add_argument("--runtime", choices=("auto", "host", "container"), default="host")
+    ap.add_argument("--engine", default="")
+    ap.add_argument("--image", default=os.environ.get("IMAGE") or "clara/simple-operator")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    ap.add_argument("--timeout", type=float, default=30.0, help="wait: seconds")
+    ap.add_argument("--pid", type=int, default=0, help="wait: give up when this process ends")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.command == "status":
+        return status_view.show(args.run_dir)
+    if args.command == "wait":
+        why = status_view.wait_echo(args.run_dir, args.pid, args.timeout)
+        if why:
+            print(f"[odk] error: {why}; its log: {args.run_dir / 'listen.log'}", file=sys.stderr)
+            return 1
+        return 0
+    try:
+        cfg = config_from(args)
+        return serve(cfg)
+    except (ConfigError, PipelineError) as exc:
+        print(f"[odk] error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# make listen | listen-stop | listen-status: the DICOM listener (a Storage SCP, kit/dicom/listen.py) in the
+# background; every complete study it receives runs PIPELINE as a job in $ODK_RUN_DIR/listen/jobs/<job>/.
+#   scripts/listen.sh start|stop|status
+# Variables: LISTEN_AET (ODK), LISTEN_HOST (127.0.0.1), LISTEN_PORT (11112), LISTEN_IDLE_S (5),
+# LISTEN_ALLOWED_AETS (calling AE titles accepted; empty: all), LISTEN_WORKERS (1), LISTEN_PARAMS (NAME=VALUE
+# overrides of pipeline parameters for every job, space-separated), PIPELINE
+# (def/liver-dicom-pipeline.yml), DICOM_DESTINATION (AET@host:port; default: the running `make pacs`),
+# RUNTIME/ENGINE/IMAGE (as for `make run-pipeline`), LISTEN_READY_TIMEOUT (30 s).
+set -euo pipefail
+# shellcheck source=scripts/lib.sh source-path=SCRIPTDIR
+source "$(dirname "$0")/lib.sh"
+
+LISTEN_AET="${LISTEN_AET:-ODK}"
+LISTEN_HOST="${LISTEN_HOST:-127.0.0.1}"
+LISTEN_PORT="${LISTEN_PORT:-11112}"
+LISTEN_IDLE_S="${LISTEN_IDLE_S:-5}"
+LISTEN_ALLOWED_AETS="${LISTEN_ALLOWED_AETS:-}"
+LISTEN_WORKERS="${LISTEN_WORKERS:-1}"
+LISTEN_READY_TIMEOUT="${LISTEN_READY_TIMEOUT:-30}"
+LISTEN_PARAMS="${LISTEN_PARAMS:-}"
+PIPELINE="${PIPELINE:-def/liver-dicom-pipeline.yml}"
+DICOM_DESTINATION="${DICOM_DESTINATION:-}"
+LISTEN_RUN_DIR="$ODK_RUN_DIR/listen"
+
+listen_pid() {
+    local pid
+    pid="$(cat "$LISTEN_RUN_DIR/pid" 2>/dev/null || true)"
+    if [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
+        printf '%s\n' "$pid"
+    fi
+}
+
+cmd_start() {
+    local var pid runtime engine=""
+    for var in LISTEN_PORT LISTEN_WORKERS LISTEN_READY_TIMEOUT; do
+        [[ "${!var}" =~ ^[0-9]+$ ]] || die "$var must be a number, not '${!var}'"
+    done
+    [[ "$LISTEN_IDLE_S" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "LISTEN_IDLE_S must be a number of seconds, not '$LISTEN_IDLE_S'"
+    [[ -f "$PIPELINE" ]] || die "PIPELINE=$PIPELINE is not a file; e.g. make listen PIPELINE=def/liver-dicom-pipeline.yml"
+    if [[ -n "$(listen_pid)" ]]; then
+        die "a listener started by 'make listen' is already running (pid $(listen_pid)); run 'make listen-stop' first"
+    fi
+    runtime="${RUNTIME:-auto}"
+    case "$runtime" in
+        container) engine="$(require_engine)" ;;
+        auto) engine="$(detect_engine || true)" ;;
+        host) ;;
+        *) die "RUNTIME must be auto, container or host, not '$runtime'" ;;
+    esac
+    local params=() p
+    for p in $LISTEN_PARAMS; do
+        [[ "$p" == *=* ]] || die "LISTEN_PARAMS: '$p' is not NAME=VALUE"
+        params+=(--param "$p")
+    done
+    mkdir -p "$LISTEN_RUN_DIR"
+    rm -f "$LISTEN_RUN_DIR/pid" "$LISTEN_RUN_DIR/state"
+    local logfile="$LISTEN_RUN_DIR/listen.log" offset
+    offset="$(stat -c %s "$logfile" 2>/dev/null || echo 0)"
+    setsid "$ODK_PY" -u -m kit.dicom.listen serve --run-dir "$LISTEN_RUN_DIR" --pacs-run-dir "$ODK_RUN_DIR/pacs" \
+        --aet "$LISTEN_AET" --host "$LISTEN_HOST" --port "$LISTEN_PORT" --idle-s "$LISTEN_IDLE_S" \
+        --pipeline "$PIPELINE" --destination "$DICOM_DESTINATION" --allowed-aets "$LISTEN_ALLOWED_AETS" \
+        --workers "$LISTEN_WORKERS" --runtime "$runtime" --engine "$engine" --image "${IMAGE:-clara/simple-operator}" \
+        "${params[@]}" >>"$logfile" 2>&1 </dev/null &
+    pid=$!
+    printf '%s\n' "$pid" >"$LISTEN_RUN_DIR/pid"
+    if ! "$ODK_PY" -m kit.dicom.listen wait --run-dir "$LISTEN_RUN_DIR" --pid "$pid" --timeout "$LISTEN_READY_TIMEOUT" 2>/dev/null; then
+        local why
+        why="$(tail -c +"$((offset + 1))" "$logfile" | grep -m1 '^\[odk\] error:' | sed 's/^\[odk\] error: //' || true)"
+        stop_pid "$pid"
+        rm -f "$LISTEN_RUN_DIR/pid"
+        die "${why:-the listener did not answer C-ECHO within ${LISTEN_READY_TIMEOUT}s} (log: $LISTEN_RUN_DIR/listen.log)"
+    fi
+    log "listener ready: AE $LISTEN_AET at $LISTEN_HOST:$LISTEN_PORT, pipeline $PIPELINE, jobs in $LISTEN_RUN_DIR/jobs"
+    tail -c +"$((offset + 1))" "$logfile" | grep -E 'results to|no DICOM_DESTINATION|warning:' \
+        | sed 's/^\[odk\] [0-9:]* /[odk] /' >&2 || true
+}
+
+# stop_pid PID: SIGTERM (the listener ends its running jobs and fails them, keeping their instances), wait,
+# SIGKILL its process group after 30 s.
+stop_pid() {
+    local pid="$1" i
+    kill "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < 300; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    warn "listener (pid $pid) did not stop within 30 s; killing it"
+    kill -9 -- "-$pid" 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
+}
+
+cmd_stop() {
+    local pid
+    pid="$(listen_pid)"
+    if [[ -z "$pid" ]]; then
+        rm -f "$LISTEN_RUN_DIR/pid" "$LISTEN_RUN_DIR/state"
+        log "no listener started by 'make listen' runs ($LISTEN_RUN_DIR); nothing to stop"
+        return 0
+    fi
+    stop_pid "$pid"
+    rm -f "$LISTEN_RUN_DIR/pid" "$LISTEN_RUN_DIR/state"
+    log "listener (pid $pid) stopped; jobs stay in $LISTEN_RUN_DIR/jobs"
+}
+
+require_venv
+cd "$ODK_ROOT"
+case "${1:-}" in
+    start) cmd_start ;;
+    stop) cmd_stop ;;
+    status) exec "$ODK_PY" -m kit.dicom.listen status --run-dir "$LISTEN_RUN_DIR" ;;
+    *) die "usage: scripts/listen.sh start|stop|status" ;;
+esac

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# make pacs | pacs-stop | pacs-status: Debian's Orthanc as a local PACS, a plain process with a configuration
+# of ours ($ODK_RUN_DIR/pacs/config.json; storage in $ODK_RUN_DIR/pacs/db). Orthanc has no bind option: it
+# listens on every interface; its REST API answers only this machine (RemoteAccessAllowed false).
+#   scripts/pacs.sh start|stop|status
+# Variables: PACS_DICOM_PORT (4242), PACS_HTTP_PORT (8042), PACS_AET (ORTHANC), LISTEN_AET/LISTEN_PORT (the
+# listener, registered as a modality), PACS_READY_TIMEOUT (30 s).
+set -euo pipefail
+# shellcheck source=scripts/lib.sh source-path=SCRIPTDIR
+source "$(dirname "$0")/lib.sh"
+
+PACS_DICOM_PORT="${PACS_DICOM_PORT:-4242}"
+PACS_HTTP_PORT="${PACS_HTTP_PORT:-8042}"
+PACS_AET="${PACS_AET:-ORTHANC}"
+LISTEN_AET="${LISTEN_AET:-ODK}"
+LISTEN_PORT="${LISTEN_PORT:-11112}"
+PACS_READY_TIMEOUT="${PACS_READY_TIMEOUT:-30}"
+PACS_RUN_DIR="$ODK_RUN_DIR/pacs"
+
+# pacs_pid: the recorded pid when that process still runs, else nothing.
+pacs_pid() {
+    local pid
+    pid="$(cat "$PACS_RUN_DIR/pid" 2>/dev/null || true)"
+    if [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
+        printf '%s\n' "$pid"
+    fi
+}
+
+cmd_start() {
+    local var pid
+    for var in PACS_DICOM_PORT PACS_HTTP_PORT LISTEN_PORT PACS_READY_TIMEOUT; do
+        [[ "${!var}" =~ ^[0-9]+$ ]] || die "$var must be a number, not '${!var}'"
+    done
+    command -v Orthanc >/dev/null 2>&1 || die "Orthanc is not installed; run 'scripts/setup-dicom.sh' (apt: orthanc, dcmtk, dicom3tools)"
+    if [[ -n "$(pacs_pid)" ]]; then
+        die "a PACS started by 'make pacs' is already running (pid $(pacs_pid)); run 'make pacs-stop' first"
+    fi
+    rm -f "$PACS_RUN_DIR/pid" "$PACS_RUN_DIR/state"
+    local config
+    config="$("$ODK_PY" -m kit.dicom.pacs config --run-dir "$PACS_RUN_DIR" --dicom-port "$PACS_DICOM_PORT" \
+        --http-port "$PACS_HTTP_PORT" --aet "$PACS_AET" --listen-aet "$LISTEN_AET" --listen-port "$LISTEN_PORT")" || exit 1
+    setsid Orthanc "$config" >"$PACS_RUN_DIR/orthanc.log" 2>&1 </dev/null &
+    pid=$!
+    printf '%s\n' "$pid" >"$PACS_RUN_DIR/pid"
+    printf '%s\n' "pid=$pid" "aet=$PACS_AET" "dicom_port=$PACS_DICOM_PORT" "http_port=$PACS_HTTP_PORT" \
+        >"$PACS_RUN_DIR/state"
+    if ! "$ODK_PY" -m kit.dicom.pacs wait --run-dir "$PACS_RUN_DIR" --http-port "$PACS_HTTP_PORT" \
+        --pid "$pid" --timeout "$PACS_READY_TIMEOUT"; then
+        stop_pid "$pid"
+        rm -f "$PACS_RUN_DIR/pid" "$PACS_RUN_DIR/state"
+        exit 1
+    fi
+    log "PACS (Orthanc) ready: AE $PACS_AET at 127.0.0.1:$PACS_DICOM_PORT, web UI http://127.0.0.1:$PACS_HTTP_PORT/app/explorer.html"
+    log "note: Orthanc listens on all interfaces (it has no bind option); its REST API answers this machine only"
+}
+
+# stop_pid PID: SIGTERM, wait for the process to end (Orthanc takes ~3.5 s), SIGKILL after 30 s.
+stop_pid() {
+    local pid="$1" i
+    kill "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < 300; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    warn "Orthanc (pid $pid) did not stop within 30 s; killing it"
+    kill -9 "$pid" 2>/dev/null || true
+}
+
+cmd_stop() {
+    local pid
+    pid="$(pacs_pid)"
+    if [[ -z "$pid" ]]; then
+        rm -f "$PACS_RUN_DIR/pid" "$PACS_RUN_DIR/state"
+        log "no PACS started by 'make pacs' runs ($PACS_RUN_DIR); nothing to stop"
+        return 0
+    fi
+    stop_pid "$pid"
+    rm -f "$PACS_RUN_DIR/pid" "$PACS_RUN_DIR/state"
+    log "PACS (Orthanc pid $pid) stopped; its studies stay in $PACS_RUN_DIR/db"
+}
+
+require_venv
+cd "$ODK_ROOT"
+case "${1:-}" in
+    start) cmd_start ;;
+    stop) cmd_stop ;;
+    status) exec "$ODK_PY" -m kit.dicom.pacs status --run-dir "$PACS_RUN_DIR" ;;
+    *) die "usage: scripts/pacs.sh start|stop|status" ;;
+esac

@@ -1,0 +1,142 @@
+"""The DICOM chain end to end with real parts: dcmtk storescu sends the sample CT series to `make listen`,
+the listener runs def/liver-dicom-pipeline.yml on the session's Triton, and the SEG arrives in a real
+Orthanc (`make pacs`), checked through Orthanc's REST API; then `make demo-dicom` once, on its own ports."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from conftest import TritonServer
+from container_helpers import ROOT, output_of
+from dicom_net_helpers import (
+    jobs,
+    port_free,
+    processes_mentioning,
+    require_tools,
+    running_listener,
+    running_pacs,
+    storescu,
+    triton_env,
+    wait_jobs,
+)
+
+from kit.dicom.seg_check import labels_on_grid, seg_label_image, truth_dice, wait_new_seg
+from kit.phantom.dicom import write_series
+from kit.triton.readiness import free_ports
+
+PIPELINE = ROOT / "def" / "liver-dicom-pipeline.yml"
+SAMPLE = ROOT / "local" / "input" / "synthetic_phantom_001.nii.gz"
+TRUTH = ROOT / "tests" / "data" / "synthetic_phantom_001_truth.nii.gz"
+
+
+@pytest.fixture(scope="module")
+def sample_series(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    require_tools()
+    folder = tmp_path_factory.mktemp("sample-dicom") / "synthetic_phantom_001"
+    write_series(SAMPLE, folder)
+    return folder
+
+
+def test_storescu_to_listener_seg_arrives_in_orthanc(sample_series: Path, triton_server: TritonServer,
+                                                     tmp_path: Path, pytestconfig: pytest.Config) -> None:
+    ct = pydicom.dcmread(next(sample_series.iterdir()), stop_before_pixels=True)
+    run_dir = tmp_path / "run"
+    listen_port = free_ports(1)[0]
+    with running_pacs(run_dir, pytestconfig, listen_port=listen_port) as pacs, \
+            running_listener(run_dir, PIPELINE, pytestconfig, extra_env=triton_env(triton_server),
+                             port=listen_port) as listener:
+        assert f"results to {pacs.destination}" in listener.log.read_text()  # the running `make pacs`
+        sent = storescu(sample_series, listener.port)
+        assert sent.returncode == 0, sent.stderr
+        (job,) = wait_jobs(listener, 1, timeout=600)
+        assert job["state"] == "succeeded", (job, (listener.jobs_dir / job["job"] / "job.log").read_text())
+        seg = wait_new_seg(pacs.rest, str(ct.StudyInstanceUID), set(), timeout=30)
+        seg_series = pacs.rest.series("SEG")
+        ct_series = pacs.rest.series("CT")
+
+    # `make pacs-stop` / `make listen-stop` waited for their processes: nothing left of this run dir, ports free.
+    assert processes_mentioning(str(run_dir)) == []
+    assert all(port_free(p) for p in (pacs.dicom_port, pacs.http_port, listener.port))
+
+    # Orthanc held exactly one SEG series, in the CT's study, referencing the CT series.
+    assert len(seg_series) == 1 and seg_series[0]["StudyInstanceUID"] == ct.StudyInstanceUID, seg_series
+    assert ct_series == [], "the PACS got only the result, not the CT"
+    assert seg.referenced_series == (str(ct.SeriesInstanceUID),)
+    assert seg.dataset.StudyInstanceUID == ct.StudyInstanceUID
+    assert seg.dataset.FrameOfReferenceUID == ct.FrameOfReferenceUID
+    assert seg.series_uid != ct.SeriesInstanceUID
+    assert [s.SegmentLabel for s in seg.dataset.SegmentSequence] == ["liver", "lesion"]
+
+    # The job folder: received instances, the pipeline's outputs, its log; the SEG equals the label map.
+    folder = listener.jobs_dir / job["job"]
+    assert job["instances"] == 64 == len(list((folder / "input").rglob("*.dcm")))
+    assert job["calling_aet"] == "STORESCU" and job["study_instance_uid"] == ct.StudyInstanceUID
+    (label_map,) = (folder / "output" / "segmentation" / "segmentation").glob("*_seg.nii.gz")
+    expected = nib.load(str(label_map))
+    got = labels_on_grid(seg_label_image(seg.dataset), expected)
+    assert np.array_equal(got, np.asanyarray(expected.dataobj)), "SEG in Orthanc != the operator's label map"
+    liver, _lesion = truth_dice(seg.dataset, TRUTH)
+    assert liver >= 0.9, liver
+    log = listener.log.read_text()
+    assert f"job {job['job']}: succeeded" in log, log
+
+
+def test_make_demo_dicom(tmp_path: Path) -> None:
+    require_tools()
+    names = ("PACS_DICOM_PORT", "PACS_HTTP_PORT", "LISTEN_PORT", "TRITON_HTTP_PORT", "TRITON_GRPC_PORT",
+             "TRITON_METRICS_PORT")
+    ports = dict(zip(names, map(str, free_ports(len(names))), strict=True))
+    run_dir = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NVIDIA_TRITON_")}
+    env.update(ports, ODK_RUN_DIR=str(run_dir), TRITON_MODE="embedded", DICOM_SERIES=str(tmp_path / "series"))
+    proc = subprocess.run(["make", "-C", str(ROOT), "demo-dicom"], env=env, capture_output=True, text=True,
+                          timeout=900, check=False)
+    log = output_of(proc)
+    assert proc.returncode == 0, log
+    assert len(list((tmp_path / "series").glob("*.dcm"))) == 64, log  # written from the sample NIfTI
+    study = pydicom.dcmread(next((tmp_path / "series").iterdir()), stop_before_pixels=True).StudyInstanceUID
+    assert f"SEG in the PACS: study {study}" in proc.stdout, log
+    assert re.search(r"SEG series  [0-9.]+ \(2 segment\(s\): liver, lesion\)", proc.stdout), log
+    assert f"http://127.0.0.1:{ports['PACS_HTTP_PORT']}/app/explorer.html#series?uuid=" in proc.stdout, log
+    dice = re.search(r"Dice vs truth: liver ([0-9.]+)", proc.stdout)
+    assert dice and float(dice.group(1)) >= 0.9, log
+    (job,) = [j for j in jobs_in(run_dir) if j["study_instance_uid"] == study]
+    assert job["state"] == "succeeded" and job["calling_aet"] == "ODKDEMO"
+    # What it started, it stopped: no process of this run dir, no port taken, no pid files.
+    assert processes_mentioning(str(run_dir)) == []
+    assert all(port_free(int(p)) for p in ports.values()), log
+    for pid in ("pacs/pid", "listen/pid", "triton/triton.pid"):
+        assert not (run_dir / pid).exists(), pid
+
+
+def jobs_in(run_dir: Path) -> list[dict]:
+    from dicom_net_helpers import Listener
+
+    return jobs(Listener("ODK", 0, run_dir, {}))
+
+
+def test_liver_job_without_triton_fails_and_keeps_the_study(sample_series: Path, tmp_path: Path,
+                                                            pytestconfig: pytest.Config) -> None:
+    closed_grpc, closed_http = free_ports(2)  # nothing listens there
+    env = {"NVIDIA_TRITON_GRPCURI": f"127.0.0.1:{closed_grpc}", "NVIDIA_TRITON_HTTPURI": f"127.0.0.1:{closed_http}",
+           "TRITON_READY_TIMEOUT": "2"}
+    with running_listener(tmp_path / "run", PIPELINE, pytestconfig, extra_env=env) as listener:
+        assert f"the Triton at 127.0.0.1:{closed_http} does not answer" in listener.log.read_text()
+        assert storescu(sample_series, listener.port).returncode == 0
+        (job,) = wait_jobs(listener, 1, timeout=300)
+        log = listener.log.read_text()
+    assert job["state"] == "failed", job
+    assert job["reason"].startswith("operator 'segmentation' (exit 1) failed"), job
+    folder = listener.jobs_dir / job["job"]
+    assert len(list((folder / "input").rglob("*.dcm"))) == 64 == job["instances"]
+    assert list((folder / "output" / "dicom-reader" / "volumes").glob("*.dicom.json"))  # the reader did its part
+    assert not (folder / "output" / "dicom-seg-writer").exists()  # skipped: nothing half-written
+    assert "cannot reach Triton" in (folder / "job.log").read_text()
+    assert f"job {job['job']}: failed after" in log and job["reason"] in log, log
