@@ -8,15 +8,28 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+from types import FrameType
 
 import clara
 
 from . import operator
 from .config import ConfigError, from_env, log_level
-from .inference import TritonUnavailable
+from .errors import Interrupted, RunError, shown
 from .model import ModelMismatch
 
 log = logging.getLogger("app")
+_received: list[Interrupted] = []
+
+
+def _on_signal(signum: int, _frame: FrameType | None) -> None:
+    """SIGINT/SIGTERM: unwind (the clean-up on the way out unregisters shared memory and removes
+    temporary files); further signals are ignored meanwhile so that the clean-up can finish."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    stop = Interrupted(signum, signal.Signals(signum).name)
+    _received.append(stop)
+    raise stop
 
 
 def execute(driver: clara.Driver, payload: clara.Payload) -> bool:
@@ -30,10 +43,10 @@ def execute(driver: clara.Driver, payload: clara.Payload) -> bool:
     output = payload.output_entries[0].path
     inputs = [entry.path for entry in payload.input_entries]
     log.info("job %s, operator %s: %s -> %s", driver.job_name, driver.stage_name,
-             ", ".join(f"{e.name}:{e.path}" for e in payload.input_entries), output)
+             ", ".join(f"{e.name}:{shown(e.path)}" for e in payload.input_entries), shown(output))
     summary = operator.run(inputs, output, cfg)
     if summary.failed:
-        names = ", ".join(p.name for p, _reason in summary.failed[:10])
+        names = ", ".join(shown(p.name) for p, _reason in summary.failed[:10])
         names += ", ..." if len(summary.failed) > 10 else ""
         raise clara.Error(f"{len(summary.failed)} of {len(summary.failed) + len(summary.done)} studies failed"
                           f" ({names}); the lines above say why")
@@ -59,10 +72,17 @@ def main() -> int:
             raise clara.Error(str(bad_level))
         try:
             return execute(driver, payload)
-        except (ConfigError, ModelMismatch, TritonUnavailable, operator.OperatorError) as exc:
+        except (ConfigError, ModelMismatch, RunError) as exc:
             raise clara.Error(str(exc)) from None
+        except (Interrupted, KeyboardInterrupt):
+            name = _received[0].name if _received else "SIGINT"
+            raise clara.Error(f"stopped by {name}; studies not finished have no outputs, run again to"
+                              " process them") from None
 
-    return clara.run(execute_handler=guarded)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _on_signal)
+    code = clara.run(execute_handler=guarded)
+    return 128 + _received[0].signum if _received else code
 
 
 if __name__ == "__main__":
