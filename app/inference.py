@@ -28,7 +28,10 @@ from .model import ModelSpec, build_spec
 from .shm_regions import Regions
 
 log = logging.getLogger("app")
-TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "INTERNAL: Socket closed")
+# Retried with backoff: the server unreachable or busy, or the model (still or again) not loaded, as while
+# Triton restarts. After the retries each of them stops the run.
+TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "INTERNAL: Socket closed",
+             "Request for unknown model", "has no available versions")
 
 
 T = TypeVar("T")
