@@ -10,8 +10,11 @@ dropped by the caller (see app.inference) instead of being reused.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
+
+from . import stopping
 
 T = TypeVar("T")
 
@@ -20,10 +23,11 @@ class DeadlineExpired(TimeoutError):
     """The call did not return in time (it may still be blocked in its thread, abandoned)."""
 
 
-def bounded(fn: Callable[[], T], timeout_s: float, what: str) -> T:
+def bounded(fn: Callable[[], T], timeout_s: float, what: str, interruptible: bool = True) -> T:
     """``fn()``, or DeadlineExpired after ``timeout_s`` seconds. Exceptions of ``fn`` pass through.
 
-    The waiting thread stays interruptible (SIGINT/SIGTERM handlers run while it waits).
+    A stop request (app.stopping) ends the wait early with Interrupted, unless ``interruptible`` is
+    False (clean-up calls, which run because of a stop).
     """
     outcome: dict[str, object] = {}
     done = threading.Event()
@@ -38,8 +42,12 @@ def bounded(fn: Callable[[], T], timeout_s: float, what: str) -> T:
 
     worker = threading.Thread(target=target, name=f"odk-{what}", daemon=True)
     worker.start()
-    if not done.wait(timeout_s):
-        raise DeadlineExpired(f"{what}: no answer within {timeout_s:g} s")
+    deadline = time.monotonic() + timeout_s
+    while not done.wait(min(0.1, max(0.0, deadline - time.monotonic()))):
+        if interruptible:
+            stopping.check()
+        if time.monotonic() >= deadline:
+            raise DeadlineExpired(f"{what}: no answer within {timeout_s:g} s")
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]
     return outcome["value"]  # type: ignore[return-value]

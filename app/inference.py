@@ -21,6 +21,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.utils.shared_memory as shm
 from tritonclient.utils import InferenceServerException
 
+from . import stopping
 from .config import OperatorConfig
 from .deadline import DeadlineExpired, bounded
 from .errors import TritonUnavailable
@@ -37,6 +38,7 @@ TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED"
 T = TypeVar("T")
 GRACE_S = 2.0  # on top of gRPC's own deadline, before the operator stops waiting itself
 CLEANUP_TIMEOUT_S = 5.0  # at most this per clean-up call (unregistering regions, closing)
+IN_USE_WAIT_S = 30.0  # at most this for a request in flight to release the regions
 SHM_LOST = "Unable to find shared memory region"  # Triton restarted: our regions are unknown to it
 __all__ = ["TritonSession", "TritonUnavailable", "is_local_address"]
 
@@ -106,11 +108,11 @@ class TritonSession:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, what: str, fn: Callable[[float], T], timeout_s: float) -> T:
+    def _call(self, what: str, fn: Callable[[float], T], timeout_s: float, interruptible: bool = True) -> T:
         """``fn(grpc_timeout)`` under the operator's own deadline; a call that does not return in time
         leaves its connection behind (a new one is opened for the next call)."""
         try:
-            return bounded(lambda: fn(timeout_s), timeout_s + GRACE_S, what)
+            return bounded(lambda: fn(timeout_s), timeout_s + GRACE_S, what, interruptible)
         except DeadlineExpired:
             self._reconnect()
             raise
@@ -121,7 +123,7 @@ class TritonSession:
         self._answering = False
         # Closing a channel with a stuck call can block as well: do it in the background.
         with contextlib.suppress(Exception):
-            bounded(old.close, 0.1, "close")
+            bounded(old.close, 0.1, "close", interruptible=False)
 
     def wait_ready(self, progress_every_s: float = 10.0) -> None:
         """Block until the server and the model are ready, or raise after ``ready_timeout_s``."""
@@ -149,7 +151,8 @@ class TritonSession:
             if now >= next_report:
                 log.info("waiting for Triton at %s and model %s (%s)", cfg.triton_url, cfg.model_name, last_error)
                 next_report = now + progress_every_s
-            time.sleep(0.5)
+            if stopping.wait(0.5):
+                stopping.check()
 
     def describe_model(self) -> ModelSpec:
         """Fetch metadata + config and check them against what the operator needs."""
@@ -192,7 +195,7 @@ class TritonSession:
         """Unregister and unlink the regions and close the connection, each step bounded in time."""
         self._release_shm()
         with contextlib.suppress(Exception):  # closing a broken channel must not hide the real error
-            bounded(self.client.close, CLEANUP_TIMEOUT_S, "close")
+            bounded(self.client.close, CLEANUP_TIMEOUT_S, "close", interruptible=False)
 
     # -- shared memory ---------------------------------------------------------------------------
     def batch_capacity(self) -> int:
@@ -212,9 +215,24 @@ class TritonSession:
             timeout))
 
     def _release_shm(self) -> None:
+        if not self._answering:
+            self._regions.release(None)
+            return
         timeout = min(self.cfg.request_timeout_s, CLEANUP_TIMEOUT_S)
-        unregister = (lambda name: self._call("unregister", lambda t: self.client.unregister_system_shared_memory(
-            name, client_timeout=t), timeout)) if self._answering else None
+        # A request abandoned by a stop still holds the regions until Triton finishes it: wait for that,
+        # as long as a request may take (at most IN_USE_WAIT_S).
+        in_use_until = time.monotonic() + min(self.cfg.request_timeout_s, IN_USE_WAIT_S)
+
+        def unregister(name: str) -> None:
+            while True:
+                try:
+                    return self._call("unregister", lambda t: self.client.unregister_system_shared_memory(
+                        name, client_timeout=t), timeout, interruptible=False)
+                except InferenceServerException as exc:
+                    if "in use" not in str(exc) or time.monotonic() >= in_use_until:
+                        raise
+                    time.sleep(0.2)
+
         self._regions.release(unregister)
 
     # -- inference -------------------------------------------------------------------------------
@@ -262,6 +280,7 @@ class TritonSession:
             attempt = 0
             while True:
                 try:
+                    stopping.check()
                     return self._infer(batch)
                 except (InferenceServerException, DeadlineExpired) as exc:
                     if self.transport == "shm" and SHM_LOST in str(exc) and not reregistered:
@@ -278,7 +297,8 @@ class TritonSession:
                     attempt += 1
                     log.warning("Triton request failed (%s); retry %d/%d in %.1f s", _short_reason(exc),
                                 attempt, self.cfg.retries, delay)
-                    time.sleep(delay)
+                    if stopping.wait(delay):
+                        stopping.check()
                     delay *= 2
 
         return predict

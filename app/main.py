@@ -8,28 +8,15 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-from types import FrameType
 
 import clara
 
-from . import operator
+from . import operator, stopping
 from .config import ConfigError, from_env, log_level
 from .errors import Interrupted, RunError, shown
 from .model import ModelMismatch
 
 log = logging.getLogger("app")
-_received: list[Interrupted] = []
-
-
-def _on_signal(signum: int, _frame: FrameType | None) -> None:
-    """SIGINT/SIGTERM: unwind (the clean-up on the way out unregisters shared memory and removes
-    temporary files); further signals are ignored meanwhile so that the clean-up can finish."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-    stop = Interrupted(signum, signal.Signals(signum).name)
-    _received.append(stop)
-    raise stop
 
 
 def execute(driver: clara.Driver, payload: clara.Payload) -> bool:
@@ -75,14 +62,15 @@ def main() -> int:
         except (ConfigError, ModelMismatch, RunError) as exc:
             raise clara.Error(str(exc)) from None
         except (Interrupted, KeyboardInterrupt):
-            name = _received[0].name if _received else "SIGINT"
+            stop = stopping.received()
+            name = stop.name if stop else "SIGINT"
             raise clara.Error(f"stopped by {name}; studies not finished have no outputs, run again to"
                               " process them") from None
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _on_signal)
+    stopping.install()
     code = clara.run(execute_handler=guarded)
-    return 128 + _received[0].signum if _received else code
+    stop = stopping.received()
+    return 128 + stop.signum if stop else code
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import stopping
 from .config import OperatorConfig
 from .discover import RunSummary, Study, check_no_overlap, find_studies
 from .errors import RunError, StudyError, output_failure, shown
@@ -59,6 +60,7 @@ def run(inputs: Sequence[Path], output: Path, cfg: OperatorConfig) -> RunSummary
                  ",".join(f"{w:g}" for w in spec.hu_window), session.batch_capacity(), transport)
         predict = session.predictor()
         for study in studies:
+            stopping.check()
             try:
                 report = process_study(study.src, study.out_dir, spec, predict, cfg, transport)
             except StudyError as exc:
