@@ -104,7 +104,8 @@ def find_studies(inputs: Sequence[Path], out_root: Path, summary: RunSummary) ->
     by_output: dict[Path, Path] = {}
     by_file: dict[Path, Path] = {}
     for root in inputs:
-        for path in _files(root):
+        # Real files before links, so that a link to a study inside the input is the duplicate.
+        for path in sorted(_files(root), key=lambda p: p.is_symlink()):
             if path.name.startswith("."):
                 continue
             why = _refusal(path, root if root.is_dir() else root.parent)

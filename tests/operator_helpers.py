@@ -139,3 +139,26 @@ def write_ct(path: Path, data: np.ndarray, spacing=(1.5, 1.5, 3.0)) -> Path:
 def studies(folder: Path, n: int, shape=(160, 160, 60)) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     return [write_ct(folder / f"study{i}.nii.gz", ct_volume(shape, seed=i)) for i in range(n)]
+
+
+def run_operator_measured(in_dir: Path, out_dir: Path, grpc_url: str, timeout: float = 600,
+                          **extra: str) -> tuple[int, str, int]:
+    """Run the operator; (exit code, log, peak RSS in bytes of that process alone, from wait4)."""
+    import os
+    import threading
+
+    proc = subprocess.Popen([sys.executable, "-u", "-m", "app"], cwd=ROOT,
+                            env=operator_env(in_dir, out_dir, grpc_url, **extra), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    chunks: list[str] = []
+    reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    try:
+        _pid, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    reader.join(30)
+    return proc.returncode, "".join(chunks), usage.ru_maxrss * 1024
