@@ -7,6 +7,8 @@ import hashlib
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -14,6 +16,7 @@ import numpy as np
 import pytest
 from isal import igzip
 from operator_helpers import (
+    ROOT,
     ct_volume,
     error_lines,
     leftovers,
@@ -210,6 +213,9 @@ def test_same_name_studies_keep_distinct_outputs_or_fail_naming_both(triton_serv
     proc = run_operator(tmp_path / "in", tmp_path / "out", triton_server.grpc_url)
     assert proc.returncode == 0, proc.stdout
     assert (tmp_path / "out" / "x" / "s.json").is_file() and (tmp_path / "out" / "y" / "s.json").is_file()
+    summary = subprocess.run([sys.executable, "-m", "kit.summary", str(tmp_path / "out")], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout
+    assert "  x/s: " in summary and "  y/s: " in summary, summary
     # Two input entries with the same top-level name: an error naming both, the first one still processed.
     proc = run_operator(tmp_path / "in", tmp_path / "out2", triton_server.grpc_url,
                         NVIDIA_CLARA_INPUTPATHS=f"a:{tmp_path / 'in' / 'x'};b:{tmp_path / 'other'}")
