@@ -67,6 +67,11 @@ def main() -> int:
             raise clara.Error(f"stopped by {name}; studies not finished have no outputs, run again to"
                               " process them") from None
 
+    for variable, example in (("NVIDIA_CLARA_INPUTPATHS", "payload:/input"),
+                              ("NVIDIA_CLARA_OUTPUTPATHS", "op/out:/output")):
+        if not os.environ.get(variable, "").strip():  # a bad payload environment: exit 2, as the driver's
+            logging.getLogger("clara").error("%s is empty or unset; set it (e.g. %s)", variable, example)
+            return 2
     stopping.install()
     code = clara.run(execute_handler=guarded)
     stop = stopping.received()

@@ -235,3 +235,10 @@ def test_control_characters_in_file_names_do_not_split_log_lines(triton_server, 
     assert any("FAILED" in ln and "bad\\nINFO forged.nii.gz" in ln for ln in lines), proc.stdout
     assert any("done 'ok\\tname.nii.gz'" in ln for ln in lines), proc.stdout
     assert leftovers(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("variable", ["NVIDIA_CLARA_INPUTPATHS", "NVIDIA_CLARA_OUTPUTPATHS"])
+def test_empty_payload_paths_are_a_bad_environment(tmp_path, variable):
+    proc = run_operator(tmp_path / "in", tmp_path / "out", "127.0.0.1:1", **{variable: ""})
+    errors = error_lines(proc.stdout)
+    assert proc.returncode == 2 and len(errors) == 1 and f"{variable} is empty or unset" in errors[0], proc.stdout

@@ -183,7 +183,7 @@ def test_transient_triton_errors_are_retried_with_backoff(monkeypatch):
     import app.inference
 
     sleeps = []
-    monkeypatch.setattr(app.inference.time, "sleep", sleeps.append)
+    monkeypatch.setattr(app.inference.stopping, "wait", lambda s: sleeps.append(s) or False)  # the backoff
     flaky = _FlakySession(failures=2, status="StatusCode.UNAVAILABLE")
     batch = np.ones((1, 1, 4, 4, 4), dtype=np.float32)
     assert flaky.session.predictor()(batch) is batch
