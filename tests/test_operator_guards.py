@@ -242,3 +242,37 @@ def test_empty_payload_paths_are_a_bad_environment(tmp_path, variable):
     proc = run_operator(tmp_path / "in", tmp_path / "out", "127.0.0.1:1", **{variable: ""})
     errors = error_lines(proc.stdout)
     assert proc.returncode == 2 and len(errors) == 1 and f"{variable} is empty or unset" in errors[0], proc.stdout
+
+
+@pytest.mark.parametrize(("fault", "run_level"), [(TypeError("a defect"), False), (MemoryError(), True)])
+def test_unexpected_errors_are_logged_once_and_memory_errors_stop_the_run(triton_server, tmp_path, caplog,
+                                                                          monkeypatch, fault, run_level):
+    """Fault injection of what real inputs cannot trigger on demand: a defect in the study code, and
+    running out of memory."""
+    import logging
+
+    import app.operator
+    from app.config import from_env
+    from app.errors import RunError
+
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        write_ct(tmp_path / "in" / f"s{i}.nii.gz", ct_volume(SMALL))
+
+    def broken(*_args, **_kwargs):
+        raise fault
+
+    monkeypatch.setattr(app.operator, "process_study", broken)
+    cfg = from_env({"NVIDIA_TRITON_GRPCURI": triton_server.grpc_url})
+    caplog.set_level(logging.INFO, logger="app")
+    if run_level:
+        with pytest.raises(RunError, match=r"out of memory while processing .*s0.nii.gz.*0 of 3 studies done"):
+            app.operator.run([tmp_path / "in"], tmp_path / "out", cfg)
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        return
+    summary = app.operator.run([tmp_path / "in"], tmp_path / "out", cfg)
+    assert len(summary.failed) == 3 and not summary.done
+    with_traceback = [r for r in caplog.records if r.exc_info]
+    assert len(with_traceback) == 1 and "a defect of the operator" in with_traceback[0].getMessage()
+    failed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("FAILED")]
+    assert len(failed) == 3 and all("unexpected TypeError: 'a defect'" in m for m in failed), failed
