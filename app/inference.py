@@ -9,9 +9,7 @@ other study could succeed either.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
-import socket
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -27,6 +25,7 @@ from .deadline import DeadlineExpired, bounded
 from .errors import TritonUnavailable
 from .model import ModelSpec, build_spec
 from .shm_regions import Regions
+from .triton_text import is_local_address, not_ready_message, short_reason
 
 log = logging.getLogger("app")
 # Retried with backoff: the server unreachable or busy, or the model (still or again) not loaded, as while
@@ -41,44 +40,6 @@ CLEANUP_TIMEOUT_S = 5.0  # at most this per clean-up call (unregistering regions
 IN_USE_WAIT_S = 30.0  # at most this for a request in flight to release the regions
 SHM_LOST = "Unable to find shared memory region"  # Triton restarted: our regions are unknown to it
 __all__ = ["TritonSession", "TritonUnavailable", "is_local_address"]
-
-
-def is_local_address(url: str) -> bool:
-    """True when ``host:port`` names this machine (loopback or one of its own addresses)."""
-    host = url.rsplit(":", 1)[0].strip("[]") if ":" in url else url
-    try:
-        addrs = {ai[4][0] for ai in socket.getaddrinfo(host, None)}
-    except OSError:
-        return False
-    local = {"127.0.0.1", "::1"}
-    with contextlib.suppress(OSError):
-        local |= {ai[4][0] for ai in socket.getaddrinfo(socket.gethostname(), None)}
-    return any(ipaddress.ip_address(a.split("%")[0]).is_loopback or a in local for a in addrs)
-
-
-def _short_reason(exc: Exception) -> str:
-    """A few words for why a request failed, instead of gRPC's long status text."""
-    if isinstance(exc, DeadlineExpired):
-        return "no answer"
-    text = (exc.message() if isinstance(exc, InferenceServerException) else None) or str(exc)
-    for needle, words in (("Connection refused", "connection refused"), ("Name resolution", "unknown host"),
-                          ("DNS resolution failed", "unknown host"), ("Deadline Exceeded", "no answer"),
-                          ("Socket closed", "connection closed")):
-        if needle.lower() in text.lower():
-            return words
-    return text.splitlines()[0][:160]
-
-
-def _not_ready_message(cfg: OperatorConfig, answered: bool, server_up: bool, reason: str) -> str:
-    wait = f"{cfg.ready_timeout_s:g} s"
-    if not answered:
-        return (f"cannot reach Triton at {cfg.triton_url} within {wait} ({reason}); start it with 'make triton'"
-                " or fix NVIDIA_TRITON_GRPCURI in env.list")
-    if not server_up:
-        return f"Triton at {cfg.triton_url} is not ready after {wait}; see 'make triton-status' and its log"
-    version = f" version {cfg.model_version}" if cfg.model_version else ""
-    return (f"Triton at {cfg.triton_url} serves no ready model '{cfg.model_name}'{version} after {wait};"
-            " fix TRITON_MODEL_NAME / TRITON_MODEL_VERSION in env.list or check 'make triton-status'")
 
 
 def _transient(exc: Exception) -> bool:
@@ -144,10 +105,10 @@ class TritonSession:
                 last_error = "server not ready" if not server_up else f"model '{cfg.model_name}' not ready"
             except (InferenceServerException, DeadlineExpired) as exc:
                 server_up = False
-                last_error = _short_reason(exc)
+                last_error = short_reason(exc)
             now = time.monotonic()
             if now >= deadline:
-                raise TritonUnavailable(_not_ready_message(cfg, answered, server_up, last_error))
+                raise TritonUnavailable(not_ready_message(cfg, answered, server_up, last_error))
             if now >= next_report:
                 log.info("waiting for Triton at %s and model %s (%s)", cfg.triton_url, cfg.model_name, last_error)
                 next_report = now + progress_every_s
@@ -165,7 +126,7 @@ class TritonSession:
                 cfg.model_name, cfg.model_version, client_timeout=t), timeout).config
         except (InferenceServerException, DeadlineExpired) as exc:
             raise TritonUnavailable(f"Triton at {cfg.triton_url} could not describe model '{cfg.model_name}'"
-                                    f" ({_short_reason(exc)}); check 'make triton-status'") from None
+                                    f" ({short_reason(exc)}); check 'make triton-status'") from None
         self.spec = build_spec(meta, config, cfg)
         return self.spec
 
@@ -265,7 +226,7 @@ class TritonSession:
         if isinstance(exc, DeadlineExpired) or "Deadline Exceeded" in str(exc):
             what = f"did not answer within TRITON_REQUEST_TIMEOUT={cfg.request_timeout_s:g} s"
         else:
-            what = f"failed the request ({_short_reason(exc)})"
+            what = f"failed the request ({short_reason(exc)})"
         tries = f" (after {retried} retries)" if retried else ""
         return TritonUnavailable(f"Triton at {cfg.triton_url} {what}{tries}; the run stops. Check that it runs"
                                  f" and serves '{cfg.model_name}' ('make triton-status'), then run again")
@@ -295,7 +256,7 @@ class TritonSession:
                     if attempt >= self.cfg.retries or not _transient(exc):
                         raise self._gone(exc, attempt) from None
                     attempt += 1
-                    log.warning("Triton request failed (%s); retry %d/%d in %.1f s", _short_reason(exc),
+                    log.warning("Triton request failed (%s); retry %d/%d in %.1f s", short_reason(exc),
                                 attempt, self.cfg.retries, delay)
                     if stopping.wait(delay):
                         stopping.check()
