@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -142,6 +143,7 @@ class TritonSession:
             self._regions.create({"in": self._nbytes(1, batch), "out": self._nbytes(self.spec.channels, batch)})
             self._register_regions()
             self.transport = "shm"
+            self._forget_orphans()
         except (InferenceServerException, DeadlineExpired, shm.SharedMemoryException) as exc:
             self._release_shm()
             reason = exc.message() if isinstance(exc, InferenceServerException) else str(exc)
@@ -174,6 +176,23 @@ class TritonSession:
         self._regions.register(lambda name, key, size: self._call(
             "register", lambda t: self.client.register_system_shared_memory(name, key, size, client_timeout=t),
             timeout))
+
+    def _forget_orphans(self) -> None:
+        """Unregister regions that killed operators (SIGKILL) left registered in Triton: named like ours,
+        their /dev/shm file gone. Triton shares this /dev/shm (our own region works), so they are dead."""
+        timeout = min(self.cfg.request_timeout_s, CLEANUP_TIMEOUT_S)
+        try:
+            status = self._call("status", lambda t: self.client.get_system_shared_memory_status(client_timeout=t),
+                                timeout)
+            for region in status.regions.values():
+                if region.name.startswith("odk_") and region.key.startswith("/odk_") and \
+                        not (Path("/dev/shm") / region.key[1:]).exists():
+                    self._call("unregister", lambda t, n=region.name: self.client.unregister_system_shared_memory(
+                        n, client_timeout=t), timeout)
+                    log.info("unregistered shared-memory region %s, left in Triton by an operator that was killed",
+                             region.name)
+        except (InferenceServerException, DeadlineExpired) as exc:
+            log.debug("looking for regions left by killed operators: %s", exc)
 
     def _release_shm(self) -> None:
         if not self._answering:

@@ -83,11 +83,36 @@ def test_signal_mid_run_cleans_up(triton_server, tmp_path, sig, code):
     assert len(errors) == 1 and f"stopped by {sig.name}" in errors[0], log
     assert "Traceback" not in log and "KeyboardInterrupt" not in log, log
     assert own_shm_files(op.proc.pid) == []
-    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
-    try:
-        registered = [r.name for r in client.get_system_shared_memory_status(client_timeout=10).regions.values()]
-    finally:
-        client.close()
+    registered = _registered(triton_server.grpc_url)
     assert not [r for r in registered if r.startswith(f"odk_{op.proc.pid}_")], f"{registered}\n{log}"
     assert leftovers(out) == []
     _complete_or_absent(out, [f"study{i}" for i in range(3)])
+
+
+def _registered(grpc_url: str) -> list[str]:
+    client = grpcclient.InferenceServerClient(grpc_url)
+    try:
+        return [r.name for r in client.get_system_shared_memory_status(client_timeout=10).regions.values()]
+    finally:
+        client.close()
+
+
+def test_regions_of_a_killed_operator_are_unregistered_by_the_next_run(triton_server, tmp_path):
+    studies(tmp_path / "in", 2, shape=(200, 200, 90))
+    op = RunningOperator(tmp_path / "in", tmp_path / "out", triton_server.grpc_url, TRITON_TRANSPORT="shm")
+    op.wait_for("transport shm")
+    killed = op.proc.pid
+    op.proc.kill()  # SIGKILL: no clean-up of its own is possible
+    op.finish(timeout=30)
+    deadline = time.monotonic() + 10
+    while own_shm_files(killed) and time.monotonic() < deadline:  # the resource tracker unlinks them
+        time.sleep(0.2)
+    assert [r for r in _registered(triton_server.grpc_url) if r.startswith(f"odk_{killed}_")], \
+        "the killed operator's regions stay registered in Triton"
+    (tmp_path / "in2").mkdir()
+    studies(tmp_path / "in2", 1, shape=(64, 64, 24))
+    proc = run_operator(tmp_path / "in2", tmp_path / "out2", triton_server.grpc_url, TRITON_TRANSPORT="shm")
+    assert proc.returncode == 0, proc.stdout
+    assert "left in Triton by an operator that was killed" in proc.stdout, proc.stdout
+    assert not [r for r in _registered(triton_server.grpc_url) if r.startswith(f"odk_{killed}_")]
+    assert own_shm_files(killed) == []
