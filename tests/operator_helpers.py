@@ -141,24 +141,23 @@ def studies(folder: Path, n: int, shape=(160, 160, 60)) -> list[Path]:
     return [write_ct(folder / f"study{i}.nii.gz", ct_volume(shape, seed=i)) for i in range(n)]
 
 
+# Runs its arguments as a child and writes that child's peak RSS (KiB) to the file named first. The
+# launcher is small: a peak RSS measured from the test process directly would start at the test
+# process's own size (Linux keeps the high-water mark across fork and exec).
+_LAUNCHER = ("import resource, subprocess, sys; code = subprocess.call(sys.argv[2:]);"
+             " open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss));"
+             " sys.exit(code)")
+
+
 def run_operator_measured(in_dir: Path, out_dir: Path, grpc_url: str, timeout: float = 600,
                           **extra: str) -> tuple[int, str, int]:
-    """Run the operator; (exit code, log, peak RSS in bytes of that process alone, from wait4)."""
-    import os
-    import threading
+    """Run the operator; (exit code, log, peak RSS in bytes of the operator process alone)."""
+    import tempfile
 
-    proc = subprocess.Popen([sys.executable, "-u", "-m", "app"], cwd=ROOT,
-                            env=operator_env(in_dir, out_dir, grpc_url, **extra), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    chunks: list[str] = []
-    reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True)  # type: ignore[union-attr]
-    reader.start()
-    timer = threading.Timer(timeout, proc.kill)
-    timer.start()
-    try:
-        _pid, status, usage = os.wait4(proc.pid, 0)
-    finally:
-        timer.cancel()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    reader.join(30)
-    return proc.returncode, "".join(chunks), usage.ru_maxrss * 1024
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+        proc = subprocess.run([sys.executable, "-c", _LAUNCHER, rss.name, sys.executable, "-u", "-m", "app"],
+                              cwd=ROOT, env=operator_env(in_dir, out_dir, grpc_url, **extra), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False)
+        peak_kib = int(rss.read() or 0)
+    assert peak_kib > 0, proc.stdout
+    return proc.returncode, proc.stdout, peak_kib * 1024
