@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -36,6 +37,9 @@ class OperatorConfig:
     # Overrides of the model's own parameters (config.pbtxt `parameters`); None = use the model's.
     spacing_mm: tuple[float, float, float] | None = None
     hu_window: tuple[float, float] | None = None
+    # Size guards (app.guards): a study above either limit is refused before its voxels are allocated.
+    max_voxels: int = 2**29  # input voxels, e.g. 512 x 512 x 2048
+    max_memory_mb: int = 0  # estimated working memory per study; 0 = 80 % of this machine's memory
 
 
 def number_list(raw: str) -> tuple[float, ...]:
@@ -48,22 +52,25 @@ def number_list(raw: str) -> tuple[float, ...]:
 
 def _floats(name: str, raw: str, n: int) -> tuple[float, ...]:
     values = number_list(raw)
-    if len(values) != n:
-        raise ConfigError(f"{name}={raw!r}: expected {n} comma-separated numbers")
+    if len(values) != n or not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"{name}={raw!r}: expected {n} comma-separated numbers, all finite")
     return values
 
 
-def _number(env: Mapping[str, str], name: str, default: float, kind: type = float, minimum: float = 0.0) -> float:
+def _number(env: Mapping[str, str], name: str, default: float, kind: type = float, minimum: float = 0.0,
+            maximum: float = 1e9) -> float:
+    """A number within [minimum, maximum]; NaN and infinities are refused like any other bad value."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
     what = "a whole number" if kind is int else "a number"
+    expected = f"{name}={raw!r}: expected {what} >= {minimum:g} and <= {maximum:g}, e.g. {default:g}"
     try:
         value = kind(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r}: expected {what} >= {minimum:g}, e.g. {default:g}") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={raw!r}: expected {what} >= {minimum:g}, e.g. {default:g}")
+        raise ConfigError(expected) from None
+    if not math.isfinite(value) or not minimum <= value <= maximum:
+        raise ConfigError(expected)
     return value
 
 
@@ -117,7 +124,7 @@ def from_env(env: Mapping[str, str] | None = None) -> OperatorConfig:
     blend = env.get("ODK_BLEND", "gaussian").strip().lower() or "gaussian"
     if blend not in ("gaussian", "constant"):
         raise ConfigError(f"ODK_BLEND={blend!r}: expected gaussian or constant")
-    overlap = _number(env, "ODK_OVERLAP", OperatorConfig.overlap)
+    overlap = _number(env, "ODK_OVERLAP", OperatorConfig.overlap, maximum=1.0)
     if overlap >= 1.0:
         raise ConfigError(f"ODK_OVERLAP={overlap}: expected a number in [0, 1)")
     spacing = env.get("ODK_SPACING_MM", "").strip()
@@ -126,8 +133,8 @@ def from_env(env: Mapping[str, str] | None = None) -> OperatorConfig:
     if hu is not None and hu[1] <= hu[0]:
         raise ConfigError(f"ODK_HU_WINDOW={window!r}: expected low,high with low < high")
     sp = _floats("ODK_SPACING_MM", spacing, 3) if spacing else None
-    if sp is not None and min(sp) <= 0:
-        raise ConfigError(f"ODK_SPACING_MM={spacing!r}: spacings must be positive")
+    if sp is not None and not all(0 < v <= 100 for v in sp):
+        raise ConfigError(f"ODK_SPACING_MM={spacing!r}: spacings must be above 0 and at most 100 mm")
     return OperatorConfig(
         triton_url=triton_url(env),
         model_name=env.get("TRITON_MODEL_NAME", "").strip() or OperatorConfig.model_name,
@@ -135,12 +142,16 @@ def from_env(env: Mapping[str, str] | None = None) -> OperatorConfig:
         model_input=env.get("TRITON_MODEL_INPUT", "").strip(),
         model_output=env.get("TRITON_MODEL_OUTPUT", "").strip(),
         transport=transport,
-        ready_timeout_s=_number(env, "TRITON_READY_TIMEOUT", OperatorConfig.ready_timeout_s, minimum=0.1),
-        request_timeout_s=_number(env, "TRITON_REQUEST_TIMEOUT", OperatorConfig.request_timeout_s, minimum=0.1),
-        retries=int(_number(env, "TRITON_RETRIES", OperatorConfig.retries, int)),
+        ready_timeout_s=_number(env, "TRITON_READY_TIMEOUT", OperatorConfig.ready_timeout_s, minimum=0.1,
+                                maximum=86400),
+        request_timeout_s=_number(env, "TRITON_REQUEST_TIMEOUT", OperatorConfig.request_timeout_s, minimum=0.1,
+                                  maximum=86400),
+        retries=int(_number(env, "TRITON_RETRIES", OperatorConfig.retries, int, maximum=100)),
         overlap=overlap,
         blend=blend,
-        batch_size=int(_number(env, "ODK_BATCH_SIZE", 0, int)),
+        batch_size=int(_number(env, "ODK_BATCH_SIZE", 0, int, maximum=4096)),
+        max_voxels=int(_number(env, "ODK_MAX_VOXELS", OperatorConfig.max_voxels, int, minimum=1, maximum=1e15)),
+        max_memory_mb=int(_number(env, "ODK_MAX_MEMORY_MB", 0, int, maximum=1e9)),
         largest_component=flag(env, "ODK_LARGEST_COMPONENT", True),
         overlay=flag(env, "ODK_OVERLAY", True),
         spacing_mm=(sp[0], sp[1], sp[2]) if sp else None,

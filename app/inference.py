@@ -1,74 +1,53 @@
 """Talking to Triton: readiness, model description, and batched window inference over gRPC or shm.
 
-System shared memory (tritonclient.utils.shared_memory) carries the window traffic when Triton runs on
-this host; plain gRPC otherwise. Regions are always unregistered and unlinked in ``close()``, which the
-context manager calls on errors too.
+System shared memory (app.shm_regions) carries the window traffic when Triton runs on this host; plain
+gRPC otherwise. Every call is bounded by a deadline the operator enforces itself (app.deadline): a call
+that does not come back drops the connection. Failures of Triton are run-level (TritonUnavailable): no
+other study could succeed either.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
-import os
-import socket
 import time
-import uuid
 from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.utils.shared_memory as shm
 from tritonclient.utils import InferenceServerException
 
+from . import stopping
 from .config import OperatorConfig
+from .deadline import DeadlineExpired, bounded
+from .errors import TritonUnavailable
 from .model import ModelSpec, build_spec
+from .shm_regions import Regions
+from .triton_text import is_local_address, not_ready_message, short_reason
 
 log = logging.getLogger("app")
-TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "INTERNAL: Socket closed")
+# Retried with backoff: the server unreachable or busy, or the model (still or again) not loaded, as while
+# Triton restarts. After the retries each of them stops the run.
+TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "INTERNAL: Socket closed",
+             "Request for unknown model", "has no available versions")
 
 
-class TritonUnavailable(RuntimeError):
-    """Triton or the model did not become ready in time, or stopped answering."""
+T = TypeVar("T")
+GRACE_S = 2.0  # on top of gRPC's own deadline, before the operator stops waiting itself
+CLEANUP_TIMEOUT_S = 5.0  # at most this per clean-up call (unregistering regions, closing)
+IN_USE_WAIT_S = 30.0  # at most this for a request in flight to release the regions
+SHM_LOST = "Unable to find shared memory region"  # Triton restarted: our regions are unknown to it
+__all__ = ["TritonSession", "TritonUnavailable", "is_local_address"]
 
 
-def is_local_address(url: str) -> bool:
-    """True when ``host:port`` names this machine (loopback or one of its own addresses)."""
-    host = url.rsplit(":", 1)[0].strip("[]") if ":" in url else url
-    try:
-        addrs = {ai[4][0] for ai in socket.getaddrinfo(host, None)}
-    except OSError:
+def _transient(exc: Exception) -> bool:
+    if isinstance(exc, DeadlineExpired):
+        return True
+    if not isinstance(exc, InferenceServerException):
         return False
-    local = {"127.0.0.1", "::1"}
-    with contextlib.suppress(OSError):
-        local |= {ai[4][0] for ai in socket.getaddrinfo(socket.gethostname(), None)}
-    return any(ipaddress.ip_address(a.split("%")[0]).is_loopback or a in local for a in addrs)
-
-
-def _short_reason(exc: InferenceServerException) -> str:
-    """A few words for why a request failed, instead of gRPC's long status text."""
-    text = exc.message() or str(exc)
-    for needle, words in (("Connection refused", "connection refused"), ("Name resolution", "unknown host"),
-                          ("DNS resolution failed", "unknown host"), ("Deadline Exceeded", "no answer"),
-                          ("Socket closed", "connection closed")):
-        if needle.lower() in text.lower():
-            return words
-    return text.splitlines()[0][:160]
-
-
-def _not_ready_message(cfg: OperatorConfig, answered: bool, server_up: bool, reason: str) -> str:
-    wait = f"{cfg.ready_timeout_s:g} s"
-    if not answered:
-        return (f"cannot reach Triton at {cfg.triton_url} within {wait} ({reason}); start it with 'make triton'"
-                " or fix NVIDIA_TRITON_GRPCURI in env.list")
-    if not server_up:
-        return f"Triton at {cfg.triton_url} is not ready after {wait}; see 'make triton-status' and its log"
-    version = f" version {cfg.model_version}" if cfg.model_version else ""
-    return (f"Triton at {cfg.triton_url} serves no ready model '{cfg.model_name}'{version} after {wait};"
-            " fix TRITON_MODEL_NAME / TRITON_MODEL_VERSION in env.list or check 'make triton-status'")
-
-
-def _transient(exc: InferenceServerException) -> bool:
     text = f"{exc.status()} {exc.message()}"
     return any(t in text for t in TRANSIENT)
 
@@ -81,8 +60,8 @@ class TritonSession:
         self.client = grpcclient.InferenceServerClient(url=cfg.triton_url)
         self.spec: ModelSpec | None = None
         self.transport = "grpc"
-        self._regions: list[tuple[str, shm.SharedMemoryRegion]] = []
-        self._batch_capacity = 0
+        self._regions = Regions()
+        self._answering = True  # False once a call was abandoned at its deadline: no clean-up calls then
 
     # -- lifecycle -------------------------------------------------------------------------------
     def __enter__(self) -> TritonSession:
@@ -90,6 +69,23 @@ class TritonSession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _call(self, what: str, fn: Callable[[float], T], timeout_s: float, interruptible: bool = True) -> T:
+        """``fn(grpc_timeout)`` under the operator's own deadline; a call that does not return in time
+        leaves its connection behind (a new one is opened for the next call)."""
+        try:
+            return bounded(lambda: fn(timeout_s), timeout_s + GRACE_S, what, interruptible)
+        except DeadlineExpired:
+            self._reconnect()
+            raise
+
+    def _reconnect(self) -> None:
+        old = self.client
+        self.client = grpcclient.InferenceServerClient(url=self.cfg.triton_url)
+        self._answering = False
+        # Closing a channel with a stuck call can block as well: do it in the background.
+        with contextlib.suppress(Exception):
+            bounded(old.close, 0.1, "close", interruptible=False)
 
     def wait_ready(self, progress_every_s: float = 10.0) -> None:
         """Block until the server and the model are ready, or raise after ``ready_timeout_s``."""
@@ -99,32 +95,39 @@ class TritonSession:
         answered = server_up = False
         last_error = "no answer"
         while True:
+            probe_s = max(0.5, min(5.0, deadline - time.monotonic()))
             try:
-                server_up = self.client.is_server_ready()
+                server_up = self._call("ready", lambda t: self.client.is_server_ready(client_timeout=t), probe_s)
                 answered = True
-                if server_up and self.client.is_model_ready(cfg.model_name, cfg.model_version):
+                if server_up and self._call("ready", lambda t: self.client.is_model_ready(
+                        cfg.model_name, cfg.model_version, client_timeout=t), probe_s):
+                    self._answering = True
                     return
                 last_error = "server not ready" if not server_up else f"model '{cfg.model_name}' not ready"
-            except InferenceServerException as exc:
+            except (InferenceServerException, DeadlineExpired) as exc:
                 server_up = False
-                last_error = _short_reason(exc)
+                last_error = short_reason(exc)
             now = time.monotonic()
             if now >= deadline:
-                raise TritonUnavailable(_not_ready_message(cfg, answered, server_up, last_error))
+                raise TritonUnavailable(not_ready_message(cfg, answered, server_up, last_error))
             if now >= next_report:
                 log.info("waiting for Triton at %s and model %s (%s)", cfg.triton_url, cfg.model_name, last_error)
                 next_report = now + progress_every_s
-            time.sleep(0.5)
+            if stopping.wait(0.5):
+                stopping.check()
 
     def describe_model(self) -> ModelSpec:
         """Fetch metadata + config and check them against what the operator needs."""
         cfg = self.cfg
+        timeout = min(cfg.request_timeout_s, 30.0)
         try:
-            meta = self.client.get_model_metadata(cfg.model_name, cfg.model_version)
-            config = self.client.get_model_config(cfg.model_name, cfg.model_version).config
-        except InferenceServerException as exc:
+            meta = self._call("metadata", lambda t: self.client.get_model_metadata(
+                cfg.model_name, cfg.model_version, client_timeout=t), timeout)
+            config = self._call("config", lambda t: self.client.get_model_config(
+                cfg.model_name, cfg.model_version, client_timeout=t), timeout).config
+        except (InferenceServerException, DeadlineExpired) as exc:
             raise TritonUnavailable(f"Triton at {cfg.triton_url} could not describe model '{cfg.model_name}'"
-                                    f" ({_short_reason(exc)}); check 'make triton-status'") from None
+                                    f" ({short_reason(exc)}); check 'make triton-status'") from None
         self.spec = build_spec(meta, config, cfg)
         return self.spec
 
@@ -136,9 +139,12 @@ class TritonSession:
             self.transport = "grpc"
             return self.transport
         try:
-            self._setup_shm()
+            batch = self.batch_capacity()
+            self._regions.create({"in": self._nbytes(1, batch), "out": self._nbytes(self.spec.channels, batch)})
+            self._register_regions()
             self.transport = "shm"
-        except (InferenceServerException, shm.SharedMemoryException) as exc:
+            self._forget_orphans()
+        except (InferenceServerException, DeadlineExpired, shm.SharedMemoryException) as exc:
             self._release_shm()
             reason = exc.message() if isinstance(exc, InferenceServerException) else str(exc)
             if wanted == "shm":
@@ -149,9 +155,10 @@ class TritonSession:
         return self.transport
 
     def close(self) -> None:
+        """Unregister and unlink the regions and close the connection, each step bounded in time."""
         self._release_shm()
         with contextlib.suppress(Exception):  # closing a broken channel must not hide the real error
-            self.client.close()
+            bounded(self.client.close, CLEANUP_TIMEOUT_S, "close", interruptible=False)
 
     # -- shared memory ---------------------------------------------------------------------------
     def batch_capacity(self) -> int:
@@ -164,30 +171,49 @@ class TritonSession:
         assert self.spec is not None
         return batch * channels * int(np.prod(self.spec.roi)) * 4
 
-    def _setup_shm(self) -> None:
-        assert self.spec is not None
-        self._batch_capacity = self.batch_capacity()
-        tag = f"odk_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-        for kind, channels in (("in", 1), ("out", self.spec.channels)):
-            name = f"{tag}_{kind}"
-            size = self._nbytes(channels, self._batch_capacity)
-            region = shm.create_shared_memory_region(name, "/" + name, size, create_only=True)
-            self._regions.append((name, region))
-            self.client.register_system_shared_memory(name, "/" + name, size)
+    def _register_regions(self) -> None:
+        timeout = min(self.cfg.request_timeout_s, 30.0)
+        self._regions.register(lambda name, key, size: self._call(
+            "register", lambda t: self.client.register_system_shared_memory(name, key, size, client_timeout=t),
+            timeout))
+
+    def _forget_orphans(self) -> None:
+        """Unregister regions that killed operators (SIGKILL) left registered in Triton: named like ours,
+        their /dev/shm file gone. Triton shares this /dev/shm (our own region works), so they are dead."""
+        timeout = min(self.cfg.request_timeout_s, CLEANUP_TIMEOUT_S)
+        try:
+            status = self._call("status", lambda t: self.client.get_system_shared_memory_status(client_timeout=t),
+                                timeout)
+            for region in status.regions.values():
+                if region.name.startswith("odk_") and region.key.startswith("/odk_") and \
+                        not (Path("/dev/shm") / region.key[1:]).exists():
+                    self._call("unregister", lambda t, n=region.name: self.client.unregister_system_shared_memory(
+                        n, client_timeout=t), timeout)
+                    log.info("unregistered shared-memory region %s, left in Triton by an operator that was killed",
+                             region.name)
+        except (InferenceServerException, DeadlineExpired) as exc:
+            log.debug("looking for regions left by killed operators: %s", exc)
 
     def _release_shm(self) -> None:
-        while self._regions:
-            name, region = self._regions.pop()
-            try:
-                self.client.unregister_system_shared_memory(name)
-            except Exception as exc:  # the server may be gone; the region is still ours to unlink
-                log.debug("unregister %s: %s", name, exc)
-            try:
-                shm.destroy_shared_memory_region(region)
-            except BufferError:
-                # A view into the region is still referenced (e.g. by a traceback): unlink the name anyway
-                # so nothing is left in /dev/shm; the mapping goes away with the last reference.
-                region._mpsm_handle.unlink()
+        if not self._answering:
+            self._regions.release(None)
+            return
+        timeout = min(self.cfg.request_timeout_s, CLEANUP_TIMEOUT_S)
+        # A request abandoned by a stop still holds the regions until Triton finishes it: wait for that,
+        # as long as a request may take (at most IN_USE_WAIT_S).
+        in_use_until = time.monotonic() + min(self.cfg.request_timeout_s, IN_USE_WAIT_S)
+
+        def unregister(name: str) -> None:
+            while True:
+                try:
+                    return self._call("unregister", lambda t: self.client.unregister_system_shared_memory(
+                        name, client_timeout=t), timeout, interruptible=False)
+                except InferenceServerException as exc:
+                    if "in use" not in str(exc) or time.monotonic() >= in_use_until:
+                        raise
+                    time.sleep(0.2)
+
+        self._regions.release(unregister)
 
     # -- inference -------------------------------------------------------------------------------
     def _infer(self, batch: np.ndarray) -> np.ndarray:
@@ -198,36 +224,61 @@ class TritonSession:
         out = grpcclient.InferRequestedOutput(spec.output_name)
         out_shape = [n, spec.channels, *spec.roi]
         if self.transport == "shm":
-            (in_name, in_region), (out_name, out_region) = self._regions
-            shm.set_shared_memory_region(in_region, [batch])
-            inp.set_shared_memory(in_name, batch.nbytes)
-            out.set_shared_memory(out_name, self._nbytes(spec.channels, n))
+            self._regions.write(0, batch)
+            inp.set_shared_memory(self._regions.handle(0)[0], batch.nbytes)
+            out.set_shared_memory(self._regions.handle(1)[0], self._nbytes(spec.channels, n))
         else:
             inp.set_data_from_numpy(batch)
-        result = self.client.infer(spec.name, [inp], model_version=self.cfg.model_version, outputs=[out],
-                                   client_timeout=self.cfg.request_timeout_s)
+        result = self._call("infer", lambda t: self.client.infer(
+            spec.name, [inp], model_version=self.cfg.model_version, outputs=[out], client_timeout=t),
+            self.cfg.request_timeout_s)
+        self._answering = True
         if self.transport == "shm":
-            return shm.get_contents_as_numpy(out_region, np.float32, out_shape)
+            return self._regions.read(1, out_shape)
         array = result.as_numpy(spec.output_name)
         if array is None:
             raise TritonUnavailable(f"Triton returned no '{spec.output_name}' output")
         return array
 
+    def _gone(self, exc: Exception, retried: int) -> TritonUnavailable:
+        cfg = self.cfg
+        if isinstance(exc, DeadlineExpired) or "Deadline Exceeded" in str(exc):
+            what = f"did not answer within TRITON_REQUEST_TIMEOUT={cfg.request_timeout_s:g} s"
+        else:
+            what = f"failed the request ({short_reason(exc)})"
+        tries = f" (after {retried} retries)" if retried else ""
+        return TritonUnavailable(f"Triton at {cfg.triton_url} {what}{tries}; the run stops. Check that it runs"
+                                 f" and serves '{cfg.model_name}' ('make triton-status'), then run again")
+
     def predictor(self) -> Callable[[np.ndarray], np.ndarray]:
-        """A ``predict(batch)`` function for app.sliding, with retries on transient errors."""
+        """A ``predict(batch)`` function for app.sliding: transient errors retried with backoff, shm
+        regions registered again after a Triton restart; TritonUnavailable once Triton is gone."""
 
         def predict(batch: np.ndarray) -> np.ndarray:
             delay = 0.5
-            for attempt in range(self.cfg.retries + 1):
+            reregistered = False
+            attempt = 0
+            while True:
                 try:
+                    stopping.check()
                     return self._infer(batch)
-                except InferenceServerException as exc:
+                except (InferenceServerException, DeadlineExpired) as exc:
+                    if self.transport == "shm" and SHM_LOST in str(exc) and not reregistered:
+                        log.warning("Triton no longer knows the shared-memory regions (restarted?); registering"
+                                    " them again")
+                        reregistered = True
+                        try:
+                            self._register_regions()
+                        except (InferenceServerException, DeadlineExpired) as again:
+                            raise self._gone(again, attempt) from None
+                        continue
                     if attempt >= self.cfg.retries or not _transient(exc):
-                        raise
-                    log.warning("Triton request failed (%s); retry %d/%d in %.1f s", exc.message(),
-                                attempt + 1, self.cfg.retries, delay)
-                    time.sleep(delay)
+                        raise self._gone(exc, attempt) from None
+                    attempt += 1
+                    log.warning("Triton request failed (%s); retry %d/%d in %.1f s", short_reason(exc),
+                                attempt, self.cfg.retries, delay)
+                    if stopping.wait(delay):
+                        stopping.check()
                     delay *= 2
-            raise AssertionError("unreachable")
 
         return predict

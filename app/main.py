@@ -11,9 +11,9 @@ import os
 
 import clara
 
-from . import operator
+from . import operator, stopping
 from .config import ConfigError, from_env, log_level
-from .inference import TritonUnavailable
+from .errors import Interrupted, RunError, shown
 from .model import ModelMismatch
 
 log = logging.getLogger("app")
@@ -30,10 +30,10 @@ def execute(driver: clara.Driver, payload: clara.Payload) -> bool:
     output = payload.output_entries[0].path
     inputs = [entry.path for entry in payload.input_entries]
     log.info("job %s, operator %s: %s -> %s", driver.job_name, driver.stage_name,
-             ", ".join(f"{e.name}:{e.path}" for e in payload.input_entries), output)
+             ", ".join(f"{e.name}:{shown(e.path)}" for e in payload.input_entries), shown(output))
     summary = operator.run(inputs, output, cfg)
     if summary.failed:
-        names = ", ".join(p.name for p, _reason in summary.failed[:10])
+        names = ", ".join(shown(p.name) for p, _reason in summary.failed[:10])
         names += ", ..." if len(summary.failed) > 10 else ""
         raise clara.Error(f"{len(summary.failed)} of {len(summary.failed) + len(summary.done)} studies failed"
                           f" ({names}); the lines above say why")
@@ -59,10 +59,23 @@ def main() -> int:
             raise clara.Error(str(bad_level))
         try:
             return execute(driver, payload)
-        except (ConfigError, ModelMismatch, TritonUnavailable, operator.OperatorError) as exc:
+        except (ConfigError, ModelMismatch, RunError) as exc:
             raise clara.Error(str(exc)) from None
+        except (Interrupted, KeyboardInterrupt):
+            stop = stopping.received()
+            name = stop.name if stop else "SIGINT"
+            raise clara.Error(f"stopped by {name}; studies not finished have no outputs, run again to"
+                              " process them") from None
 
-    return clara.run(execute_handler=guarded)
+    for variable, example in (("NVIDIA_CLARA_INPUTPATHS", "payload:/input"),
+                              ("NVIDIA_CLARA_OUTPUTPATHS", "op/out:/output")):
+        if not os.environ.get(variable, "").strip():  # a bad payload environment: exit 2, as the driver's
+            logging.getLogger("clara").error("%s is empty or unset; set it (e.g. %s)", variable, example)
+            return 2
+    stopping.install()
+    code = clara.run(execute_handler=guarded)
+    stop = stopping.received()
+    return 128 + stop.signum if stop else code
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ The pre/post-processing parameters live with the model, in config.pbtxt `paramet
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from tritonclient.grpc import model_config_pb2
@@ -44,8 +45,8 @@ def _floats(model: str, key: str, raw: str | None, n: int) -> tuple[float, ...]:
     if raw is None:
         raise ModelMismatch(f"model {model}: config.pbtxt has no parameter '{key}' and no override is set")
     values = number_list(raw)
-    if len(values) != n:
-        raise ModelMismatch(f"model {model}: parameter {key}={raw!r} is not {n} comma-separated numbers")
+    if len(values) != n or not all(math.isfinite(v) for v in values):
+        raise ModelMismatch(f"model {model}: parameter {key}={raw!r} is not {n} comma-separated finite numbers")
     return values
 
 

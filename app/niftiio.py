@@ -5,6 +5,7 @@ gzip is (de)compressed with python-isal (several times faster than zlib); nibabe
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 import zlib
@@ -15,13 +16,12 @@ import nibabel as nib
 import numpy as np
 from isal import igzip
 
+from . import guards
+from .errors import StudyError
+
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
-
-
-class StudyError(ValueError):
-    """This input cannot be processed; the message says why (the operator logs it and carries on)."""
 
 
 @dataclass
@@ -50,21 +50,70 @@ def stem(path: Path) -> str:
     return path.stem
 
 
-def _image_from_bytes(raw: bytes) -> nib.Nifti1Image | nib.Nifti2Image:
-    if len(raw) < 348:
-        raise StudyError(f"file too short for a NIfTI header ({len(raw)} bytes)")
+def _klass(raw: bytes) -> type:
     sizeof_hdr = int.from_bytes(raw[:4], "little")
     if sizeof_hdr not in (348, 540):
         sizeof_hdr = int.from_bytes(raw[:4], "big")
-    klass = nib.Nifti2Image if sizeof_hdr == 540 else nib.Nifti1Image
+    return nib.Nifti2Image if sizeof_hdr == 540 else nib.Nifti1Image
+
+
+def _image_from_bytes(raw: bytes) -> nib.Nifti1Image | nib.Nifti2Image:
+    if len(raw) < 348:
+        raise StudyError(f"file too short for a NIfTI header ({len(raw)} bytes)")
     try:
-        return klass.from_bytes(raw)
+        return _klass(raw).from_bytes(raw)
     except Exception as exc:
         raise StudyError(f"not a valid NIfTI file ({exc})") from exc
 
 
-def read_volume(path: Path) -> Volume:
-    """Read a NIfTI CT volume; raise StudyError with a one-line reason when it cannot be used."""
+def _spatial_shape(shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, int, int]:
+    if dtype.fields is not None or dtype.kind not in "iuf":
+        raise StudyError(f"voxel type {dtype} (e.g. RGB) is not a CT intensity volume")
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    elif len(shape) != 3:
+        raise StudyError(f"expected a 3D volume (or 4D with a single volume), got shape {tuple(shape)}")
+    if min(shape) < 1:
+        raise StudyError(f"empty volume, shape {tuple(shape)}")
+    return (int(shape[0]), int(shape[1]), int(shape[2]))
+
+
+def read_header(path: Path) -> tuple[tuple[int, int, int], np.dtype]:
+    """Spatial shape and voxel type from the header alone (a few hundred bytes, also of a .gz)."""
+    try:
+        if path.name.lower().endswith(".gz"):
+            with igzip.open(path, "rb") as fh:
+                head = fh.read(544)
+        else:
+            with path.open("rb") as fh:
+                head = fh.read(544)
+    except (EOFError, zlib.error, ValueError) as exc:
+        raise StudyError(f"corrupt or truncated gzip data ({exc})") from exc
+    except OSError as exc:
+        if exc.errno is None:  # gzip format errors are OSErrors without errno
+            raise StudyError(f"corrupt or truncated gzip data ({exc})") from exc
+        raise StudyError(f"cannot read: {exc.strerror or exc}") from exc
+    if len(head) < 348:
+        raise StudyError(f"file too short for a NIfTI header ({len(head)} bytes)")
+    klass = _klass(head)
+    try:
+        hdr = klass.header_class.from_fileobj(io.BytesIO(head))
+        shape, dtype = tuple(int(s) for s in hdr.get_data_shape()), hdr.get_data_dtype()
+    except Exception as exc:
+        raise StudyError(f"not a valid NIfTI file ({exc})") from exc
+    return _spatial_shape(shape, dtype), dtype
+
+
+def read_volume(path: Path, max_voxels: int | None = None, max_memory_mb: int = 0) -> Volume:
+    """Read a NIfTI CT volume; raise StudyError with a one-line reason when it cannot be used.
+
+    The header is checked first (shape, voxel type, and the size guards when ``max_voxels`` is given),
+    so an oversized or malformed file is refused before its voxels are decompressed.
+    """
+    shape, dtype = read_header(path)
+    if max_voxels is not None:
+        guards.check_voxels(shape, max(dtype.itemsize, 4 if dtype.kind == "f" else dtype.itemsize), max_voxels,
+                            max_memory_mb)
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -76,20 +125,12 @@ def read_volume(path: Path) -> Volume:
             raise StudyError(f"corrupt or truncated gzip data ({exc})") from exc
     img = _image_from_bytes(raw)
     del raw
-    shape = img.shape
-    if img.get_data_dtype().fields is not None or img.get_data_dtype().kind not in "iuf":
-        raise StudyError(f"voxel type {img.get_data_dtype()} (e.g. RGB) is not a CT intensity volume")
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
-    elif len(shape) != 3:
-        raise StudyError(f"expected a 3D volume (or 4D with a single volume), got shape {tuple(shape)}")
+    shape = _spatial_shape(tuple(img.shape), img.get_data_dtype())
     try:
         data = np.asanyarray(img.dataobj)
     except Exception as exc:
         raise StudyError(f"truncated or unreadable voxel data ({exc})") from exc
     data = data.reshape(shape) if data.ndim != 3 else data
-    if min(shape) < 1:
-        raise StudyError(f"empty volume, shape {tuple(shape)}")
     affine = img.affine
     if affine is None or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise StudyError("the header has no usable affine (degenerate or missing sform/qform)")
@@ -126,9 +167,12 @@ def atomic_write_bytes(dest: Path, data: bytes) -> None:
         raise
 
 
-def write_labels(dest: Path, labels: np.ndarray, ref: Volume) -> None:
-    """Write the label map as .nii.gz (isal level 1) or .nii, atomically."""
+def label_bytes(labels: np.ndarray, ref: Volume, gz: bool = True) -> bytes:
+    """The label map as .nii.gz (isal level 1) or .nii bytes."""
     raw = label_image(labels, ref).to_bytes()
-    if dest.name.endswith(".gz"):
-        raw = igzip.compress(raw, compresslevel=1, mtime=0)
-    atomic_write_bytes(dest, raw)
+    return igzip.compress(raw, compresslevel=1, mtime=0) if gz else raw
+
+
+def write_labels(dest: Path, labels: np.ndarray, ref: Volume) -> None:
+    """Write the label map as .nii.gz or .nii, atomically."""
+    atomic_write_bytes(dest, label_bytes(labels, ref, dest.name.endswith(".gz")))

@@ -1,88 +1,56 @@
 """The operator's execute step: every NIfTI study under the input entries -> the output entry.
 
-A study that fails is logged with its reason and the others still run; the run fails at the end if any
-study failed (or if there was nothing to process).
+Two kinds of failure (see app.errors and docs/failures.md): a study's own problem is logged with its
+reason and the other studies still run, the run failing at the end; a run-level problem (Triton gone,
+out of memory, the output folder unusable) stops the run at once with one line. An unexpected exception
+(a defect of the operator) fails its study and is logged with its traceback, once.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import stopping
 from .config import OperatorConfig
+from .discover import RunSummary, Study, check_no_overlap, find_studies
+from .errors import RunError, StudyError, output_failure, shown
 from .inference import TritonSession
-from .niftiio import is_nifti, stem
+from .outputs import check_writable
 from .study import process_study
 
 log = logging.getLogger("app")
+__all__ = ["OperatorError", "RunSummary", "Study", "find_studies", "run"]
 
 
-class OperatorError(RuntimeError):
+class OperatorError(RunError):
     """The run as a whole cannot proceed (no inputs, unusable output folder, Triton unavailable...)."""
 
 
-@dataclass(frozen=True)
-class Study:
-    src: Path
-    out_dir: Path
-
-
-@dataclass
-class RunSummary:
-    done: list[Path] = field(default_factory=list)
-    failed: list[tuple[Path, str]] = field(default_factory=list)
-    skipped: list[Path] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed and bool(self.done)
-
-    def fail(self, path: Path, reason: str) -> None:
-        """Record a study that cannot be processed, with the one log line that names it and why."""
-        log.error("FAILED %s: %s", path, reason)
-        self.failed.append((path, reason))
-
-
-def find_studies(inputs: Sequence[Path], out_root: Path, summary: RunSummary) -> list[Study]:
-    """NIfTI files found recursively under each input path, each with the output folder it maps to.
-
-    A study in a sub-folder of an input entry writes into the same sub-folder of the output entry.
-    """
-    studies: list[Study] = []
-    seen: dict[Path, Path] = {}
-    for root in inputs:
-        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-        for path in files:
-            if path.name.startswith("."):
-                continue
-            if not is_nifti(path):
-                log.info("skipping %s: not a NIfTI file (.nii / .nii.gz)", path)
-                summary.skipped.append(path)
-                continue
-            rel_dir = Path() if root.is_file() else path.parent.relative_to(root)
-            out_dir = out_root / rel_dir
-            if not out_dir.resolve().is_relative_to(out_root.resolve()):
-                summary.fail(path, "its output folder would be outside the output entry")
-                continue
-            key = (out_dir / stem(path)).resolve()
-            if key in seen:
-                summary.fail(path, f"same output name as {seen[key]} (both are '{stem(path)}')")
-                continue
-            seen[key] = path
-            studies.append(Study(path, out_dir))
-    return studies
+def _run_level(exc: BaseException, study: Study) -> RunError | None:
+    """The RunError that ``exc`` amounts to, or None when it concerns this study alone."""
+    if isinstance(exc, RunError):
+        return exc
+    if isinstance(exc, MemoryError):
+        return RunError(f"out of memory while processing {shown(study.src)}; free memory or lower"
+                        " ODK_MAX_MEMORY_MB so that such studies are refused instead")
+    if isinstance(exc, OSError):
+        return output_failure(exc, study.out_dir)
+    return None
 
 
 def run(inputs: Sequence[Path], output: Path, cfg: OperatorConfig) -> RunSummary:
-    """Process every study; never raises for a single bad study."""
+    """Process every study; a bad study is recorded in the summary, a run-level problem raises RunError."""
     summary = RunSummary()
+    check_no_overlap(inputs, output)
     studies = find_studies(inputs, output, summary)
     if not studies and not summary.failed:
-        names = ", ".join(str(p) for p in inputs)
+        names = ", ".join(shown(p) for p in inputs)
         raise OperatorError(f"no NIfTI studies (.nii / .nii.gz) found under {names}; put studies there or"
                             " fix INPUT_DIR / NVIDIA_CLARA_INPUTPATHS")
+    check_writable(output)
+    traceback_logged = False
     with TritonSession(cfg) as session:
         session.wait_ready()
         spec = session.describe_model()
@@ -92,15 +60,28 @@ def run(inputs: Sequence[Path], output: Path, cfg: OperatorConfig) -> RunSummary
                  ",".join(f"{w:g}" for w in spec.hu_window), session.batch_capacity(), transport)
         predict = session.predictor()
         for study in studies:
+            stopping.check()
             try:
                 report = process_study(study.src, study.out_dir, spec, predict, cfg, transport)
-            except Exception as exc:  # isolate the failure to this study; the reason goes to the log
-                log.debug("details", exc_info=True)
+            except StudyError as exc:
                 summary.fail(study.src, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
                 continue
+            except Exception as exc:
+                stop = _run_level(exc, study)
+                if stop is not None:
+                    done = f"{len(summary.done)} of {len(studies)} studies done before"
+                    raise type(stop)(f"{stop} ({done}; their outputs are complete)") from None
+                if not traceback_logged:
+                    log.exception("unexpected error in %s (a defect of the operator):", shown(study.src))
+                    traceback_logged = True
+                summary.fail(study.src, f"unexpected {type(exc).__name__}: {str(exc)[:200]!r} (traceback above)")
+                continue
+            for warning in report["warnings"]:
+                log.warning("%s: %s", shown(study.src.name), warning)
             t = report["timings_s"]
-            log.info("done %s: liver %.1f mL, lesion %.1f mL | %s", study.src.name, report["liver_volume_ml"],
-                     report["lesion_volume_ml"], " ".join(f"{k} {v:.2f}s" for k, v in t.items()))
+            log.info("done %s: liver %.1f mL, lesion %.1f mL | %s", shown(study.src.name),
+                     report["liver_volume_ml"], report["lesion_volume_ml"],
+                     " ".join(f"{k} {v:.2f}s" for k, v in t.items()))
             summary.done.append(study.src)
     log.info("%d studies processed, %d failed, %d files skipped", len(summary.done), len(summary.failed),
              len(summary.skipped))

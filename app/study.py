@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 from nibabel import orientations
 
-from . import overlay, postprocess, transforms
+from . import guards, overlay, postprocess, transforms
 from .config import OperatorConfig
 from .model import ModelSpec
-from .niftiio import Volume, atomic_write_bytes, read_volume, stem, write_labels
+from .niftiio import Volume, label_bytes, read_volume, stem
+from .outputs import StudyWriter
 from .sliding import sliding_window
 
 log = logging.getLogger("app")
@@ -69,7 +70,7 @@ def segment(data: np.ndarray, affine: np.ndarray, spec: ModelSpec, predict: Pred
 
 
 def build_report(src: Path, vol: Volume, labels: np.ndarray, spec: ModelSpec, transport: str,
-                 timer: Timer, outputs: StudyOutputs) -> dict:
+                 timer: Timer, outputs: StudyOutputs, warnings: list[str] | None = None) -> dict:
     counts = postprocess.label_counts(labels, len(spec.labels))
     volumes = postprocess.volumes_ml(counts, vol.spacing)
     by_name = {name: {"label": i, "voxels": counts[i], "volume_ml": volumes[i]}
@@ -87,29 +88,50 @@ def build_report(src: Path, vol: Volume, labels: np.ndarray, spec: ModelSpec, tr
                   "hu_window": list(spec.hu_window), "roi": list(spec.roi)},
         "transport": transport,
         "timings_s": dict(timer.stages),
+        "warnings": list(warnings or []),
         "outputs": {"segmentation": outputs.seg.name, "overlay": outputs.overlay.name,
                     "report": outputs.report.name},
     }
 
 
+def check_study(vol: Volume, spec: ModelSpec, cfg: OperatorConfig) -> list[str]:
+    """Refuse (StudyError) what cannot give a right answer; return doubts about what can."""
+    guards.check_finite(vol.data)
+    ornt = transforms.canonical_ornt(vol.affine)
+    c_spacing = transforms.canonical_spacing(transforms.voxel_spacing(vol.affine), ornt)
+    c_shape = transforms.to_canonical(vol.data, ornt).shape
+    model_shape = transforms.resampled_shape((c_shape[0], c_shape[1], c_shape[2]), c_spacing, spec.spacing_mm)
+    shape = vol.data.shape
+    guards.check_working_memory((shape[0], shape[1], shape[2]), vol.data.dtype.itemsize, model_shape,
+                                spec.channels, cfg.max_memory_mb)
+    return guards.ct_warnings(float(vol.data.min()), float(vol.data.max()), vol.data.dtype)
+
+
 def process_study(src: Path, out_dir: Path, spec: ModelSpec, predict: Predict, cfg: OperatorConfig,
                   transport: str) -> dict:
-    """Process one NIfTI file into ``out_dir``; raises StudyError (or others) on failure."""
+    """Process one NIfTI file into ``out_dir``; raises StudyError (or others) on failure.
+
+    The segmentation, overlay and report are committed together: all of them appear, or none.
+    """
     timer = Timer()
     t0 = time.perf_counter()
     outputs = StudyOutputs.for_input(out_dir, stem(src))
     with timer.stage("read"):
-        vol = read_volume(src)
+        vol = read_volume(src, cfg.max_voxels, cfg.max_memory_mb)
+        warnings = check_study(vol, spec, cfg)
     labels, geom = segment(vol.data, vol.affine, spec, predict, cfg, timer)
-    with timer.stage("write"):
-        write_labels(outputs.seg, labels, vol)
-    if cfg.overlay:
-        with timer.stage("overlay"):
-            ct_ras = transforms.to_canonical(vol.data, geom.ornt)
-            lab_ras = transforms.to_canonical(labels, geom.ornt)
-            png = overlay.render(ct_ras, lab_ras, geom.canonical_spacing, title=f"{src.name}  {spec.name}")
-            atomic_write_bytes(outputs.overlay, png)
-    timer.stages["total"] = round(time.perf_counter() - t0, 4)
-    report = build_report(src, vol, labels, spec, transport, timer, outputs)
-    atomic_write_bytes(outputs.report, (json.dumps(report, indent=2) + "\n").encode())
+    with StudyWriter() as writer:
+        with timer.stage("write"):
+            writer.add(outputs.seg, label_bytes(labels, vol, outputs.seg.name.endswith(".gz")))
+        if cfg.overlay:
+            with timer.stage("overlay"):
+                ct_ras = transforms.to_canonical(vol.data, geom.ornt)
+                lab_ras = transforms.to_canonical(labels, geom.ornt)
+                png = overlay.render(ct_ras, lab_ras, geom.canonical_spacing, title=f"{src.name}  {spec.name}")
+                writer.add(outputs.overlay, png)
+        timer.stages["total"] = round(time.perf_counter() - t0, 4)
+        report = build_report(src, vol, labels, spec, transport, timer, outputs, warnings)
+        report["warnings"] += guards.organ_warnings(report["liver_volume_ml"])
+        writer.add(outputs.report, (json.dumps(report, indent=2) + "\n").encode())
+        writer.commit()
     return report

@@ -45,15 +45,18 @@ def main(argv: list[str] | None = None) -> int:
     for rep_path in reports:
         rep = json.loads(rep_path.read_text())
         stem = rep_path.name[: -len(".json")]
+        shown = str(rep_path.relative_to(out).with_name(stem))  # sub-folder included: same names stay apart
         seg = rep_path.parent / rep["outputs"]["segmentation"]
         png = rep_path.parent / rep["outputs"]["overlay"]
         shape = "x".join(map(str, rep["shape"]))
         liver, lesion = rep["liver_volume_ml"], rep["lesion_volume_ml"]
-        print(f"  {stem}: {shape} voxels, liver {liver:.1f} mL, lesion {lesion:.1f} mL,"
+        print(f"  {shown}: {shape} voxels, liver {liver:.1f} mL, lesion {lesion:.1f} mL,"
               f" {rep['timings_s'].get('total', 0):.1f} s via {rep['transport']}")
         print(f"    label map  {seg}")
         print(f"    overlay    {png}")
         print(f"    report     {rep_path}")
+        for warning in rep.get("warnings", []):
+            print(f"    warning    {warning}")
         truth = args.truth_dir / f"{stem}_truth.nii.gz" if args.truth_dir else None
         if truth is not None and truth.is_file() and seg.is_file():
             print(f"    {truth_scores(seg, truth)}  ({truth})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -95,7 +96,7 @@ def test_liver_matches_phantom_truth(variants, variant_run, variant):
 
 def test_sample_study_liver_dice(triton_server, tmp_path):
     (tmp_path / "in").mkdir()
-    (tmp_path / "in" / SAMPLE.name).symlink_to(SAMPLE)
+    shutil.copyfile(SAMPLE, tmp_path / "in" / SAMPLE.name)  # a copy: links out of the input are not followed
     proc = run_operator(tmp_path / "in", tmp_path / "out", triton_server.grpc_url)
     assert proc.returncode == 0, proc.stdout
     seg = np.asanyarray(nib.load(str(tmp_path / "out" / "synthetic_phantom_001_seg.nii.gz")).dataobj)
@@ -106,7 +107,7 @@ def test_sample_study_liver_dice(triton_server, tmp_path):
 def test_shm_and_grpc_give_identical_label_maps(triton_server, variants, tmp_path):
     root, _truth, _ph = variants
     (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "lps.nii.gz").symlink_to(root / "in" / "lps_int16.nii.gz")
+    shutil.copyfile(root / "in" / "lps_int16.nii.gz", tmp_path / "in" / "lps.nii.gz")
     maps = {}
     for transport in ("shm", "grpc"):
         out = tmp_path / transport

@@ -183,7 +183,7 @@ def test_transient_triton_errors_are_retried_with_backoff(monkeypatch):
     import app.inference
 
     sleeps = []
-    monkeypatch.setattr(app.inference.time, "sleep", sleeps.append)
+    monkeypatch.setattr(app.inference.stopping, "wait", lambda s: sleeps.append(s) or False)  # the backoff
     flaky = _FlakySession(failures=2, status="StatusCode.UNAVAILABLE")
     batch = np.ones((1, 1, 4, 4, 4), dtype=np.float32)
     assert flaky.session.predictor()(batch) is batch
@@ -192,13 +192,12 @@ def test_transient_triton_errors_are_retried_with_backoff(monkeypatch):
 
 
 def test_permanent_triton_errors_are_not_retried(monkeypatch):
-    from tritonclient.utils import InferenceServerException
-
     import app.inference
+    from app.errors import TritonUnavailable
 
     monkeypatch.setattr(app.inference.time, "sleep", lambda s: None)
     flaky = _FlakySession(failures=1, status="StatusCode.INVALID_ARGUMENT")
-    with pytest.raises(InferenceServerException):
+    with pytest.raises(TritonUnavailable, match="connection reset"):
         flaky.session.predictor()(np.ones((1, 1, 4, 4, 4), dtype=np.float32))
     assert flaky.calls == 1
     flaky.session.close()
