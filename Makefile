@@ -29,7 +29,7 @@ export IMAGE TAG BASE_IMAGE TRITON_MODE RUNTIME INPUT_DIR OUTPUT_DIR MODELS_DIR 
 help: ## one line per target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(DEV_STAMP): requirements.txt requirements-dev.txt
+$(DEV_STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@scripts/venv.sh $(VENV) requirements-dev.txt
 
 venv: $(DEV_STAMP) ## create/update .venv from the pinned requirements

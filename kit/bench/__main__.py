@@ -19,10 +19,11 @@ from app.transforms import canonical_ornt, canonical_spacing, resampled_shape, v
 from kit.bench import report
 from kit.bench.measure import BenchError, median_stages
 from kit.bench.model import BenchModel, load_model
-from kit.bench.runners import ROOT, Job, run_operator, run_worker
+from kit.bench.runners import Job, run_operator, run_worker
 from kit.bench.serving import embedded_triton
 from kit.bench.transport import round_trips
 from kit.bench.volumes import SIZES, phantom_study
+from kit.paths import ROOT
 from kit.triton.embedded import StartError
 
 log = logging.getLogger("kit.bench")

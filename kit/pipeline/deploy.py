@@ -20,11 +20,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from kit.paths import run_dir
 from kit.pipeline.launch import shown
 from kit.pipeline.model import Pipeline, PipelineError, load_pipeline
 
 ID_RE = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{32}(?![0-9A-Fa-f])")
-ROOT = Path(__file__).resolve().parents[2]
 
 
 class DeployError(Exception):
@@ -154,7 +154,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     default=Path(env.get("CLARA_MODELS_DIR") or "/clara/common/models"))
     ap.add_argument("--clara", default=env.get("CLARA_CLI") or None, help="the clara CLI (default: on PATH)")
     ap.add_argument("--run-dir", type=Path,
-                    default=Path(env.get("ODK_RUN_DIR") or ROOT / ".run") / "deploy")
+                    default=run_dir("deploy"))
     ap.add_argument("--dry-run", action="store_true", default=env.get("DRY_RUN", "0") == "1")
     return ap.parse_args(argv)
 

@@ -12,7 +12,8 @@ import sysconfig
 from collections import deque
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from kit.paths import run_dir
+
 MODE_FILE = "mode"
 PID_FILE = "triton.pid"
 LOG_FILE = "triton.log"
@@ -44,7 +45,7 @@ def fix_libpython_path(environ: dict | None = None) -> str:
 
 
 def default_run_dir() -> Path:
-    return Path(os.environ.get("ODK_RUN_DIR") or ROOT / ".run") / "triton"
+    return run_dir("triton")
 
 
 @dataclasses.dataclass
