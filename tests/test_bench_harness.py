@@ -16,6 +16,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from tiny_model import NAME, write_tiny_repository
 
 from app.config import OperatorConfig
 from kit.bench import report
@@ -25,7 +26,6 @@ from kit.bench.runners import Job, run_operator, run_worker
 from kit.bench.serving import embedded_triton
 from kit.bench.transport import round_trips
 from kit.bench.volumes import SIZES, phantom_study
-from kit.triton.tiny_model import NAME, write_tiny_repository
 
 
 @dataclasses.dataclass(frozen=True)
