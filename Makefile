@@ -75,6 +75,9 @@ deploy: $(DEV_STAMP) ## deploy PIPELINE to a Clara cluster with the clara CLI (D
 bench: $(DEV_STAMP) ## performance benchmark: operator vs. the limit vs. MONAI
 	@scripts/bench.sh
 
+bench-report: $(DEV_STAMP) ## docs/benchmark.md from the last bench run (.run/bench/latest.json)
+	@$(PY) -m kit.bench.page
+
 phantoms: $(DEV_STAMP) ## regenerate the sample study in local/input and its truth
 	@$(PY) -m kit.phantom sample
 

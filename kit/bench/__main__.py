@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _header(args: argparse.Namespace, model: BenchModel, cfg: OperatorConfig, stamp: str) -> dict:
-    return {"timestamp": stamp, "machine": report.machine(),
+    return {"timestamp": stamp, "machine": report.machine(), "commit": report.commit(),
             "model": {"name": model.name, "source": str(args.model_dir),
                       "onnx_sha256": hashlib.sha256(model.onnx_file.read_bytes()).hexdigest(), "roi": model.roi,
                       "spacing_mm": model.spacing_mm, "hu_window": model.hu_window,
