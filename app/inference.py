@@ -156,9 +156,7 @@ class TritonSession:
     # -- shared memory ---------------------------------------------------------------------------
     def batch_capacity(self) -> int:
         assert self.spec is not None
-        if self.cfg.batch_size > 0:
-            return min(self.cfg.batch_size, self.spec.max_batch_size)
-        return self.spec.max_batch_size
+        return self.spec.windows_per_request(self.cfg.batch_size)
 
     def _nbytes(self, channels: int, batch: int) -> int:
         assert self.spec is not None

@@ -54,7 +54,7 @@ def segment(data: np.ndarray, affine: np.ndarray, spec: ModelSpec, predict: Pred
     timer = timer or Timer()
     with timer.stage("preprocess"):
         model_vol, geom = transforms.forward(data, affine, spec.spacing_mm, spec.hu_window)
-    batch = min(cfg.batch_size or spec.max_batch_size, spec.max_batch_size)
+    batch = spec.windows_per_request(cfg.batch_size)
     with timer.stage("inference"):
         scores = sliding_window(model_vol, predict, roi=spec.roi, overlap=cfg.overlap, batch_size=batch,
                                 blend=cfg.blend)

@@ -66,7 +66,7 @@ def _header(args: argparse.Namespace, model: BenchModel, cfg: OperatorConfig, st
                       "spacing_mm": model.spacing_mm, "hu_window": model.hu_window,
                       "max_batch_size": model.max_batch_size},
             "settings": {"overlap": cfg.overlap, "blend": cfg.blend,
-                         "batch_size": cfg.batch_size or model.max_batch_size,
+                         "batch_size": model.spec.windows_per_request(cfg.batch_size),
                          "largest_component": cfg.largest_component, "repeats": args.repeats,
                          "monai_repeats": args.monai_repeats},
             "studies": {}}

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from kit.paths import run_dir
-from kit.pipeline.launch import shown
+from kit.pipeline.launch import DEFAULT_JOB_NAME, shown
 from kit.pipeline.model import Pipeline, PipelineError, load_pipeline
 
 ID_RE = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{32}(?![0-9A-Fa-f])")
@@ -147,7 +147,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     env = os.environ
     ap = argparse.ArgumentParser(prog="python -m kit.pipeline.deploy", description=__doc__.splitlines()[0])
     ap.add_argument("--pipeline", type=Path, default=Path(env.get("PIPELINE") or "def/one-operator-pipeline.yml"))
-    ap.add_argument("--job-name", default=env.get("JOB_NAME") or "odk-job")
+    ap.add_argument("--job-name", default=env.get("JOB_NAME") or DEFAULT_JOB_NAME)
     ap.add_argument("--input-dir", type=Path, default=Path(env.get("INPUT_DIR") or "local/input"))
     ap.add_argument("--models-dir", type=Path, default=Path(env.get("MODELS_DIR") or "local/models"))
     ap.add_argument("--clara-models-dir", type=Path,

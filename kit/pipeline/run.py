@@ -211,7 +211,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="the image this repo builds (its operators can run on the host)")
     ap.add_argument("--dockerfile", type=Path, default=ROOT / "Dockerfile",
                     help="where the ENTRYPOINT/CMD of IMAGE are read for host runs")
-    ap.add_argument("--job-name", default=os.environ.get("JOB_NAME") or "local")
+    ap.add_argument("--job-name", default=os.environ.get("JOB_NAME") or launch.DEFAULT_JOB_NAME)
     ap.add_argument("--log-dir", type=Path, default=run_dir("pipeline"))
     ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                     help="override a pipeline parameter's default")
