@@ -23,6 +23,7 @@ from tritonclient.utils import InferenceServerException
 
 from .config import OperatorConfig
 from .model import ModelSpec, build_spec
+from .shm_region import unlink_region_name
 
 log = logging.getLogger("app")
 TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "INTERNAL: Socket closed")
@@ -85,6 +86,21 @@ class TritonSession:
         self._batch_capacity = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, cfg: OperatorConfig) -> TritonSession:
+        """A ready session: server and model ready, the model described and checked (``spec``), the transport
+        chosen (``transport``, shm regions registered). Nothing is left open when a step fails. Use it as a
+        context manager (``with TritonSession.open(cfg) as session:``); ``close()`` releases everything."""
+        session = cls(cfg)
+        try:
+            session.wait_ready()
+            session.describe_model()
+            session.choose_transport()
+        except BaseException:
+            session.close()
+            raise
+        return session
+
     def __enter__(self) -> TritonSession:
         return self
 
@@ -185,7 +201,7 @@ class TritonSession:
             except BufferError:
                 # A view into the region is still referenced (e.g. by a traceback): unlink the name anyway
                 # so nothing is left in /dev/shm; the mapping goes away with the last reference.
-                region._mpsm_handle.unlink()
+                unlink_region_name(region)
 
     # -- inference -------------------------------------------------------------------------------
     def _infer(self, batch: np.ndarray) -> np.ndarray:
@@ -212,7 +228,12 @@ class TritonSession:
         return array
 
     def predictor(self) -> Callable[[np.ndarray], np.ndarray]:
-        """A ``predict(batch)`` function for app.sliding, with retries on transient errors."""
+        """A ``predict(batch)`` function for app.sliding, with retries on transient errors.
+
+        With the shm transport the returned array is a view into the session's output region, not a copy: it
+        is valid until the next ``predict`` call (which overwrites the region) or ``close()``. Copy it to keep
+        it; app.sliding blends each result into its accumulator before asking for the next batch.
+        """
 
         def predict(batch: np.ndarray) -> np.ndarray:
             delay = 0.5
