@@ -83,10 +83,9 @@ def run(inputs: Sequence[Path], output: Path, cfg: OperatorConfig) -> RunSummary
         names = ", ".join(str(p) for p in inputs)
         raise OperatorError(f"no NIfTI studies (.nii / .nii.gz) found under {names}; put studies there or"
                             " fix INPUT_DIR / NVIDIA_CLARA_INPUTPATHS")
-    with TritonSession(cfg) as session:
-        session.wait_ready()
-        spec = session.describe_model()
-        transport = session.choose_transport()
+    with TritonSession.open(cfg) as session:
+        spec, transport = session.spec, session.transport
+        assert spec is not None
         log.info("model %s v%s: window %s at %s mm, HU window %s, batch %d, transport %s", spec.name,
                  spec.version, "x".join(map(str, spec.roi)), ",".join(f"{s:g}" for s in spec.spacing_mm),
                  ",".join(f"{w:g}" for w in spec.hu_window), session.batch_capacity(), transport)
