@@ -39,5 +39,5 @@ def test_scripts_add_no_defaults_of_their_own() -> None:
     make = _makefile_defaults()
     for script in sorted((ROOT / "scripts").glob("*.sh")):
         for name, value in re.findall(r"\$\{([A-Z_]+):-([^}]*)\}", script.read_text()):
-            if name in make and make[name]:
+            if make.get(name):
                 assert value == make[name], f"{script.name}: ${{{name}:-{value}}} but the Makefile says {make[name]}"

@@ -1,6 +1,7 @@
 """The run directory of a started Triton ($ODK_RUN_DIR/triton): what was started, so stop/status know.
 
-Files: `mode` (key=value lines, also written by scripts/triton.sh for a container), `triton.pid`
+Files: `mode` (key=value lines, written only here: scripts/triton.sh records a container through
+`python -m kit.triton record-container`), `triton.pid`
 (embedded: the server process, leader of its own process group), `triton.log` (the server's output).
 """
 
