@@ -123,7 +123,8 @@ def _bench_python() -> str:
     if bench.is_file():
         return str(bench)
     if os.environ.get("ODK_REQUIRE_BENCH") == "1":
-        pytest.fail("ODK_REQUIRE_BENCH=1 but there is no .venv-bench (scripts/venv.sh .venv-bench requirements-bench.txt)")
+        pytest.fail("ODK_REQUIRE_BENCH=1 but there is no .venv-bench (scripts/venv.sh .venv-bench "
+                    "requirements-bench.txt)")
     pytest.skip("torch and MONAI are only in .venv-bench (make bench creates it)")
 
 
