@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import tempfile
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,8 +97,15 @@ def read_volume(path: Path) -> Volume:
     return Volume(data=data, affine=affine, header=img.header, klass=type(img))
 
 
-def label_image(labels: np.ndarray, ref: Volume) -> nib.Nifti1Image | nib.Nifti2Image:
-    """A uint8 label map with the reference's affine, sform/qform (and their codes) and units."""
+def label_description(names: Sequence[str]) -> bytes:
+    """The header's descrip for a label map of the model's classes, e.g. b"ODK segmentation: 0 background, 1
+    liver, 2 lesion" (NIfTI keeps at most 80 bytes)."""
+    return ("ODK segmentation: " + ", ".join(f"{i} {n}" for i, n in enumerate(names))).encode()[:80]
+
+
+def label_image(labels: np.ndarray, ref: Volume, names: Sequence[str]) -> nib.Nifti1Image | nib.Nifti2Image:
+    """A uint8 label map with the reference's affine, sform/qform (and their codes) and units; ``names`` are
+    the model's labels (index = label value)."""
     hdr = ref.header.copy()
     img = ref.klass(labels.astype(np.uint8, copy=False), None, hdr)
     img.set_data_dtype(np.uint8)
@@ -108,7 +116,7 @@ def label_image(labels: np.ndarray, ref: Volume) -> nib.Nifti1Image | nib.Nifti2
     img.header.set_slope_inter(1.0, 0.0)
     img.header["cal_min"], img.header["cal_max"] = 0, max(1, int(labels.max()) if labels.size else 1)
     img.header.set_intent("label", (), name="segmentation")
-    img.header["descrip"] = b"ODK segmentation: 0 background, 1 liver, 2 lesion"
+    img.header["descrip"] = label_description(names)
     return img
 
 
@@ -126,9 +134,9 @@ def atomic_write_bytes(dest: Path, data: bytes) -> None:
         raise
 
 
-def write_labels(dest: Path, labels: np.ndarray, ref: Volume) -> None:
+def write_labels(dest: Path, labels: np.ndarray, ref: Volume, names: Sequence[str]) -> None:
     """Write the label map as .nii.gz (isal level 1) or .nii, atomically."""
-    raw = label_image(labels, ref).to_bytes()
+    raw = label_image(labels, ref, names).to_bytes()
     if dest.name.endswith(".gz"):
         raw = igzip.compress(raw, compresslevel=1, mtime=0)
     atomic_write_bytes(dest, raw)

@@ -98,8 +98,9 @@ def run(inputs: Sequence[Path], output: Path, cfg: OperatorConfig) -> RunSummary
                 summary.fail(study.src, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
                 continue
             t = report["timings_s"]
-            log.info("done %s: liver %.1f mL, lesion %.1f mL | %s", study.src.name, report["liver_volume_ml"],
-                     report["lesion_volume_ml"], " ".join(f"{k} {v:.2f}s" for k, v in t.items()))
+            volumes = ", ".join(f"{k.removesuffix('_volume_ml')} {v:.1f} mL" for k, v in report.items()
+                                if k.endswith("_volume_ml"))
+            log.info("done %s: %s | %s", study.src.name, volumes, " ".join(f"{k} {v:.2f}s" for k, v in t.items()))
             summary.done.append(study.src)
     log.info("%d studies processed, %d failed, %d files skipped", len(summary.done), len(summary.failed),
              len(summary.skipped))

@@ -68,6 +68,15 @@ def segment(data: np.ndarray, affine: np.ndarray, spec: ModelSpec, predict: Pred
     return labels, geom
 
 
+def class_volumes(names: tuple[str, ...], volumes: list[float]) -> dict[str, float]:
+    """``<name>_volume_ml`` for each foreground class of the model. The first foreground class is the organ,
+    which holds the classes after it (as the clean-up keeps one connected organ): its volume includes theirs.
+    For the demo model: liver_volume_ml (lesions included) and lesion_volume_ml."""
+    out = {f"{names[1]}_volume_ml": sum(volumes[1:])} if len(names) > 1 else {}
+    out.update({f"{name}_volume_ml": volumes[i] for i, name in enumerate(names) if i >= 2})
+    return out
+
+
 def build_report(src: Path, vol: Volume, labels: np.ndarray, spec: ModelSpec, transport: str,
                  timer: Timer, outputs: StudyOutputs) -> dict:
     counts = postprocess.label_counts(labels, len(spec.labels))
@@ -80,8 +89,7 @@ def build_report(src: Path, vol: Volume, labels: np.ndarray, spec: ModelSpec, tr
         "spacing_mm": [round(s, 6) for s in vol.spacing],
         "dtype": str(vol.data.dtype),
         "orientation": "".join(orientations.aff2axcodes(vol.affine)),
-        "liver_volume_ml": volumes[1] + (volumes[2] if len(volumes) > 2 else 0.0),
-        "lesion_volume_ml": volumes[2] if len(volumes) > 2 else 0.0,
+        **class_volumes(spec.labels, volumes),
         "labels": by_name,
         "model": {"name": spec.name, "version": spec.version, "spacing_mm": list(spec.spacing_mm),
                   "hu_window": list(spec.hu_window), "roi": list(spec.roi)},
@@ -102,7 +110,7 @@ def process_study(src: Path, out_dir: Path, spec: ModelSpec, predict: Predict, c
         vol = read_volume(src)
     labels, geom = segment(vol.data, vol.affine, spec, predict, cfg, timer)
     with timer.stage("write"):
-        write_labels(outputs.seg, labels, vol)
+        write_labels(outputs.seg, labels, vol, spec.labels)
     if cfg.overlay:
         with timer.stage("overlay"):
             ct_ras = transforms.to_canonical(vol.data, geom.ornt)

@@ -67,9 +67,10 @@ def read_fastest(path: Path) -> tuple[Volume, dict[str, float]]:
     return best, times
 
 
-def write_fastest(dest: Path, labels: np.ndarray, ref: Volume) -> tuple[float, dict[str, float]]:
+def write_fastest(dest: Path, labels: np.ndarray, ref: Volume,
+                  names: tuple[str, ...]) -> tuple[float, dict[str, float]]:
     """Serialise once, compress with every encoder; the fastest encoder's bytes are written."""
-    raw, t_serialise = _timed(lambda: label_image(labels, ref).to_bytes())
+    raw, t_serialise = _timed(lambda: label_image(labels, ref, names).to_bytes())
     times: dict[str, float] = {}
     best: tuple[float, bytes] | None = None
     for name, encode in ENCODERS.items():
@@ -103,7 +104,7 @@ def run(src: Path, model_dir: Path, out_dir: Path, overlap: float, blend: str, b
     stages.update({k: timer.stages[k] for k in ("preprocess", "inference", "postprocess")})
     out_dir.mkdir(parents=True, exist_ok=True)
     name = stem(src)
-    stages["write"], write_times = write_fastest(out_dir / f"{name}_seg.nii.gz", labels, vol)
+    stages["write"], write_times = write_fastest(out_dir / f"{name}_seg.nii.gz", labels, vol, model.spec.labels)
     stages["total"] = sum(stages.values())
     return {"timings_s": {k: round(v, 4) for k, v in stages.items()},
             "read_variants_s": {k: round(v, 4) for k, v in read_times.items()},
