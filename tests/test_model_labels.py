@@ -77,3 +77,12 @@ def test_overlay_colours_every_class(study: tuple[dict, Path]) -> None:
         channel = int(np.argmax(colour))
         others = [c for c in range(3) if c != channel]
         assert any(c[channel] > max(c[o] for o in others) + 40 for c in colours), f"class {k + 1} not coloured"
+
+
+def test_summary_names_the_models_classes(study: tuple[dict, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    from kit.summary import main
+
+    report, out = study
+    assert main([str(out)]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("three:"))
+    assert f"organ {report['organ_volume_ml']:.1f} mL, core {report['core_volume_ml']:.1f} mL, rim" in line
