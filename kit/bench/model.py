@@ -26,37 +26,12 @@ class BenchModel:
     model_dir: Path
     onnx_file: Path
 
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def input_name(self) -> str:
-        return self.spec.input_name
-
-    @property
-    def output_name(self) -> str:
-        return self.spec.output_name
-
-    @property
-    def roi(self) -> tuple[int, int, int]:
-        return self.spec.roi
-
-    @property
-    def channels(self) -> int:
-        return self.spec.channels
-
-    @property
-    def max_batch_size(self) -> int:
-        return self.spec.max_batch_size
-
-    @property
-    def spacing_mm(self) -> tuple[float, float, float]:
-        return self.spec.spacing_mm
-
-    @property
-    def hu_window(self) -> tuple[float, float]:
-        return self.spec.hu_window
+    def __getattr__(self, attr: str) -> object:
+        """The spec's fields (name, input_name, output_name, roi, channels, max_batch_size, spacing_mm,
+        hu_window, labels) read as the model's own."""
+        if attr == "spec":  # not set yet (copy/pickle): no recursion
+            raise AttributeError(attr)
+        return getattr(self.spec, attr)
 
 
 def load_model(model_dir: Path) -> BenchModel:
