@@ -86,3 +86,15 @@ def test_summary_names_the_models_classes(study: tuple[dict, Path], capsys: pyte
     assert main([str(out)]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("three:"))
     assert f"organ {report['organ_volume_ml']:.1f} mL, core {report['core_volume_ml']:.1f} mL, rim" in line
+
+
+def test_export_columns_follow_the_models_classes(study: tuple[dict, Path], tmp_path: Path) -> None:
+    from app.export import export
+
+    report, out = study
+    assert export([("segmentation", out)], tmp_path, job="j", stage="export", copy=False) == 1
+    header, row = (tmp_path / "summary.csv").read_text().splitlines()
+    assert header == "entry,study,shape,spacing_mm,organ_volume_ml,core_volume_ml,rim_volume_ml,segmentation"
+    assert f",{round(report['rim_volume_ml'], 3)}," in row
+    totals = json.loads((tmp_path / "summary.json").read_text())["totals"]
+    assert set(totals) == {"studies", "organ_volume_ml", "core_volume_ml", "rim_volume_ml"}
