@@ -1,4 +1,4 @@
-"""python -m kit.triton serve|start|stop|status|wait|models (see README: make triton)."""
+"""python -m kit.triton serve|start|stop|status|wait|record-container|models (see docs/triton.md: make triton)."""
 
 from __future__ import annotations
 
