@@ -2,7 +2,7 @@
 # make triton | triton-stop | triton-status: a real Triton Inference Server on MODELS_DIR, either the
 # NGC container (GPU, the ODK's way) or embedded on CPU (the tritonserver of nvidia-pytriton + onnxruntime).
 #   scripts/triton.sh start|stop|status
-# Variables (see README, "Triton"): TRITON_MODE=auto|container|embedded, TRITON_HTTP_PORT/TRITON_GRPC_PORT/
+# Variables (see docs/triton.md): TRITON_MODE=auto|container|embedded, TRITON_HTTP_PORT/TRITON_GRPC_PORT/
 # TRITON_METRICS_PORT, MODELS_DIR, TRITON_IMAGE, TRITON_GPUS, TRITON_READY_TIMEOUT, TRITON_SKIP_UNSERVABLE,
 # TRITON_CONTAINER, TRITON_NETWORK, TRITON_SHM_SIZE, TRITON_ULIMITS, TRITON_ALLOW_CLIENT_SHM, TRITON_ADDRESS.
 set -euo pipefail
