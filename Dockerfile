@@ -1,4 +1,5 @@
 # The operator image: python -u -m app in a virtualenv, as a non-root user.
+# Installed in the venv, `python -m app` runs from any working directory.
 # The model is not in the image: the operator reaches it through Triton (NVIDIA_TRITON_GRPCURI).
 # Build with `make build` (IMAGE, TAG); plain `docker build -t clara/simple-operator:0.1.0 .` works too.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
@@ -17,8 +18,14 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     pip install -r /tmp/odk/requirements.txt /tmp/odk/*.whl \
     && rm -rf /tmp/odk
 
-# The package's parent (/opt/odk) is the working directory, so `python -m app` finds it.
-COPY app /opt/odk/app
+# The operator installed as the project's distribution (pyproject.toml), from a context holding only app/:
+# its pinned dependencies are already there (--no-deps), the kit's tooling and dev tools are not.
+COPY pyproject.toml /tmp/odk/src/pyproject.toml
+COPY app /tmp/odk/src/app
+RUN --mount=type=cache,target=/root/.cache/pip \
+    pip install --no-deps /tmp/odk/src \
+    && pip check \
+    && rm -rf /tmp/odk
 RUN groupadd --gid 10001 odk \
     && useradd --uid 10001 --gid odk --no-create-home --home-dir /opt/odk odk
 WORKDIR /opt/odk

@@ -51,7 +51,7 @@ export PACS_DICOM_PORT PACS_HTTP_PORT PACS_AET LISTEN_AET LISTEN_PORT LISTEN_IDL
 help: ## one line per target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(DEV_STAMP): requirements.txt requirements-dev.txt
+$(DEV_STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@scripts/venv.sh $(VENV) requirements-dev.txt
 
 venv: $(DEV_STAMP) ## create/update .venv from the pinned requirements
@@ -96,6 +96,9 @@ deploy: $(DEV_STAMP) ## deploy PIPELINE: PLATFORM=clara (clara CLI) or kubernete
 
 bench: $(DEV_STAMP) ## performance benchmark: operator vs. the limit vs. MONAI
 	@scripts/bench.sh
+
+bench-report: $(DEV_STAMP) ## docs/benchmark.md from the last bench run (.run/bench/latest.json)
+	@$(PY) -m kit.bench.page
 
 phantoms: $(DEV_STAMP) ## regenerate the sample study in local/input (and as DICOM in local/input-dicom) and its truth
 	@$(PY) -m kit.phantom sample

@@ -82,9 +82,10 @@ def ct_warnings(lo: float, hi: float, dtype: np.dtype) -> list[str]:
     return []
 
 
-def organ_warnings(liver_ml: float) -> list[str]:
-    if liver_ml <= 0:
-        return ["no liver found"]
-    if liver_ml > LIVER_ML_MAX:
-        return [f"liver volume {liver_ml:.0f} mL is implausible (more than {LIVER_ML_MAX:.0f} mL)"]
+def organ_warnings(organ: str, volume_ml: float) -> list[str]:
+    """The model's first foreground class (the organ): none found, or (for a liver) implausibly large."""
+    if volume_ml <= 0:
+        return [f"no {organ} found"]
+    if organ == "liver" and volume_ml > LIVER_ML_MAX:
+        return [f"liver volume {volume_ml:.0f} mL is implausible (more than {LIVER_ML_MAX:.0f} mL)"]
     return []

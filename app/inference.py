@@ -64,6 +64,21 @@ class TritonSession:
         self._answering = True  # False once a call was abandoned at its deadline: no clean-up calls then
 
     # -- lifecycle -------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, cfg: OperatorConfig) -> TritonSession:
+        """A ready session: server and model ready, the model described and checked (``spec``), the transport
+        chosen (``transport``, shm regions registered). Nothing is left open when a step fails. Use it as a
+        context manager (``with TritonSession.open(cfg) as session:``); ``close()`` releases everything."""
+        session = cls(cfg)
+        try:
+            session.wait_ready()
+            session.describe_model()
+            session.choose_transport()
+        except BaseException:
+            session.close()
+            raise
+        return session
+
     def __enter__(self) -> TritonSession:
         return self
 
@@ -163,9 +178,7 @@ class TritonSession:
     # -- shared memory ---------------------------------------------------------------------------
     def batch_capacity(self) -> int:
         assert self.spec is not None
-        if self.cfg.batch_size > 0:
-            return min(self.cfg.batch_size, self.spec.max_batch_size)
-        return self.spec.max_batch_size
+        return self.spec.windows_per_request(self.cfg.batch_size)
 
     def _nbytes(self, channels: int, batch: int) -> int:
         assert self.spec is not None
@@ -252,7 +265,12 @@ class TritonSession:
 
     def predictor(self) -> Callable[[np.ndarray], np.ndarray]:
         """A ``predict(batch)`` function for app.sliding: transient errors retried with backoff, shm
-        regions registered again after a Triton restart; TritonUnavailable once Triton is gone."""
+        regions registered again after a Triton restart; TritonUnavailable once Triton is gone.
+
+        With the shm transport the returned array is a view into the session's output region, not a copy: it
+        is valid until the next ``predict`` call (which overwrites the region) or ``close()``. Copy it to keep
+        it; app.sliding blends each result into its accumulator before asking for the next batch.
+        """
 
         def predict(batch: np.ndarray) -> np.ndarray:
             delay = 0.5

@@ -32,7 +32,11 @@ class ModelSpec:
     spacing_mm: tuple[float, float, float]
     hu_window: tuple[float, float]
     labels: tuple[str, ...]
-    softmax_applied: bool
+
+    def windows_per_request(self, requested: int = 0) -> int:
+        """Windows sent per inference request: ``requested`` (ODK_BATCH_SIZE; 0 = as many as the model takes),
+        never more than the model's max_batch_size. The one rule for the operator, the limit and the peer."""
+        return min(requested or self.max_batch_size, self.max_batch_size)
 
 
 def _param(config: model_config_pb2.ModelConfig, key: str) -> str | None:
@@ -106,4 +110,4 @@ def build_spec(metadata: object, config: model_config_pb2.ModelConfig, cfg: Oper
     return ModelSpec(name=name, version=str(version), input_name=in_name, output_name=out_name, roi=roi,
                      channels=int(out_dims[0]), max_batch_size=max(1, int(config.max_batch_size)),
                      spacing_mm=(spacing[0], spacing[1], spacing[2]), hu_window=(window[0], window[1]),
-                     labels=labels, softmax_applied=activation == "softmax")
+                     labels=labels)

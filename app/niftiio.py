@@ -9,6 +9,7 @@ import io
 import os
 import tempfile
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,8 +138,15 @@ def read_volume(path: Path, max_voxels: int | None = None, max_memory_mb: int = 
     return Volume(data=data, affine=affine, header=img.header, klass=type(img))
 
 
-def label_image(labels: np.ndarray, ref: Volume) -> nib.Nifti1Image | nib.Nifti2Image:
-    """A uint8 label map with the reference's affine, sform/qform (and their codes) and units."""
+def label_description(names: Sequence[str]) -> bytes:
+    """The header's descrip for a label map of the model's classes, e.g. b"ODK segmentation: 0 background, 1
+    liver, 2 lesion" (NIfTI keeps at most 80 bytes)."""
+    return ("ODK segmentation: " + ", ".join(f"{i} {n}" for i, n in enumerate(names))).encode()[:80]
+
+
+def label_image(labels: np.ndarray, ref: Volume, names: Sequence[str]) -> nib.Nifti1Image | nib.Nifti2Image:
+    """A uint8 label map with the reference's affine, sform/qform (and their codes) and units; ``names`` are
+    the model's labels (index = label value)."""
     hdr = ref.header.copy()
     img = ref.klass(labels.astype(np.uint8, copy=False), None, hdr)
     img.set_data_dtype(np.uint8)
@@ -149,7 +157,7 @@ def label_image(labels: np.ndarray, ref: Volume) -> nib.Nifti1Image | nib.Nifti2
     img.header.set_slope_inter(1.0, 0.0)
     img.header["cal_min"], img.header["cal_max"] = 0, max(1, int(labels.max()) if labels.size else 1)
     img.header.set_intent("label", (), name="segmentation")
-    img.header["descrip"] = b"ODK segmentation: 0 background, 1 liver, 2 lesion"
+    img.header["descrip"] = label_description(names)
     return img
 
 
@@ -167,12 +175,12 @@ def atomic_write_bytes(dest: Path, data: bytes) -> None:
         raise
 
 
-def label_bytes(labels: np.ndarray, ref: Volume, gz: bool = True) -> bytes:
+def label_bytes(labels: np.ndarray, ref: Volume, names: Sequence[str], gz: bool = True) -> bytes:
     """The label map as .nii.gz (isal level 1) or .nii bytes."""
-    raw = label_image(labels, ref).to_bytes()
+    raw = label_image(labels, ref, names).to_bytes()
     return igzip.compress(raw, compresslevel=1, mtime=0) if gz else raw
 
 
-def write_labels(dest: Path, labels: np.ndarray, ref: Volume) -> None:
+def write_labels(dest: Path, labels: np.ndarray, ref: Volume, names: Sequence[str]) -> None:
     """Write the label map as .nii.gz or .nii, atomically."""
-    atomic_write_bytes(dest, label_bytes(labels, ref, dest.name.endswith(".gz")))
+    atomic_write_bytes(dest, label_bytes(labels, ref, names, dest.name.endswith(".gz")))

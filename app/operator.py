@@ -51,10 +51,9 @@ def run(inputs: Sequence[Path], output: Path, cfg: OperatorConfig) -> RunSummary
                             " fix INPUT_DIR / NVIDIA_CLARA_INPUTPATHS")
     check_writable(output)
     traceback_logged = False
-    with TritonSession(cfg) as session:
-        session.wait_ready()
-        spec = session.describe_model()
-        transport = session.choose_transport()
+    with TritonSession.open(cfg) as session:
+        spec, transport = session.spec, session.transport
+        assert spec is not None
         log.info("model %s v%s: window %s at %s mm, HU window %s, batch %d, transport %s", spec.name,
                  spec.version, "x".join(map(str, spec.roi)), ",".join(f"{s:g}" for s in spec.spacing_mm),
                  ",".join(f"{w:g}" for w in spec.hu_window), session.batch_capacity(), transport)
@@ -79,9 +78,10 @@ def run(inputs: Sequence[Path], output: Path, cfg: OperatorConfig) -> RunSummary
             for warning in report["warnings"]:
                 log.warning("%s: %s", shown(study.src.name), warning)
             t = report["timings_s"]
-            log.info("done %s: liver %.1f mL, lesion %.1f mL | %s", shown(study.src.name),
-                     report["liver_volume_ml"], report["lesion_volume_ml"],
-                     " ".join(f"{k} {v:.2f}s" for k, v in t.items()))
+            volumes = ", ".join(f"{k.removesuffix('_volume_ml')} {v:.1f} mL" for k, v in report.items()
+                                if k.endswith("_volume_ml"))
+            timings = " ".join(f"{k} {v:.2f}s" for k, v in t.items())
+            log.info("done %s: %s | %s", shown(study.src.name), volumes, timings)
             summary.done.append(study.src)
     log.info("%d studies processed, %d failed, %d files skipped", len(summary.done), len(summary.failed),
              len(summary.skipped))

@@ -11,7 +11,8 @@ import io
 import numpy as np
 from PIL import Image, ImageDraw
 
-COLOURS = {1: (40, 200, 70), 2: (235, 40, 40)}  # liver green, lesion red
+# Label k > 0 gets PALETTE[(k - 1) % len]: the first classes green and red (the demo model's liver and lesion).
+PALETTE = ((40, 200, 70), (235, 40, 40), (40, 120, 235), (240, 200, 30), (200, 60, 220), (30, 210, 210))
 ALPHA = 0.45
 DISPLAY_WINDOW = (-160.0, 240.0)  # abdomen soft-tissue window (W400/L40)
 PANEL_PX = 320
@@ -26,7 +27,8 @@ def _grey(ct: np.ndarray) -> np.ndarray:
 def _blend(ct: np.ndarray, labels: np.ndarray) -> np.ndarray:
     grey = _grey(ct)
     rgb = np.repeat(grey[..., None], 3, axis=-1).astype(np.float32)
-    for label, colour in COLOURS.items():
+    for label in range(1, int(labels.max(initial=0)) + 1):
+        colour = PALETTE[(label - 1) % len(PALETTE)]
         mask = labels == label
         rgb[mask] = (1 - ALPHA) * rgb[mask] + ALPHA * np.asarray(colour, dtype=np.float32)
     return rgb.astype(np.uint8)

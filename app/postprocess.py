@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-LIVER, LESION = 1, 2
-
 
 def argmax_labels(probs: np.ndarray) -> np.ndarray:
     """(C, X, Y, Z) scores -> uint8 class map (X, Y, Z); ties go to the lower class, as np.argmax.

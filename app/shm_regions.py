@@ -15,6 +15,8 @@ from collections.abc import Callable
 import numpy as np
 import tritonclient.utils.shared_memory as shm
 
+from .shm_region import unlink_region_name
+
 log = logging.getLogger("app")
 Register = Callable[[str, str, int], None]
 Unregister = Callable[[str], None]
@@ -59,6 +61,6 @@ class Regions:
             except BufferError:
                 # A view into the region is still referenced (e.g. by a traceback): unlink the name anyway
                 # so nothing is left in /dev/shm; the mapping goes away with the last reference.
-                handle._mpsm_handle.unlink()
+                unlink_region_name(handle)
             except Exception as exc:
                 log.debug("unlink %s: %s", name, exc)

@@ -55,7 +55,7 @@ def segment(data: np.ndarray, affine: np.ndarray, spec: ModelSpec, predict: Pred
     timer = timer or Timer()
     with timer.stage("preprocess"):
         model_vol, geom = transforms.forward(data, affine, spec.spacing_mm, spec.hu_window)
-    batch = min(cfg.batch_size or spec.max_batch_size, spec.max_batch_size)
+    batch = spec.windows_per_request(cfg.batch_size)
     with timer.stage("inference"):
         scores = sliding_window(model_vol, predict, roi=spec.roi, overlap=cfg.overlap, batch_size=batch,
                                 blend=cfg.blend)
@@ -67,6 +67,15 @@ def segment(data: np.ndarray, affine: np.ndarray, spec: ModelSpec, predict: Pred
             labels = postprocess.keep_largest_organ(labels)
         labels = transforms.inverse_labels(labels, geom)
     return labels, geom
+
+
+def class_volumes(names: tuple[str, ...], volumes: list[float]) -> dict[str, float]:
+    """``<name>_volume_ml`` for each foreground class of the model. The first foreground class is the organ,
+    which holds the classes after it (as the clean-up keeps one connected organ): its volume includes theirs.
+    For the demo model: liver_volume_ml (lesions included) and lesion_volume_ml."""
+    out = {f"{names[1]}_volume_ml": sum(volumes[1:])} if len(names) > 1 else {}
+    out.update({f"{name}_volume_ml": volumes[i] for i, name in enumerate(names) if i >= 2})
+    return out
 
 
 def build_report(src: Path, vol: Volume, labels: np.ndarray, spec: ModelSpec, transport: str,
@@ -81,8 +90,7 @@ def build_report(src: Path, vol: Volume, labels: np.ndarray, spec: ModelSpec, tr
         "spacing_mm": [round(s, 6) for s in vol.spacing],
         "dtype": str(vol.data.dtype),
         "orientation": "".join(orientations.aff2axcodes(vol.affine)),
-        "liver_volume_ml": volumes[1] + (volumes[2] if len(volumes) > 2 else 0.0),
-        "lesion_volume_ml": volumes[2] if len(volumes) > 2 else 0.0,
+        **class_volumes(spec.labels, volumes),
         "labels": by_name,
         "model": {"name": spec.name, "version": spec.version, "spacing_mm": list(spec.spacing_mm),
                   "hu_window": list(spec.hu_window), "roi": list(spec.roi)},
@@ -122,7 +130,7 @@ def process_study(src: Path, out_dir: Path, spec: ModelSpec, predict: Predict, c
     labels, geom = segment(vol.data, vol.affine, spec, predict, cfg, timer)
     with StudyWriter() as writer:
         with timer.stage("write"):
-            writer.add(outputs.seg, label_bytes(labels, vol, outputs.seg.name.endswith(".gz")))
+            writer.add(outputs.seg, label_bytes(labels, vol, spec.labels, outputs.seg.name.endswith(".gz")))
         if cfg.overlay:
             with timer.stage("overlay"):
                 ct_ras = transforms.to_canonical(vol.data, geom.ornt)
@@ -131,7 +139,8 @@ def process_study(src: Path, out_dir: Path, spec: ModelSpec, predict: Predict, c
                 writer.add(outputs.overlay, png)
         timer.stages["total"] = round(time.perf_counter() - t0, 4)
         report = build_report(src, vol, labels, spec, transport, timer, outputs, warnings)
-        report["warnings"] += guards.organ_warnings(report["liver_volume_ml"])
+        organ = spec.labels[1]
+        report["warnings"] += guards.organ_warnings(organ, report[f"{organ}_volume_ml"])
         writer.add(outputs.report, (json.dumps(report, indent=2) + "\n").encode())
         writer.commit()
     return report

@@ -22,13 +22,24 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if denom == 0 else 2.0 * int(np.count_nonzero(a & b)) / denom
 
 
-def truth_scores(seg_path: Path, truth_path: Path) -> str:
+def label_names(report: dict) -> list[str]:
+    """The model's classes by label value, from the report's ``labels`` (background first)."""
+    labels = report.get("labels") or {}
+    return [name for name, _ in sorted(labels.items(), key=lambda item: item[1]["label"])]
+
+
+def truth_scores(seg_path: Path, truth_path: Path, names: list[str]) -> str:
+    """Dice per foreground class; the first one is the organ, scored with the classes it holds."""
     seg = np.asanyarray(nib.load(str(seg_path)).dataobj)
     truth = np.asanyarray(nib.load(str(truth_path)).dataobj)
     if seg.shape != truth.shape:
         return f"truth shape {truth.shape} != {seg.shape}"
-    return (f"Dice vs truth: liver {dice(seg > 0, truth > 0):.3f} (organ, lesions included), "
-            f"lesion {dice(seg == 2, truth == 2):.3f}")
+    if len(names) < 2:
+        return "no foreground class in the report"
+    held = f" (organ, {', '.join(n + 's' for n in names[2:])} included)" if len(names) > 2 else ""
+    parts = [f"{names[1]} {dice(seg > 0, truth > 0):.3f}{held}"]
+    parts += [f"{name} {dice(seg == i, truth == i):.3f}" for i, name in enumerate(names) if i >= 2]
+    return "Dice vs truth: " + ", ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         seg = rep_path.parent / rep["outputs"]["segmentation"]
         png = rep_path.parent / rep["outputs"]["overlay"]
         shape = "x".join(map(str, rep["shape"]))
-        liver, lesion = rep["liver_volume_ml"], rep["lesion_volume_ml"]
-        print(f"  {shown}: {shape} voxels, liver {liver:.1f} mL, lesion {lesion:.1f} mL,"
+        volumes = ", ".join(f"{k.removesuffix('_volume_ml')} {v:.1f} mL" for k, v in rep.items()
+                            if k.endswith("_volume_ml"))
+        print(f"  {shown}: {shape} voxels, {volumes},"
               f" {rep['timings_s'].get('total', 0):.1f} s via {rep['transport']}")
         print(f"    label map  {seg}")
         print(f"    overlay    {png}")
@@ -59,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    warning    {warning}")
         truth = args.truth_dir / f"{stem}_truth.nii.gz" if args.truth_dir else None
         if truth is not None and truth.is_file() and seg.is_file():
-            print(f"    {truth_scores(seg, truth)}  ({truth})")
+            print(f"    {truth_scores(seg, truth, label_names(rep))}  ({truth})")
     return 0
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make build: the operator image IMAGE:TAG (defaults clara/simple-operator:0.1.0) from Dockerfile.
-# Env: IMAGE, TAG, ENGINE=docker|podman (default: the engine that works).
+# Env: IMAGE, TAG, ENGINE=docker|podman (default: the engine that works), PYTHON_BASE_IMAGE (default: the
+# local base of scripts/setup-podman.sh when present, else the Dockerfile's official python image).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh source-path=SCRIPTDIR
 source "$(dirname "$0")/lib.sh"
@@ -12,6 +13,7 @@ engine="$(require_engine)"
 require_operator_sources
 
 SECONDS=0
-build_image "$engine" "$image:$tag" Dockerfile --build-arg "VERSION=$tag" \
+mapfile -t base_args < <(python_base_args "$engine")
+build_image "$engine" "$image:$tag" Dockerfile --build-arg "VERSION=$tag" "${base_args[@]}" \
     || die "building $image:$tag with $engine failed (see above)"
 log "built $image:$tag with $engine in ${SECONDS}s; run it with 'make run-local RUNTIME=container'"

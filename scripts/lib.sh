@@ -57,6 +57,20 @@ image_exists() {
     "$1" image inspect "$2" >/dev/null 2>&1
 }
 
+# The Python base image scripts/setup-podman.sh builds without a registry, under a local name of its own.
+ODK_LOCAL_BASE_IMAGE="localhost/odk-python:3.11-bookworm"
+
+# python_base_args ENGINE: the build option that sets BASE_IMAGE for a Dockerfile whose default FROM is the
+# official python image: $PYTHON_BASE_IMAGE when set, else the local base when ENGINE has it, else nothing
+# (the official image, from a registry).
+python_base_args() {
+    local base="${PYTHON_BASE_IMAGE:-}"
+    if [[ -z "$base" ]] && image_exists "$1" "$ODK_LOCAL_BASE_IMAGE"; then
+        base="$ODK_LOCAL_BASE_IMAGE"
+    fi
+    [[ -z "$base" ]] || printf '%s\n' --build-arg "BASE_IMAGE=$base"
+}
+
 # build_image ENGINE IMAGE:TAG DOCKERFILE [BUILD-OPTION...]: build from the repository root, passing the
 # OCI label build args SOURCE (git remote) and REVISION (git commit). The label values (these two, and
 # VERSION / BASE_IMAGE when given as --build-arg) are also set with --label: buildah reuses a cached LABEL

@@ -19,7 +19,7 @@ output_dir="${OUTPUT_DIR:-local/output}"
 env_list="${ENV_LIST:-$ODK_ROOT/env.list}"
 
 case "$runtime" in auto | container | host) ;; *) die "RUNTIME must be auto, container or host, not '$runtime'" ;; esac
-[[ -f "$env_list" ]] || die "no $env_list; it holds the operator's environment (see README, env.list)"
+[[ -f "$env_list" ]] || die "no $env_list; it holds the operator's environment (see docs/configuration.md)"
 [[ -d "$input_dir" ]] || die "INPUT_DIR '$input_dir' is not a directory; set INPUT_DIR (e.g. local/input, 'make phantoms' fills it)"
 input_dir="$(cd "$input_dir" && pwd)"
 mkdir -p "$output_dir"

@@ -35,5 +35,4 @@ if [[ "$runtime" == kube ]]; then
 fi
 exec "$ODK_PY" -m kit.pipeline.run "$pipeline" \
     --input-dir "${INPUT_DIR:-local/input}" --output-dir "${OUTPUT_DIR:-local/output}" \
-    --runtime "$runtime" --engine "$engine" --image "${IMAGE:-clara/simple-operator}" \
-    --job-name "${JOB_NAME:-local}"
+    --runtime "$runtime" --engine "$engine" --image "${IMAGE:-clara/simple-operator}"

@@ -3,16 +3,18 @@
 #   1. install podman + runc (+ debootstrap, and the CNI DNS plugin so that containers on a user-defined
 #      network such as odk-net reach each other by name) from the Debian mirror,
 #   2. configure podman for this kind of host (runc, cgroupfs, no default ulimits, file events log),
-#   3. create the base image python:3.11-slim-bookworm locally with debootstrap (no pull).
+#   3. create a Python base image locally with debootstrap (no pull), under a local name of its own
+#      (localhost/odk-python:3.11-bookworm): the scripts pass it as BASE_IMAGE (scripts/lib.sh
+#      python_base_args), while the Dockerfiles' default FROM stays the official python image.
 # Idempotent: each step is skipped when already done, and the whole script returns in about a second
 # when podman already runs containers from the base image. Prints what it did.
-# Env: ODK_BASE_IMAGE (default docker.io/library/python:3.11-slim-bookworm), ODK_DEBIAN_SUITE (bookworm),
+# Env: ODK_BASE_IMAGE (default localhost/odk-python:3.11-bookworm), ODK_DEBIAN_SUITE (bookworm),
 #      ODK_DEBIAN_MIRROR (default: the first Debian mirror in /etc/apt), ODK_CACHE_DIR (default .cache).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh source-path=SCRIPTDIR
 source "$(dirname "$0")/lib.sh"
 
-base_image="${ODK_BASE_IMAGE:-docker.io/library/python:3.11-slim-bookworm}"
+base_image="${ODK_BASE_IMAGE:-$ODK_LOCAL_BASE_IMAGE}"
 suite="${ODK_DEBIAN_SUITE:-bookworm}"
 cache_dir="${ODK_CACHE_DIR:-$ODK_ROOT/.cache}"
 rootfs_tar="$cache_dir/odk-base-$suite-rootfs.tar"

@@ -2,7 +2,7 @@
 # make triton | triton-stop | triton-status: a real Triton Inference Server on MODELS_DIR, either the
 # NGC container (GPU, the ODK's way) or embedded on CPU (the tritonserver of nvidia-pytriton + onnxruntime).
 #   scripts/triton.sh start|stop|status
-# Variables (see README, "Triton"): TRITON_MODE=auto|container|embedded, TRITON_HTTP_PORT/TRITON_GRPC_PORT/
+# Variables (see docs/triton.md): TRITON_MODE=auto|container|embedded, TRITON_HTTP_PORT/TRITON_GRPC_PORT/
 # TRITON_METRICS_PORT, MODELS_DIR, TRITON_IMAGE, TRITON_GPUS, TRITON_READY_TIMEOUT, TRITON_SKIP_UNSERVABLE,
 # TRITON_CONTAINER, TRITON_NETWORK, TRITON_SHM_SIZE, TRITON_ULIMITS, TRITON_ALLOW_CLIENT_SHM, TRITON_ADDRESS.
 set -euo pipefail
@@ -181,12 +181,10 @@ start_container() {
         die "'$engine run' of $TRITON_IMAGE failed (see above)"
     fi
 
-    local names
-    names="$("$ODK_PY" -m kit.triton models --models-dir "$models" | sed 's/$/:/' | paste -sd, -)"
-    mkdir -p "$TRITON_RUN_DIR"
-    printf '%s\n' "mode=container" "http_port=$TRITON_HTTP_PORT" "grpc_port=$TRITON_GRPC_PORT" \
-        "metrics_port=$TRITON_METRICS_PORT" "models_dir=$models" "models=$names" "host=127.0.0.1" "pid=0" \
-        "engine=$engine" "container=$TRITON_CONTAINER" "image=$TRITON_IMAGE" >"$TRITON_RUN_DIR/mode"
+    # The run state has one writer (kit.triton.state), for the embedded server and the container alike.
+    "$ODK_PY" -m kit.triton record-container --run-dir "$TRITON_RUN_DIR" --models-dir "$models" \
+        --http-port "$TRITON_HTTP_PORT" --grpc-port "$TRITON_GRPC_PORT" --metrics-port "$TRITON_METRICS_PORT" \
+        --engine "$engine" --container "$TRITON_CONTAINER" --image "$TRITON_IMAGE"
     if ! "$ODK_PY" -m kit.triton wait --run-dir "$TRITON_RUN_DIR" --timeout "$TRITON_READY_TIMEOUT" \
         --engine "$engine" --container "$TRITON_CONTAINER"; then
         log "last lines of the container's log:"

@@ -67,7 +67,7 @@ def triton_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     real = ROOT / "local" / "models"
     if (real / DEMO_MODEL / "1" / "model.onnx").is_file():
         return real
-    from kit.triton.tiny_model import write_tiny_repository
+    from tiny_model import write_tiny_repository
 
     return write_tiny_repository(tmp_path_factory.mktemp("models"))
 

@@ -25,6 +25,15 @@ def working_engine(env: Mapping[str, str] | None = None) -> str | None:
     return out.stdout.strip() or None
 
 
+def python_base(engine: str) -> str:
+    """The Python base image builds use, as scripts/lib.sh python_base_args picks it: $PYTHON_BASE_IMAGE, else
+    the local base of scripts/setup-podman.sh when the engine has it, else the official image."""
+    out = subprocess.run(["bash", "-c", 'source scripts/lib.sh && python_base_args "$1"', "-", engine], cwd=ROOT,
+                         capture_output=True, text=True, check=False)
+    chosen = out.stdout.split("BASE_IMAGE=", 1)
+    return chosen[1].strip() if len(chosen) == 2 else "python:3.11-slim-bookworm"
+
+
 def require_engine() -> str:
     """The working engine, or skip (fail under ODK_REQUIRE_CONTAINERS=1, as in CI after setup-podman.sh)."""
     engine = working_engine()

@@ -37,7 +37,7 @@ def write_sample(dest: Path, syntax: str = "explicit") -> list[Path]:
 def operator_env(inputs: str, outputs: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NVIDIA_", "TRITON_", "ODK_", "DICOM_"))}
     env.update({"NVIDIA_CLARA_INPUTPATHS": inputs, "NVIDIA_CLARA_OUTPUTPATHS": outputs,
-                "NVIDIA_CLARA_NOSYNCLOCK": "TRUE", "PYTHONPATH": str(ROOT)})
+                "NVIDIA_CLARA_NOSYNCLOCK": "TRUE"})
     env.update(extra)
     return env
 

@@ -20,7 +20,6 @@ def operator_env(in_dir: Path, out_dir: Path, grpc_url: str, **extra: str) -> di
         "NVIDIA_CLARA_OUTPUTPATHS": f"segmentation/out:{out_dir}",
         "NVIDIA_CLARA_NOSYNCLOCK": "TRUE",
         "NVIDIA_TRITON_GRPCURI": grpc_url,
-        "PYTHONPATH": str(ROOT),
     })
     env.update(extra)
     return env

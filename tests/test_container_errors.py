@@ -72,10 +72,10 @@ def test_dockerfile_wrap_itself_needs_base_image() -> None:
 def test_lint_covers_the_container_files() -> None:
     """hadolint and shellcheck pass on every Dockerfile and script of the container workflow."""
     dockerfiles = ["Dockerfile", "Dockerfile.wrap", "scripts/triton-cpu/Dockerfile",
-                   "scripts/fake-inference-base/Dockerfile"]
+                   "tests/fake-inference-base/Dockerfile"]
     scripts = ["scripts/setup-podman.sh", "scripts/build.sh", "scripts/wrap.sh", "scripts/run-local.sh",
                "scripts/triton-cpu/build.sh", "scripts/triton-cpu/tritonserver.sh",
-               "scripts/fake-inference-base/build.sh"]
+               "tests/fake-inference-base/build.sh"]
     venv = ROOT / ".venv" / "bin"
     check(subprocess.run([str(venv / "hadolint"), *dockerfiles], cwd=ROOT, capture_output=True, text=True,
                          check=False))

@@ -17,7 +17,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from container_helpers import OPERATOR_IMAGE, OPERATOR_TAG, ROOT, check, make, output_of
+from container_helpers import OPERATOR_IMAGE, OPERATOR_TAG, ROOT, check, make, output_of, python_base
 
 from kit.triton.readiness import free_ports
 
@@ -46,10 +46,10 @@ def wrapped_image(engine: str, pytestconfig: pytest.Config) -> str:
 
 def _build_inference_base(config: pytest.Config) -> subprocess.CompletedProcess[str]:
     start = time.monotonic()
-    result = subprocess.run(["scripts/fake-inference-base/build.sh"], cwd=ROOT, capture_output=True, text=True,
+    result = subprocess.run(["tests/fake-inference-base/build.sh"], cwd=ROOT, capture_output=True, text=True,
                             env={**os.environ, "FAKE_INFERENCE_IMAGE": INFERENCE_BASE}, timeout=600, check=False)
     with config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
-        print(f"\n$ scripts/fake-inference-base/build.sh  ->  exit {result.returncode} "
+        print(f"\n$ tests/fake-inference-base/build.sh  ->  exit {result.returncode} "
               f"in {time.monotonic() - start:.1f} s")
     return result
 
@@ -223,7 +223,7 @@ def test_wrap_on_a_base_without_python_or_apt_fails_clearly(engine: str, tmp_pat
     """A base with no usable python3 and no apt-get: the wrap stops at once and says what the base needs."""
     bare = "localhost/odk-bare-base:test"
     (tmp_path / "Dockerfile").write_text(
-        "FROM python:3.11-slim-bookworm\n"
+        f"FROM {python_base(engine)}\n"
         "RUN rm -f /usr/bin/apt-get /usr/bin/python3 /usr/bin/python3.11\n")
     check(subprocess.run([engine, "build", "-q", "-t", bare, str(tmp_path)], capture_output=True, text=True,
                          timeout=300, check=False))

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from container_helpers import python_base
 
 from kit.pipeline import launch, wiring
 from kit.pipeline.model import PipelineError, load_pipeline
@@ -171,7 +172,8 @@ def probe_image(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     context = tmp_path_factory.mktemp("probe-image")
     for src in [RUN / "probe.py", *(ROOT / "lib").glob("*.whl")]:
         shutil.copy2(src, context / src.name)
-    proc = subprocess.run([engine, "build", "-t", ref, "-f", str(RUN / "Dockerfile.probe"), str(context)],
+    proc = subprocess.run([engine, "build", "-t", ref, "--build-arg", f"BASE_IMAGE={python_base(engine)}",
+                           "-f", str(RUN / "Dockerfile.probe"), str(context)],
                           capture_output=True, text=True, check=False, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return engine, ref

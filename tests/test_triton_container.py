@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_model import NAME, write_tiny_repository
 
 from kit.triton.readiness import free_ports, port_in_use
-from kit.triton.tiny_model import NAME, write_tiny_repository
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,7 +126,7 @@ def fake(tmp_path):
     repo = write_tiny_repository(tmp_path / "models")
     env = {
         "PATH": f"{bin_dir}:{os.environ['PATH']}", "ENGINE": "docker", "FAKE_STATE": str(state),
-        "ODK_RUN_DIR": str(tmp_path / "run"), "MODELS_DIR": str(repo), "PYTHONPATH": str(ROOT),
+        "ODK_RUN_DIR": str(tmp_path / "run"), "MODELS_DIR": str(repo),
         "TRITON_HTTP_PORT": str(http), "TRITON_GRPC_PORT": str(grpc), "TRITON_METRICS_PORT": str(metrics),
     }
     yield env

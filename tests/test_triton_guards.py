@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+from tiny_model import write_tiny_repository
 
 from kit.triton.embedded import is_embedded_server
 from kit.triton.readiness import free_ports, port_in_use
 from kit.triton.state import read_state
-from kit.triton.tiny_model import write_tiny_repository
 
 ROOT = Path(__file__).resolve().parents[1]
 LISTEN = "0A"

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import tritonclient.grpc as grpcclient
+from tiny_model import NAME, write_tiny_repository
 
 from kit.triton.embedded import StartError, start, stop
 from kit.triton.readiness import free_ports, port_in_use
 from kit.triton.state import Ports, fix_libpython_path
-from kit.triton.tiny_model import NAME, write_tiny_repository
 
 ROOT = Path(__file__).resolve().parents[1]
 

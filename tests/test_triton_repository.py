@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_model import CONFIG, NAME, write_tiny_repository
 
 from kit.triton.repository import read_repository
-from kit.triton.tiny_model import CONFIG, NAME, write_tiny_repository
 
 
 def _repo(tmp_path: Path, config: str = CONFIG, name: str = NAME, versions=(1,)) -> Path:

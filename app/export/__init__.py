@@ -4,7 +4,8 @@ Run as ``python -u -m app.export`` (the same image as the segmentation operator,
 It reads each input entry (normally ``segmentation/segmentation``: the upstream operator's output),
 finds the study reports ``<stem>.json`` in it, and writes into its own output folder:
 
-- ``summary.csv`` — one row per study: input entry, study, shape, spacing, liver and lesion volume (mL);
+- ``summary.csv`` — one row per study: input entry, study, shape, spacing, the volume (mL) of each of the
+  model's classes as the reports name them (``<class>_volume_ml``: liver and lesion for the demo model);
 - ``summary.json`` — the same rows, the totals, and the input entries (name and path) it was given;
 - ``labels/<sub-folder>/<stem>_seg.nii.gz`` — the label maps next to the summary, at the same relative path
   as in the input entry (``EXPORT_COPY_LABELS``, default on).
@@ -21,14 +22,14 @@ import csv
 import io
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from app.niftiio import atomic_write_bytes
 
 log = logging.getLogger("app.export")
 
-CSV_FIELDS = ("entry", "study", "shape", "spacing_mm", "liver_volume_ml", "lesion_volume_ml", "segmentation")
+VOLUME_SUFFIX = "_volume_ml"
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,18 @@ class StudyRow:
     study: str
     shape: list[int]
     spacing_mm: list[float]
-    liver_volume_ml: float
-    lesion_volume_ml: float
+    volumes_ml: dict[str, float]  # the report's "<class>_volume_ml" entries, in its order
     segmentation: str  # path of the label map relative to the input entry ("" when missing)
+
+    def flat(self) -> dict:
+        """The row as the summary writes it: the volume columns in place of ``volumes_ml``."""
+        return {"entry": self.entry, "study": self.study, "shape": self.shape, "spacing_mm": self.spacing_mm,
+                **self.volumes_ml, "segmentation": self.segmentation}
+
+
+def volume_columns(rows: list[StudyRow]) -> list[str]:
+    """Every volume column of the rows, in the order they first appear (the model's class order)."""
+    return list(dict.fromkeys(k for r in rows for k in r.volumes_ml))
 
 
 class ExportError(Exception):
@@ -49,7 +59,9 @@ class ExportError(Exception):
 def read_report(entry_name: str, entry_root: Path, path: Path) -> StudyRow | None:
     """The row of one study report; None for JSON files that are not study reports."""
     report = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(report, dict) or "liver_volume_ml" not in report:
+    volumes = ({k: round(float(v), 3) for k, v in report.items() if k.endswith(VOLUME_SUFFIX)}
+               if isinstance(report, dict) else {})
+    if not volumes:
         return None
     seg_name = (report.get("outputs") or {}).get("segmentation") or f"{path.stem}_seg.nii.gz"
     seg = path.with_name(seg_name)
@@ -58,8 +70,7 @@ def read_report(entry_name: str, entry_root: Path, path: Path) -> StudyRow | Non
         study=path.relative_to(entry_root).with_suffix("").as_posix(),
         shape=[int(n) for n in report.get("shape", [])],
         spacing_mm=[float(s) for s in report.get("spacing_mm", [])],
-        liver_volume_ml=round(float(report["liver_volume_ml"]), 3),
-        lesion_volume_ml=round(float(report.get("lesion_volume_ml", 0.0)), 3),
+        volumes_ml=volumes,
         segmentation=str(seg.relative_to(entry_root)) if seg.is_file() else "",
     )
 
@@ -114,10 +125,11 @@ def label_targets(rows: list[StudyRow], entries: dict[str, Path]) -> dict[str, P
 
 def summary_csv(rows: list[StudyRow]) -> str:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n")
+    fields = ["entry", "study", "shape", "spacing_mm", *volume_columns(rows), "segmentation"]
+    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n", restval="")
     writer.writeheader()
     for row in rows:
-        values = asdict(row)
+        values = row.flat()
         values["shape"] = "x".join(map(str, row.shape))
         values["spacing_mm"] = "x".join(f"{s:g}" for s in row.spacing_mm)
         writer.writerow(values)
@@ -129,10 +141,9 @@ def summary_json(rows: list[StudyRow], entries: list[tuple[str, Path]], job: str
         "job": job,
         "operator": stage,
         "inputs": [{"name": name, "path": str(path)} for name, path in entries],
-        "studies": [asdict(r) for r in rows],
+        "studies": [r.flat() for r in rows],
         "totals": {"studies": len(rows),
-                   "liver_volume_ml": round(sum(r.liver_volume_ml for r in rows), 3),
-                   "lesion_volume_ml": round(sum(r.lesion_volume_ml for r in rows), 3)},
+                   **{k: round(sum(r.volumes_ml.get(k, 0.0) for r in rows), 3) for k in volume_columns(rows)}},
     }, indent=2) + "\n"
 
 
@@ -149,7 +160,7 @@ def export(entries: list[tuple[str, Path]], output: Path, job: str, stage: str, 
         log.info("input entry %r -> %s", name, path)
     rows, bad = collect(entries)
     if not rows:
-        raise ExportError("no study reports (<stem>.json with liver_volume_ml) in the inputs "
+        raise ExportError("no study reports (<stem>.json with <class>_volume_ml entries) in the inputs "
                           f"{', '.join(f'{n}:{p}' for n, p in entries)}; run the segmentation operator first")
     targets = label_targets(rows, dict(entries)) if copy else {}
     atomic_write_bytes(output / "summary.csv", summary_csv(rows).encode())

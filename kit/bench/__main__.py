@@ -19,10 +19,11 @@ from app.transforms import canonical_ornt, canonical_spacing, resampled_shape, v
 from kit.bench import dicom, report
 from kit.bench.measure import BenchError, median_stages
 from kit.bench.model import BenchModel, load_model
-from kit.bench.runners import ROOT, Job, run_operator, run_worker
+from kit.bench.runners import Job, run_operator, run_worker
 from kit.bench.serving import embedded_triton
 from kit.bench.transport import round_trips
 from kit.bench.volumes import SIZES, phantom_study
+from kit.paths import ROOT
 from kit.triton.embedded import StartError
 
 log = logging.getLogger("kit.bench")
@@ -60,13 +61,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _header(args: argparse.Namespace, model: BenchModel, cfg: OperatorConfig, stamp: str) -> dict:
-    return {"timestamp": stamp, "machine": report.machine(),
+    return {"timestamp": stamp, "machine": report.machine(), "commit": report.commit(),
             "model": {"name": model.name, "source": str(args.model_dir),
                       "onnx_sha256": hashlib.sha256(model.onnx_file.read_bytes()).hexdigest(), "roi": model.roi,
                       "spacing_mm": model.spacing_mm, "hu_window": model.hu_window,
                       "max_batch_size": model.max_batch_size},
             "settings": {"overlap": cfg.overlap, "blend": cfg.blend,
-                         "batch_size": cfg.batch_size or model.max_batch_size,
+                         "batch_size": model.spec.windows_per_request(cfg.batch_size),
                          "largest_component": cfg.largest_component, "repeats": args.repeats,
                          "monai_repeats": args.monai_repeats},
             "studies": {}}

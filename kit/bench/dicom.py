@@ -24,9 +24,9 @@ import numpy as np
 
 from kit.bench.measure import median
 from kit.bench.volumes import SIZES, cache_key, phantom_study
+from kit.paths import ROOT
 from kit.phantom import dicom as phantom_dicom
 
-ROOT = Path(__file__).resolve().parents[2]
 DCM2NIIX = str(Path(sys.executable).with_name("dcm2niix"))
 READER_GOAL = 3.0  # reader wall time / dcm2niix wall time, at most
 log = logging.getLogger("kit.bench")
@@ -45,7 +45,7 @@ def series(cache: Path, seed: int = 1, size_name: str = "ct") -> Path:
 def _env(inputs: str, outputs: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NVIDIA_", "DICOM_"))}
     env.update({"NVIDIA_CLARA_INPUTPATHS": inputs, "NVIDIA_CLARA_OUTPUTPATHS": outputs,
-                "NVIDIA_CLARA_NOSYNCLOCK": "TRUE", "PYTHONPATH": str(ROOT)})
+                "NVIDIA_CLARA_NOSYNCLOCK": "TRUE"})
     return env
 
 

@@ -26,12 +26,12 @@ from pathlib import Path
 
 from kit.dicom.orthanc import Rest
 from kit.dicom.seg_check import seg_ids, study_uid_of, wait_new_seg
+from kit.paths import ROOT
 from kit.phantom.dicom import write_series
 from kit.triton import embedded
 from kit.triton.readiness import free_ports
 from kit.triton.state import Ports
 
-ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "local" / "input" / "synthetic_phantom_001.nii.gz"
 STAGE_RE = re.compile(r"^(\S+)\s+ok\s+([0-9.]+)s", re.M)
 

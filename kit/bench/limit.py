@@ -1,7 +1,7 @@
 """The limit: the operator's job with nothing between it and the machine.
 
-The same preprocessing (app.transforms), the same window grid and batches (app.sliding) run straight
-through onnxruntime in this process (no Triton, no transport), the same post-processing, and the
+The operator's own model-side pipeline (app.study.segment: the same preprocessing, window grid, batches and
+post-processing) run straight through onnxruntime in this process (no Triton, no transport), and the
 fastest gzip decoder/encoder available for reading the study and writing the label map.
 
     python -m kit.bench.limit --input CT.nii.gz --model-dir local/models/<name> --out-dir DIR --json FILE
@@ -18,9 +18,9 @@ import nibabel as nib
 import numpy as np
 from isal import igzip
 
-from app import postprocess, transforms
+from app.config import OperatorConfig
 from app.niftiio import Volume, label_image, stem
-from app.sliding import sliding_window
+from app.study import Timer, segment
 from kit.bench import contender
 from kit.bench.model import load_model, ort_session
 
@@ -67,9 +67,10 @@ def read_fastest(path: Path) -> tuple[Volume, dict[str, float]]:
     return best, times
 
 
-def write_fastest(dest: Path, labels: np.ndarray, ref: Volume) -> tuple[float, dict[str, float]]:
+def write_fastest(dest: Path, labels: np.ndarray, ref: Volume,
+                  names: tuple[str, ...]) -> tuple[float, dict[str, float]]:
     """Serialise once, compress with every encoder; the fastest encoder's bytes are written."""
-    raw, t_serialise = _timed(lambda: label_image(labels, ref).to_bytes())
+    raw, t_serialise = _timed(lambda: label_image(labels, ref, names).to_bytes())
     times: dict[str, float] = {}
     best: tuple[float, bytes] | None = None
     for name, encode in ENCODERS.items():
@@ -90,29 +91,20 @@ def run(src: Path, model_dir: Path, out_dir: Path, overlap: float, blend: str, b
     def predict(batch: np.ndarray) -> np.ndarray:
         return session.run([out_name], {model.input_name: batch})[0]  # type: ignore[union-attr]
 
-    batch = min(batch_size or model.max_batch_size, model.max_batch_size)
+    cfg = OperatorConfig(model_name=model.name, overlap=overlap, blend=blend, batch_size=batch_size,
+                         largest_component=largest_component, overlay=False)
+    batch = model.spec.windows_per_request(batch_size)
     # Warm the session up (first-run allocations), as the long-running Triton is warm for the operator.
     _, t_warmup = _timed(lambda: predict(np.zeros((batch, 1, *model.roi), np.float32)))
     stages: dict[str, float] = {}
     vol, read_times = read_fastest(src)
     stages["read"] = min(read_times.values())
-    t0 = time.perf_counter()
-    model_vol, geom = transforms.forward(vol.data, vol.affine, model.spacing_mm, model.hu_window)
-    stages["preprocess"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    scores = sliding_window(model_vol, predict, roi=model.roi, overlap=overlap, batch_size=batch, blend=blend)
-    stages["inference"] = time.perf_counter() - t0
-    del model_vol
-    t0 = time.perf_counter()
-    labels = postprocess.argmax_labels(scores)
-    del scores
-    if largest_component:
-        labels = postprocess.keep_largest_organ(labels)
-    labels = transforms.inverse_labels(labels, geom)
-    stages["postprocess"] = time.perf_counter() - t0
+    timer = Timer()
+    labels, _ = segment(vol.data, vol.affine, model.spec, predict, cfg, timer)
+    stages.update({k: timer.stages[k] for k in ("preprocess", "inference", "postprocess")})
     out_dir.mkdir(parents=True, exist_ok=True)
     name = stem(src)
-    stages["write"], write_times = write_fastest(out_dir / f"{name}_seg.nii.gz", labels, vol)
+    stages["write"], write_times = write_fastest(out_dir / f"{name}_seg.nii.gz", labels, vol, model.spec.labels)
     stages["total"] = sum(stages.values())
     return {"timings_s": {k: round(v, 4) for k, v in stages.items()},
             "read_variants_s": {k: round(v, 4) for k, v in read_times.items()},

@@ -4,7 +4,6 @@ through Triton), the onnxruntime session they share, and a trivial model for tim
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,63 +11,38 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from app.config import number_list
-from kit.triton.repository import read_model
+from app.model import ModelSpec
+from kit.local_model import read_local_model
+from kit.triton.onnx_model import cpu_threads, open_session
 
 IDENTITY_NAME = "bench_identity"
 
 
 @dataclass(frozen=True)
 class BenchModel:
-    name: str
+    """The benchmarked model: the operator's own description of it (``spec``) and its files."""
+
+    spec: ModelSpec
     model_dir: Path
     onnx_file: Path
-    input_name: str
-    output_name: str
-    roi: tuple[int, int, int]
-    channels: int
-    max_batch_size: int
-    spacing_mm: tuple[float, float, float]
-    hu_window: tuple[float, float]
 
-
-def _floats(spec, key: str, n: int) -> tuple[float, ...]:
-    values = number_list(spec.parameters.get(key, ""))
-    if len(values) != n:
-        raise ValueError(f"model {spec.name}: config.pbtxt parameter {key} is missing or not {n} comma-separated"
-                         " numbers; fix the model's config.pbtxt")
-    return values
+    def __getattr__(self, attr: str) -> object:
+        """The spec's fields (name, input_name, output_name, roi, channels, max_batch_size, spacing_mm,
+        hu_window, labels) read as the model's own."""
+        if attr == "spec":  # not set yet (copy/pickle): no recursion
+            raise AttributeError(attr)
+        return getattr(self.spec, attr)
 
 
 def load_model(model_dir: Path) -> BenchModel:
-    """Describe the model at ``<repository>/<name>`` from its config.pbtxt (parameters included)."""
-    specs, problems = read_model(Path(model_dir))
-    if not specs:
-        raise ValueError("; ".join(map(str, problems)) or f"no servable model in {model_dir}")
-    spec = specs[0]
-    tin, tout = spec.inputs[0], spec.outputs[0]
-    sp = _floats(spec, "spacing_mm", 3)
-    hu = _floats(spec, "hu_window", 2)
-    return BenchModel(name=spec.name, model_dir=Path(model_dir), onnx_file=spec.model_file,
-                      input_name=tin.name, output_name=tout.name,
-                      roi=(tin.dims[1], tin.dims[2], tin.dims[3]), channels=tout.dims[0],
-                      max_batch_size=max(1, spec.max_batch_size), spacing_mm=(sp[0], sp[1], sp[2]),
-                      hu_window=(hu[0], hu[1]))
-
-
-def cpu_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """Describe the model at ``<repository>/<name>`` as the operator would see it served (kit.local_model)."""
+    local = read_local_model(model_dir)
+    return BenchModel(spec=local.spec, model_dir=Path(model_dir), onnx_file=local.model_file)
 
 
 def ort_session(onnx_file: Path):
-    """The session the embedded Triton builds for the same model: CPU, all cores, full graph optimisation."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = cpu_cores()
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(onnx_file), sess_options=options, providers=["CPUExecutionProvider"])
+    """The session the embedded Triton builds for the same model (kit.triton.onnx_model), on all cores."""
+    return open_session(onnx_file, cpu_threads())
 
 
 def write_identity_model(repo: Path, model: BenchModel) -> Path:

@@ -63,7 +63,7 @@ def run(src: Path, model_dir: Path, out_dir: Path, overlap: float, blend: str, b
     save = SaveImaged(keys="pred", output_dir=str(out_dir), output_postfix="seg", output_ext=".nii.gz",
                       separate_folder=False, output_dtype=np.uint8, resample=False, print_log=False)
 
-    batch = min(batch_size or model.max_batch_size, model.max_batch_size)
+    batch = model.spec.windows_per_request(batch_size)
     # Warm the session up (first-run allocations), as the limit does and Triton is for the operator.
     t_warmup = time.perf_counter()
     predictor(torch.zeros((batch, 1, *model.roi)))

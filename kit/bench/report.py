@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
 from kit.bench.measure import median, median_stages
+from kit.paths import ROOT
 
 STAGES = ("read", "preprocess", "inference", "postprocess", "write")
 TARGETS = {
@@ -93,6 +95,20 @@ def machine() -> dict:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"cpu": cpu, "cores": cores, "ram_gb": round(mem_gb, 1), "python": platform.python_version(),
             "kernel": platform.release(), "versions": versions}
+
+
+def commit() -> str:
+    """The checkout's commit (short), with "-dirty" when tracked files differ from it; "unknown" without git."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False,
+                              timeout=30).stdout.strip()
+
+    try:
+        rev = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{rev}-dirty" if rev and dirty else rev or "unknown"
 
 
 def _row(name: str, s: dict) -> str:

@@ -14,8 +14,7 @@ from app.config import OperatorConfig
 from app.niftiio import stem
 from kit.bench.measure import BenchError, run_measured
 from kit.bench.model import BenchModel
-
-ROOT = Path(__file__).resolve().parents[2]
+from kit.paths import ROOT
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,6 @@ def operator_env(job: Job, grpc_url: str, transport: str, out_dir: Path) -> dict
         "NVIDIA_TRITON_GRPCURI": grpc_url,
         "TRITON_TRANSPORT": transport,
         "TRITON_MODEL_NAME": job.model.name,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
     })
     return env
 
@@ -85,9 +83,7 @@ def run_worker(job: Job, module: str, tag: str) -> dict:
     out_dir = _fresh(job.work / f"{tag}-out")
     result = job.work / f"{tag}.json"
     result.unlink(missing_ok=True)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
-    m = run_measured([job.python, "-u", "-m", module, *job.worker_args(out_dir, result)], env,
+    m = run_measured([job.python, "-u", "-m", module, *job.worker_args(out_dir, result)], dict(os.environ),
                      job.work / f"{tag}.log", cwd=ROOT)
     data = json.loads(result.read_text())
     data.update({"wall_s": round(m.wall_s, 4), "peak_rss_mb": round(m.peak_rss_mb, 1)})

@@ -37,10 +37,8 @@ def round_trips(grpc_url: str, model: BenchModel, transport: str, repeats: int =
     """Median round trip of a batch of ``windows`` (0: the model's max batch, as the operator sends)."""
     cfg = OperatorConfig(triton_url=grpc_url, model_name=IDENTITY_NAME, transport=transport)
     batch = window_batch(model, windows or model.max_batch_size)
-    with TritonSession(cfg) as session:
-        session.wait_ready()
-        session.describe_model()
-        got = session.choose_transport()
+    with TritonSession.open(cfg) as session:
+        got = session.transport
         if got != transport:
             raise RuntimeError(f"asked for transport {transport}, the session chose {got}")
         predict = session.predictor()

@@ -26,11 +26,11 @@ import yaml
 from kit.deploy import podspec, render
 from kit.deploy.prepare import BundleError, prepare
 from kit.deploy.settings import dns_name, from_env
+from kit.paths import ROOT
 from kit.pipeline.model import PipelineError
 from kit.pipeline.run import Result, summary
 from kit.triton.readiness import NotReady, free_ports, wait_ready
 
-ROOT = Path(__file__).resolve().parents[2]
 KUBE_NETWORK = "podman-default-kube-network"
 
 

@@ -8,9 +8,8 @@ from pathlib import Path
 from kit.deploy import check
 from kit.deploy.render import Bundle, bundle, write
 from kit.deploy.settings import KubeSettings, dns_name
+from kit.paths import ROOT
 from kit.pipeline.model import PipelineError, load_pipeline
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 class BundleError(PipelineError):

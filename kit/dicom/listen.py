@@ -24,6 +24,7 @@ from kit.dicom.pacs import running_destination
 from kit.dicom.runner import JobRunner, PipelineCommand
 from kit.dicom.runstate import STATE_FILE
 from kit.dicom.scp import StorageSCP
+from kit.paths import run_dir
 from kit.pipeline.model import PipelineError, load_pipeline
 from kit.pipeline.run import local_triton
 from kit.triton.readiness import http_ok
@@ -134,7 +135,7 @@ def config_from(args: argparse.Namespace) -> ListenerConfig:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    run_root = Path(os.environ.get("ODK_RUN_DIR") or Path(__file__).resolve().parents[2] / ".run")
+    run_root = run_dir()
     ap = argparse.ArgumentParser(prog="python -m kit.dicom.listen", description=__doc__.splitlines()[0])
     ap.add_argument("command", choices=("serve", "wait", "status"))
     ap.add_argument("--run-dir", type=Path, default=run_root / "listen")

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kit.dicom.jobs import Job, utc_now
-
-ROOT = Path(__file__).resolve().parents[2]
+from kit.paths import ROOT
 
 
 @dataclass(frozen=True)

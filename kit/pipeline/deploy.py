@@ -20,11 +20,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from kit.pipeline.launch import shown
+from kit.paths import run_dir
+from kit.pipeline.launch import DEFAULT_JOB_NAME, shown
 from kit.pipeline.model import Pipeline, PipelineError, load_pipeline
 
 ID_RE = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{32}(?![0-9A-Fa-f])")
-ROOT = Path(__file__).resolve().parents[2]
 
 
 class DeployError(Exception):
@@ -147,14 +147,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     env = os.environ
     ap = argparse.ArgumentParser(prog="python -m kit.pipeline.deploy", description=__doc__.splitlines()[0])
     ap.add_argument("--pipeline", type=Path, default=Path(env.get("PIPELINE") or "def/one-operator-pipeline.yml"))
-    ap.add_argument("--job-name", default=env.get("JOB_NAME") or "odk-job")
+    ap.add_argument("--job-name", default=env.get("JOB_NAME") or DEFAULT_JOB_NAME)
     ap.add_argument("--input-dir", type=Path, default=Path(env.get("INPUT_DIR") or "local/input"))
     ap.add_argument("--models-dir", type=Path, default=Path(env.get("MODELS_DIR") or "local/models"))
     ap.add_argument("--clara-models-dir", type=Path,
                     default=Path(env.get("CLARA_MODELS_DIR") or "/clara/common/models"))
     ap.add_argument("--clara", default=env.get("CLARA_CLI") or None, help="the clara CLI (default: on PATH)")
     ap.add_argument("--run-dir", type=Path,
-                    default=Path(env.get("ODK_RUN_DIR") or ROOT / ".run") / "deploy")
+                    default=run_dir("deploy"))
     ap.add_argument("--dry-run", action="store_true", default=env.get("DRY_RUN", "0") == "1")
     return ap.parse_args(argv)
 

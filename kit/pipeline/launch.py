@@ -13,6 +13,8 @@ from pathlib import Path
 from kit.pipeline.wiring import Plan
 
 PYTHON_RE = re.compile(r"^python(3(\.\d+)?)?$")
+# The job name when JOB_NAME is not set: the Makefile's default too (tests/test_defaults.py keeps them equal).
+DEFAULT_JOB_NAME = "odk-job"
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,13 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from kit.paths import ROOT, run_dir
 from kit.pipeline import launch, wiring
 from kit.pipeline.graph import downstream_of
 from kit.pipeline.model import Pipeline, PipelineError, load_pipeline
 from kit.pipeline.outputs import check_outputs, fresh
 from kit.triton.reap import reap
 from kit.triton.state import default_run_dir, read_state
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -219,8 +218,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="the image this repo builds (its operators can run on the host)")
     ap.add_argument("--dockerfile", type=Path, default=ROOT / "Dockerfile",
                     help="where the ENTRYPOINT/CMD of IMAGE are read for host runs")
-    ap.add_argument("--job-name", default=os.environ.get("JOB_NAME") or "local")
-    ap.add_argument("--log-dir", type=Path, default=Path(os.environ.get("ODK_RUN_DIR") or ROOT / ".run") / "pipeline")
+    ap.add_argument("--job-name", default=os.environ.get("JOB_NAME") or launch.DEFAULT_JOB_NAME)
+    ap.add_argument("--log-dir", type=Path, default=run_dir("pipeline"))
     ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                     help="override a pipeline parameter's default")
     return ap.parse_args(argv)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 MODEL_NAME = "segmentation_liver_v1"
@@ -33,7 +33,6 @@ class TrainConfig:
     bf16: str = "auto"  # bfloat16 autocast for the convolutions: "auto" (when the CPU has AMX), "on", "off"
     cache_dir: str = ".cache/train-phantoms"
     models_dir: str = "local/models"
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)

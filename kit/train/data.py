@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from app import transforms
 from app.transforms import forward, labels_to_model
+from kit import phantom
 from kit.phantom import make_phantom
 from kit.phantom.render import Phantom
 
@@ -42,8 +44,7 @@ def prepare(p: Phantom, spacing: tuple[float, float, float], window: tuple[float
 
 def _code_version() -> str:
     """Hash of the code that makes a case (generator + pre-transform): a changed generator means new data."""
-    root = Path(__file__).resolve().parents[2]
-    files = [*sorted((root / "kit" / "phantom").glob("*.py")), root / "app" / "transforms.py"]
+    files = [*sorted(Path(phantom.__file__).parent.glob("*.py")), Path(transforms.__file__)]
     return hashlib.sha1(b"".join(f.read_bytes() for f in files)).hexdigest()[:12]
 
 

@@ -18,16 +18,16 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2 as mc
 
 from app import study
-from app.config import OperatorConfig, number_list
+from app.config import OperatorConfig
 from app.model import ModelSpec
+from kit.local_model import read_local_model
 from kit.phantom import make_phantom, reorient
 from kit.summary import dice
 from kit.train.config import HELDOUT_SEED_BASE, MODEL_NAME
 from kit.train.data import phantom_grid
+from kit.triton.onnx_model import open_session
 
 ORIENTATIONS = ("LPS", "RAS", "LAS", "RPI")  # cycled over the cases: the operator must not care
 
@@ -41,34 +41,11 @@ class OnnxModel:
         return self.session.run([self.spec.output_name], {self.spec.input_name: batch})[0]
 
 
-def read_config(model_dir: Path) -> mc.ModelConfig:
-    return text_format.Parse((model_dir / "config.pbtxt").read_text(), mc.ModelConfig())
-
-
-def _parameter(cfg: mc.ModelConfig, key: str, n: int) -> tuple[float, ...]:
-    values = number_list(cfg.parameters[key].string_value if key in cfg.parameters else "")
-    if len(values) != n:
-        raise ValueError(f"model {cfg.name}: config.pbtxt parameter {key} is missing or not {n} comma-separated"
-                         " numbers; fix the model's config.pbtxt")
-    return values
-
-
 def load_model(model_dir: str | Path = Path("local/models") / MODEL_NAME, threads: int = 2) -> OnnxModel:
-    """The model as the operator sees it through Triton (its config.pbtxt), run by onnxruntime in-process."""
-    model_dir = Path(model_dir)
-    cfg = read_config(model_dir)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(model_dir / "1" / "model.onnx"), opts, providers=["CPUExecutionProvider"])
-    dims = [int(d) for d in cfg.input[0].dims]
-    sp, win = _parameter(cfg, "spacing_mm", 3), _parameter(cfg, "hu_window", 2)
-    labels = cfg.parameters["labels"].string_value if "labels" in cfg.parameters else ""
-    spec = ModelSpec(name=cfg.name, version="1", input_name=cfg.input[0].name, output_name=cfg.output[0].name,
-                     roi=(dims[1], dims[2], dims[3]), channels=int(cfg.output[0].dims[0]),
-                     max_batch_size=max(1, cfg.max_batch_size), spacing_mm=(sp[0], sp[1], sp[2]),
-                     hu_window=(win[0], win[1]), labels=tuple(labels.split(",")),
-                     softmax_applied=True)
-    return OnnxModel(sess, spec)
+    """The model as the operator sees it through Triton (kit.local_model: config.pbtxt, version policy, the
+    operator's own checks), run in-process by the kit's onnxruntime session."""
+    local = read_local_model(model_dir)
+    return OnnxModel(open_session(local.model_file, threads), local.spec)
 
 
 def segment(model: OnnxModel, arr: np.ndarray, affine: np.ndarray) -> np.ndarray:

@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from kit.train.config import LABELS, MODEL_NAME, ROI, TrainConfig
 from kit.train.unet import WithSoftmax
+from kit.triton.onnx_model import open_session
 
 INPUT, OUTPUT = "NV_MODEL_INPUT", "NV_MODEL_OUTPUT"
 OPSET = 17
@@ -53,7 +53,7 @@ def export_onnx(net: torch.nn.Module, path: Path) -> Path:
                       do_constant_folding=True)
     with torch.no_grad():
         want = model(x).numpy()
-    sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+    sess = open_session(tmp, threads=1)
     got = sess.run([OUTPUT], {INPUT: x.numpy()})[0]
     err = float(np.abs(got - want).max())
     if err > 1e-3:

@@ -1,4 +1,4 @@
-"""python -m kit.triton serve|start|stop|status|wait|models (see README: make triton)."""
+"""python -m kit.triton serve|start|stop|status|wait|record-container|models (see docs/triton.md: make triton)."""
 
 from __future__ import annotations
 
@@ -181,6 +181,19 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_record_container(args) -> int:
+    """Record a started Triton container in --run-dir: the run state has one writer, kit.triton.state."""
+    from kit.triton.state import RunState, write_state
+
+    root = Path(args.models_dir)
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+    write_state(args.run_dir, RunState(
+        mode="container", http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
+        models_dir=str(root), models=[f"{n}:" for n in names], engine=args.engine, container=args.container,
+        image=args.image))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kit.triton", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -229,6 +242,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--since", type=float, default=0.0, help="epoch seconds the operator started at")
     p.add_argument("--grpc-url", default="", help="the Triton its regions were registered with")
     p.set_defaults(func=cmd_reap)
+
+    p = sub.add_parser("record-container", help="record a started Triton container as the run state")
+    p.add_argument("--run-dir", type=Path, default=default_run_dir())
+    p.add_argument("--models-dir", required=True)
+    _add_ports(p)
+    for flag in ("--engine", "--container", "--image"):
+        p.add_argument(flag, required=True)
+    p.set_defaults(func=cmd_record_container)
 
     p = sub.add_parser("models", help="list the model directories of a repository")
     p.add_argument("--models-dir", default="local/models")

@@ -19,12 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from kit.paths import ROOT
 from kit.triton.readiness import NotReady, port_in_use, wait_ready
 from kit.triton.repository import read_repository
 from kit.triton.state import (
     LOG_FILE,
     PID_FILE,
-    ROOT,
     Ports,
     RunState,
     clear_state,
@@ -212,7 +212,6 @@ def start(
         cmd.append("--skip-unservable")
     env = dict(os.environ)
     fix_libpython_path(env)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     with log_path.open("w") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 cwd=ROOT, env=env, start_new_session=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -34,13 +35,18 @@ def cpu_threads(instances: int = 1) -> int:
     return max(1, cores // max(1, instances))
 
 
-def make_session(spec: ModelSpec, threads: int) -> ort.InferenceSession:
+def open_session(model_file: Path | str, threads: int) -> ort.InferenceSession:
+    """The one onnxruntime session of the kit (embedded Triton, benchmark, evaluation): CPU, ``threads``
+    intra-op threads, sequential execution, full graph optimisation."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(spec.model_file), sess_options=options,
-                                providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(model_file), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def make_session(spec: ModelSpec, threads: int) -> ort.InferenceSession:
+    return open_session(spec.model_file, threads)
 
 
 def _check_tensors(kind: str, declared: tuple[TensorSpec, ...], actual, batched: bool) -> list[str]:

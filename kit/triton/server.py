@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from kit.triton.onnx_model import cpu_threads, make_infer_func, make_session, signature_problems
+from kit.triton.pytriton_private import publish_parameters
 from kit.triton.repository import ModelSpec, Unservable, read_repository
 from kit.triton.state import Ports, fix_libpython_path
 
@@ -34,14 +35,11 @@ def _carry_parameters(triton, spec: ModelSpec) -> None:
     """Publish config.pbtxt `parameters` in the served model config.
 
     PyTriton's public ModelConfig has no field for model parameters; its generated Triton config carries
-    the proxy's own backend parameters, so the model's parameters are added to that same map. Clients
-    then read them with get_model_config(...).config.parameters as from the NGC server.
+    the proxy's own backend parameters, so the model's parameters are added to that same map
+    (kit.triton.pytriton_private). Clients then read them with get_model_config(...).config.parameters as
+    from the NGC server.
     """
-    for model in triton._model_manager.models:
-        if model.model_name == spec.name and model.model_version == spec.version:
-            model._get_triton_model_config().backend_parameters.update(spec.parameters)
-            return
-    raise RuntimeError(f"model {spec.name} was not bound")
+    publish_parameters(triton, spec.name, spec.version, spec.parameters)
 
 
 def _bind(triton, spec: ModelSpec, threads: int) -> None:

@@ -1,6 +1,7 @@
 """The run directory of a started Triton ($ODK_RUN_DIR/triton): what was started, so stop/status know.
 
-Files: `mode` (key=value lines, also written by scripts/triton.sh for a container), `triton.pid`
+Files: `mode` (key=value lines, written only here: scripts/triton.sh records a container through
+`python -m kit.triton record-container`), `triton.pid`
 (embedded: the server process, leader of its own process group), `triton.log` (the server's output).
 """
 
@@ -12,7 +13,8 @@ import sysconfig
 from collections import deque
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from kit.paths import run_dir
+
 MODE_FILE = "mode"
 PID_FILE = "triton.pid"
 LOG_FILE = "triton.log"
@@ -44,7 +46,7 @@ def fix_libpython_path(environ: dict | None = None) -> str:
 
 
 def default_run_dir() -> Path:
-    return Path(os.environ.get("ODK_RUN_DIR") or ROOT / ".run") / "triton"
+    return run_dir("triton")
 
 
 @dataclasses.dataclass

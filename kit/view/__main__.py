@@ -9,6 +9,8 @@ import signal
 import sys
 from pathlib import Path
 
+from kit.paths import run_dir
+
 from . import state
 from .api import overview
 from .server import NIIVUE, ViewConfig, ViewServer
@@ -24,7 +26,7 @@ def say(message: str) -> None:
 
 
 def default_run_dir() -> Path:
-    return Path(os.environ.get("ODK_RUN_DIR") or Path(__file__).resolve().parents[2] / ".run")
+    return run_dir()
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -1,0 +1,43 @@
+"""Each default has one source: the Makefile's variables and the kit's command-line defaults agree, so a
+target run through make and the same module run directly do the same thing."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from kit.pipeline import deploy, run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _makefile_defaults() -> dict[str, str]:
+    text = (ROOT / "Makefile").read_text()
+    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^([A-Z_]+)[ \t]*\?=[ \t]*(.*)$", text, flags=re.M)}
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in _makefile_defaults():
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_job_name_input_and_output_defaults_agree(clean_env: None) -> None:
+    make = _makefile_defaults()
+    ran, deployed = run.parse_args(["def/one-operator-pipeline.yml"]), deploy.parse_args([])
+    assert ran.job_name == deployed.job_name == make["JOB_NAME"]
+    assert str(ran.input_dir) == str(deployed.input_dir) == make["INPUT_DIR"]
+    assert str(ran.output_dir) == make["OUTPUT_DIR"]
+    assert str(deployed.models_dir) == make["MODELS_DIR"]
+    assert ran.image == make["IMAGE"]
+
+
+def test_scripts_add_no_defaults_of_their_own() -> None:
+    """The shell scripts fall back to the Makefile's values, never to others (JOB_NAME was once 'local')."""
+    make = _makefile_defaults()
+    for script in sorted((ROOT / "scripts").glob("*.sh")):
+        for name, value in re.findall(r"\$\{([A-Z_]+):-([^}]*)\}", script.read_text()):
+            if make.get(name):
+                assert value == make[name], f"{script.name}: ${{{name}:-{value}}} but the Makefile says {make[name]}"

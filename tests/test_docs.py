@@ -1,0 +1,123 @@
+"""The documentation agrees with the code: env.list, the operator's defaults (app/config.py) and
+docs/configuration.md name the same variables with the same defaults; every `make X` the documentation
+mentions is a target of the Makefile; every page in docs/ is linked from the README, which stays short."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from app.config import from_env, log_level
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_PAGE = ROOT / "docs" / "configuration.md"
+DRIVER_PAGE = ROOT / "lib" / "clara-pipeline-driver" / "README.md"
+ENV_LINE = re.compile(r"^(#\s*)?([A-Z][A-Z0-9_]+)=(\S*)")
+
+
+def _env_list() -> dict[str, str | None]:
+    """Every variable in env.list: its value when set, None when only a commented example."""
+    found: dict[str, str | None] = {}
+    for line in (ROOT / "env.list").read_text().splitlines():
+        m = ENV_LINE.match(line)
+        if m:
+            found[m.group(2)] = None if m.group(1) else m.group(3)
+    return found
+
+
+def _operator_variables() -> set[str]:
+    text = (ROOT / "app" / "config.py").read_text()
+    return set(re.findall(r'"((?:TRITON|ODK|NVIDIA)_[A-Z0-9_]+)"', text))
+
+
+def _documented_defaults() -> dict[str, str | None]:
+    """docs/configuration.md's table: variable -> its default when a literal (`value`), else None."""
+    rows: dict[str, str | None] = {}
+    for line in CONFIG_PAGE.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("| `") or len(cells) < 3:
+            continue
+        literal = re.fullmatch(r"`([^`]*)`", cells[1])
+        for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", cells[0]):
+            rows[name] = literal.group(1) if literal else None
+    return rows
+
+
+def test_every_operator_variable_is_in_env_list_and_documented() -> None:
+    env, page = _env_list(), CONFIG_PAGE.read_text()
+    variables = _operator_variables()
+    assert len(variables) > 10
+    assert sorted(variables - set(env)) == [], "read by app/config.py but missing from env.list"
+    assert sorted(v for v in variables if f"`{v}`" not in page) == [], "missing from docs/configuration.md"
+
+
+def test_every_env_list_variable_is_documented() -> None:
+    pages = CONFIG_PAGE.read_text() + DRIVER_PAGE.read_text()
+    assert sorted(v for v in _env_list() if f"`{v}`" not in pages) == []
+
+
+def test_env_list_values_are_the_operators_defaults() -> None:
+    """Applying env.list as it is changes nothing: its values are exactly the defaults of app/config.py."""
+    operator = _operator_variables()
+    applied = {k: v for k, v in _env_list().items() if k in operator and v is not None}
+    assert applied, "env.list sets no operator variable"
+    assert from_env(applied) == from_env({})
+    assert log_level(applied) == log_level({})
+
+
+def test_documented_defaults_are_the_operators_and_env_lists() -> None:
+    documented, env = _documented_defaults(), _env_list()
+    operator = _operator_variables()
+    assert sorted(operator - set(documented) - {"NVIDIA_CLARA_TRTISURI", "TRITON_URL"}) == [], \
+        "a variable of app/config.py has no row in docs/configuration.md"
+    for name, default in documented.items():
+        if name not in operator or default is None:
+            continue
+        assert from_env({name: default}) == from_env({}), f"{name}: documented default {default!r} is not the default"
+        assert log_level({name: default}) == log_level({})
+        if env.get(name) is not None:
+            assert env[name] == default, f"{name}: env.list says {env[name]!r}, docs/configuration.md {default!r}"
+
+
+def _doc_files() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), DRIVER_PAGE,
+            *sorted((ROOT / "local" / "models").glob("*/README.md"))]
+
+
+def _makefile_targets() -> set[str]:
+    targets: set[str] = set()
+    for line in (ROOT / "Makefile").read_text().splitlines():
+        m = re.match(r"^([A-Za-z0-9_.%/$() -]+?)\s*:(?![:=?])", line)
+        if m and not line.startswith(("\t", "#")):
+            targets.update(t for t in m.group(1).split() if not t.startswith(("$", ".")))
+    return targets
+
+
+def _mentioned_targets(text: str) -> set[str]:
+    """`make X` in inline code and in code blocks (not make in prose, as in "make itself")."""
+    mentioned = set(re.findall(r"`make ((?:[A-Z_]+=\S+ )*)?([a-z][a-z0-9-]*)", text))
+    found = {target for _, target in mentioned}
+    for block in re.findall(r"```.*?```|^(?: {4}|\t).*$", text, flags=re.S | re.M):
+        found.update(re.findall(r"(?:^|\s|;|&&)make (?:-\S+ )*(?:[A-Z_]+=\S+ )*([a-z][a-z0-9-]*)", block, flags=re.M))
+    return found
+
+
+def test_every_make_target_the_docs_mention_exists() -> None:
+    targets = _makefile_targets()
+    assert {"demo", "test", "triton", "bench-report"} <= targets
+    missing = {}
+    for path in _doc_files():
+        unknown = sorted(_mentioned_targets(path.read_text()) - targets)
+        if unknown:
+            missing[str(path.relative_to(ROOT))] = unknown
+    assert missing == {}, "the documentation mentions make targets the Makefile does not have"
+
+
+def test_readme_is_short_leads_with_the_two_commands_and_links_every_page() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 150
+    first_block = readme.split("```", 2)[1]
+    assert re.search(r"^make demo\b", first_block, re.M) and re.search(r"^make test\b", first_block, re.M)
+    unlinked = [p.name for p in sorted((ROOT / "docs").glob("*.md")) if f"(docs/{p.name})" not in readme]
+    assert unlinked == []
+    assert "(docs/sample_overlay.png)" in readme
