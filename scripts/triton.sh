@@ -29,7 +29,7 @@ else
     TRITON_ULIMITS="${TRITON_ULIMITS-memlock=-1 stack=67108864}"
 fi
 TRITON_ALLOW_CLIENT_SHM="${TRITON_ALLOW_CLIENT_SHM:-auto}"  # auto (from the image tag) | true | false
-TRITON_ADDRESS="${TRITON_ADDRESS:-127.0.0.1}"     # embedded: address the server listens on (0.0.0.0: all)
+TRITON_ADDRESS="${TRITON_ADDRESS:-127.0.0.1}"     # host address the server listens on / its ports are published on (0.0.0.0: all)
 TRITON_RUN_DIR="$ODK_RUN_DIR/triton"
 TRITON_LABEL="org.odk.role=triton"
 
@@ -166,7 +166,8 @@ start_container() {
     local net
     mapfile -t net < <(network_args "$engine")
     args+=("${net[@]}")
-    args+=(-p "$TRITON_HTTP_PORT:8000" -p "$TRITON_GRPC_PORT:8001" -p "$TRITON_METRICS_PORT:8002")
+    args+=(-p "$TRITON_ADDRESS:$TRITON_HTTP_PORT:8000" -p "$TRITON_ADDRESS:$TRITON_GRPC_PORT:8001"
+          -p "$TRITON_ADDRESS:$TRITON_METRICS_PORT:8002")
     args+=(-v "$models:/models:ro" "$TRITON_IMAGE" tritonserver --model-repository=/models)
     [[ "$shm" == "false" ]] || args+=(--allow-client-shm=true)
 
