@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,9 +30,21 @@ class TritonServer:
 @pytest.fixture(scope="session", autouse=True)
 def _plain_make_environment() -> None:
     """Tests run `make` themselves: under `make test` they must not inherit the outer make's level/flags
-    (a nested make words its messages differently, `make[1]: ...`)."""
+    (a nested make words its messages differently, `make[1]: ...`), nor the defaults it exported: a variable
+    the outer make exported with its Makefile default counts as set by the caller in a nested make (`RUNTIME`
+    of `make demo`, say). A value the caller really gave (`make test ENGINE=podman`) stays."""
+    if "MAKELEVEL" in os.environ:
+        for var, default in makefile_defaults().items():
+            if os.environ.get(var) == default:
+                del os.environ[var]
     for var in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES"):
         os.environ.pop(var, None)
+
+
+def makefile_defaults() -> dict[str, str]:
+    """``VAR ?= default`` of the Makefile."""
+    found = re.findall(r"^([A-Z][A-Z0-9_]*)\s*\?=[ \t]*(.*?)[ \t]*$", (ROOT / "Makefile").read_text(), re.M)
+    return dict(found)
 
 
 # -- images, built once per session for every test that needs them ------------------------------------------

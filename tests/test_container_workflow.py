@@ -138,7 +138,8 @@ def test_operator_image_labels_user_entrypoint(engine: str, operator_image: str)
         [engine, "run", "--rm", "--network", "none", "--entrypoint", "python", operator_image, "-c",
          "import sys, app, clara; print(sys.prefix, app.__file__)"],
         capture_output=True, text=True, timeout=120, check=False)).stdout
-    assert probe.split() == ["/opt/venv", "/opt/odk/app/__init__.py"]
+    # the operator runs from the installed distribution (pip install of the project), not from a copied tree
+    assert probe.split() == ["/opt/venv", "/opt/venv/lib/python3.11/site-packages/app/__init__.py"]
 
 
 def test_run_local_container_equals_host(engine: str, operator_image: str, triton_container: TritonContainer,

@@ -41,8 +41,13 @@ def log(message: str) -> None:
 def podman(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(["podman", *args], capture_output=True, text=True, check=False, timeout=timeout)
     if check and done.returncode != 0:
-        lines = [ln for ln in (done.stderr + done.stdout).splitlines() if ln.strip()]
-        raise PipelineError(f"podman {' '.join(args[:2])} failed: {(lines[-1] if lines else 'no output')[:300]}")
+        errors = [ln for ln in done.stderr.splitlines() if ln.strip()]
+        # podman prints what it created (ids) on stdout and why it failed on stderr ("Error: ...").
+        reason = next((ln for ln in reversed(errors) if ln.startswith("Error")), errors[-1] if errors else "")
+        if not reason:
+            lines = [ln for ln in done.stdout.splitlines() if ln.strip()]
+            reason = lines[-1] if lines else "no output"
+        raise PipelineError(f"podman {' '.join(args[:2])} failed: {reason[:300]}")
     return done
 
 
