@@ -27,7 +27,9 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     && pip check \
     && rm -rf /tmp/odk
 RUN groupadd --gid 10001 odk \
-    && useradd --uid 10001 --gid odk --no-create-home --home-dir /opt/odk odk
+    && useradd --uid 10001 --gid odk --no-create-home --home-dir /opt/odk odk \
+    && mkdir -p /opt/odk
+# The working directory exists in the image itself (podman kube play does not create a missing one).
 WORKDIR /opt/odk
 USER 10001:10001
 # CMD, not ENTRYPOINT: a pipeline operator's `command` replaces it (e.g. python -u -m app.export),

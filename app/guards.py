@@ -86,6 +86,6 @@ def organ_warnings(organ: str, volume_ml: float) -> list[str]:
     """The model's first foreground class (the organ): none found, or (for a liver) implausibly large."""
     if volume_ml <= 0:
         return [f"no {organ} found"]
-    if organ == "liver" and volume_ml > LIVER_ML_MAX:
+    if organ.strip().lower() == "liver" and volume_ml > LIVER_ML_MAX:
         return [f"liver volume {volume_ml:.0f} mL is implausible (more than {LIVER_ML_MAX:.0f} mL)"]
     return []

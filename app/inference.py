@@ -217,7 +217,7 @@ class TritonSession:
         in_use_until = time.monotonic() + min(self.cfg.request_timeout_s, IN_USE_WAIT_S)
 
         def unregister(name: str) -> None:
-            while True:
+            while self._answering:  # a call abandoned at its deadline: the others would wait in vain
                 try:
                     return self._call("unregister", lambda t: self.client.unregister_system_shared_memory(
                         name, client_timeout=t), timeout, interruptible=False)

@@ -179,8 +179,3 @@ def label_bytes(labels: np.ndarray, ref: Volume, names: Sequence[str], gz: bool 
     """The label map as .nii.gz (isal level 1) or .nii bytes."""
     raw = label_image(labels, ref, names).to_bytes()
     return igzip.compress(raw, compresslevel=1, mtime=0) if gz else raw
-
-
-def write_labels(dest: Path, labels: np.ndarray, ref: Volume, names: Sequence[str]) -> None:
-    """Write the label map as .nii.gz or .nii, atomically."""
-    atomic_write_bytes(dest, label_bytes(labels, ref, names, dest.name.endswith(".gz")))

@@ -61,6 +61,9 @@ class Regions:
             except BufferError:
                 # A view into the region is still referenced (e.g. by a traceback): unlink the name anyway
                 # so nothing is left in /dev/shm; the mapping goes away with the last reference.
-                unlink_region_name(handle)
+                try:
+                    unlink_region_name(handle)
+                except Exception as exc:  # PrivateApiChanged included: the run's own error must not be hidden
+                    log.error("could not unlink shared-memory region %s: %s", name, exc)
             except Exception as exc:
                 log.debug("unlink %s: %s", name, exc)

@@ -28,6 +28,7 @@ from kit.deploy.prepare import BundleError, prepare
 from kit.deploy.settings import dns_name, from_env
 from kit.paths import ROOT
 from kit.pipeline.model import PipelineError
+from kit.pipeline.outputs import check_output_folder, fresh
 from kit.pipeline.run import Result, summary
 from kit.triton.readiness import NotReady, free_ports, wait_ready
 
@@ -138,14 +139,6 @@ def run_operator(player: Player, pod: dict[str, Any], log_dir: Path) -> tuple[in
         player.down(path)
 
 
-def fresh(folder: Path, output_dir: Path) -> None:
-    if output_dir.resolve() not in folder.resolve().parents:
-        raise PipelineError(f"refusing to clear {folder}: not under {output_dir}")
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-
-
 def image_uid(image: str) -> int | None:
     """The numeric non-root user an image declares (``USER 10002:10002``), else None."""
     user = podman("image", "inspect", "--format", "{{.Config.User}}", image, check=False).stdout.strip()
@@ -199,8 +192,9 @@ def play(args: argparse.Namespace) -> list[Result]:
                 continue
             pod, outputs = podspec.operator_pod(templates[task], f"{task}-{short}", args.input_dir, args.output_dir,
                                                 run, values, settings.namespace, grpc, http, user)
-            for out in outputs:
-                fresh(out, args.output_dir)
+            for out in outputs:  # the same rules as RUNTIME=host/container: only the kit's own folders are emptied
+                check_output_folder(out, f"operator '{op_name}'", args.input_dir, args.output_dir)
+                fresh(out)
             log(f"{op_name}: podman kube play {pods_dir / (pod['metadata']['name'] + '.yaml')}")
             start = time.monotonic()
             code, last = run_operator(player, pod, log_dir)

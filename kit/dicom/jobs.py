@@ -7,14 +7,14 @@ status.json keys (read by other tools; keep them): job, study_instance_uid, call
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import threading
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from app.niftiio import atomic_write_bytes
 
 STATUS_FILE = "status.json"
 STATES = ("receiving", "queued", "running", "succeeded", "failed")
@@ -84,7 +84,7 @@ class Job:
         """Store one received instance as input/<series>/<sop>.dcm (atomically; a resent one replaces it)."""
         folder = self.input_dir / safe_uid(series_uid)
         folder.mkdir(parents=True, exist_ok=True)
-        write_atomic(folder / f"{safe_uid(sop_uid)}.dcm", encoded)
+        atomic_write_bytes(folder / f"{safe_uid(sop_uid)}.dcm", encoded)
         with self.lock:
             self.sop_uids.add(sop_uid)
             self.status.instances = len(self.sop_uids)
@@ -99,23 +99,12 @@ class Job:
     def save(self) -> None:
         with self.lock:
             text = json.dumps(asdict(self.status), indent=2) + "\n"
-            write_atomic(self.folder / STATUS_FILE, text.encode())
+            atomic_write_bytes(self.folder / STATUS_FILE, text.encode())
 
 
 def safe_uid(uid: str) -> str:
     """A UID as a file name (UIDs are digits and dots; anything else is replaced)."""
     return re.sub(r"[^0-9A-Za-z.]+", "_", uid.strip("\0 ")) or "unknown"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_jobs(jobs_dir: Path) -> list[dict]:
@@ -138,6 +127,6 @@ def fail_interrupted(jobs_dir: Path) -> list[str]:
         status.update(state="failed", finished_at=utc_now(),
                       reason=f"the listener stopped while the job was {status.get('state')}; "
                              "its instances are kept in input/")
-        write_atomic(jobs_dir / status["job"] / STATUS_FILE, (json.dumps(status, indent=2) + "\n").encode())
+        atomic_write_bytes(jobs_dir / status["job"] / STATUS_FILE, (json.dumps(status, indent=2) + "\n").encode())
         names.append(status["job"])
     return names

@@ -32,23 +32,28 @@ def _overlap(a: Path, b: Path) -> bool:
 
 def check_outputs(plans: Iterable[Plan], input_dir: Path, output_root: Path) -> None:
     """PipelineError (one line) when clearing an output folder could remove an input or a foreign file."""
-    source = input_dir.resolve()
-    root = output_root.resolve()
     for p in plans:
         for entry in p.outputs:
-            folder = entry.host.resolve()
-            where = f"output folder {folder} of operator '{p.operator.name}'"
-            if root not in folder.parents:
-                raise PipelineError(f"refusing to clear the {where}: not under OUTPUT_DIR={root}")
-            if _overlap(folder, source):
-                raise PipelineError(f"INPUT_DIR={source} overlaps the {where}, which the run empties first; "
-                                    f"choose an INPUT_DIR and an OUTPUT_DIR (now {root}) that do not overlap")
-            if entry.host.is_symlink() or (folder.exists() and not folder.is_dir()):
-                raise PipelineError(f"the {where} exists and is not a folder; move it away or choose another "
-                                    "OUTPUT_DIR")
-            if folder.is_dir() and any(folder.iterdir()) and not marker(folder).is_file():
-                raise PipelineError(f"the {where} holds files 'make run-pipeline' did not create (no "
-                                    f"{marker(folder).name} beside it); move them away or choose another OUTPUT_DIR")
+            check_output_folder(entry.host, f"operator '{p.operator.name}'", input_dir, output_root)
+
+
+def check_output_folder(host: Path, owner: str, input_dir: Path, output_root: Path) -> None:
+    """PipelineError (one line) when emptying ``host`` (an output folder of ``owner``) could remove an input or
+    a file the kit did not create."""
+    source = input_dir.resolve()
+    root = output_root.resolve()
+    folder = host.resolve()
+    where = f"output folder {folder} of {owner}"
+    if root not in folder.parents:
+        raise PipelineError(f"refusing to clear the {where}: not under OUTPUT_DIR={root}")
+    if _overlap(folder, source):
+        raise PipelineError(f"INPUT_DIR={source} overlaps the {where}, which the run empties first; "
+                            f"choose an INPUT_DIR and an OUTPUT_DIR (now {root}) that do not overlap")
+    if host.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise PipelineError(f"the {where} exists and is not a folder; move it away or choose another OUTPUT_DIR")
+    if folder.is_dir() and any(folder.iterdir()) and not marker(folder).is_file():
+        raise PipelineError(f"the {where} holds files 'make run-pipeline' did not create (no "
+                            f"{marker(folder).name} beside it); move them away or choose another OUTPUT_DIR")
 
 
 def fresh(folder: Path) -> None:
