@@ -79,7 +79,7 @@ if cmd == "run":
     while i < len(args):
         a = args[i]
         if a in ("-p", "--publish"):
-            host, inner = args[i + 1].split(":"); ports[inner] = host; i += 2
+            *_addr, host, inner = args[i + 1].split(":"); ports[inner] = host; i += 2  # [ip:]host:inner
         elif a in ("-v", "--volume"):
             mount = args[i + 1].split(":")[0]; i += 2
         elif a in ("--name", "--label", "--gpus", "--ulimit", "--network"):
@@ -162,8 +162,9 @@ def test_gpu_container_command_line_and_lifecycle(fake):
         image = "nvcr.io/nvidia/tritonserver:26.05-py3"
         assert {("--name", "odk-triton"), ("--gpus", "all"), ("--ulimit", "memlock=-1"),
                 ("--ulimit", "stack=67108864"), ("--network", "odk-net"), ("--label", "org.odk.role=triton"),
-                ("-p", f"{env['TRITON_HTTP_PORT']}:8000"), ("-p", f"{env['TRITON_GRPC_PORT']}:8001"),
-                ("-p", f"{env['TRITON_METRICS_PORT']}:8002"), ("-v", f"{repo}:/models:ro")} <= _pairs(argv)
+                ("-p", f"127.0.0.1:{env['TRITON_HTTP_PORT']}:8000"),
+                ("-p", f"127.0.0.1:{env['TRITON_GRPC_PORT']}:8001"),
+                ("-p", f"127.0.0.1:{env['TRITON_METRICS_PORT']}:8002"), ("-v", f"{repo}:/models:ro")} <= _pairs(argv)
         assert "--ipc=host" in argv, "clients on the host share system shared memory with the server"
         assert not [a for a in argv if a.startswith("--shm-size")], "engines refuse --shm-size with --ipc=host"
         assert argv[argv.index(image):] == [image, "tritonserver", "--model-repository=/models",
