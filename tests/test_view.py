@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,24 @@ def test_empty_results_folder_says_so_on_the_page(tmp_path: Path) -> None:
         status, headers, body = request(port, "GET", "/")
         assert status == 200 and b"/static/index.js" in body
         assert "default-src 'self'" in headers["content-security-policy"]
+
+
+def test_a_model_with_other_classes_is_listed_with_its_volumes(tmp_path: Path) -> None:
+    out, inp = tmp_path / "output", tmp_path / "input"
+    write_ct_and_seg(inp / "abd.nii.gz", out / "abd_seg.nii.gz")
+    path = write_report(out, "abd", "/input/abd.nii.gz")
+    report = json.loads(path.read_text())
+    del report["liver_volume_ml"], report["lesion_volume_ml"]
+    names = ["spleen", "cyst", "kidney"]
+    report["labels"] = {"background": {"label": 0, "voxels": 1, "volume_ml": 1.0}}
+    for i, n in enumerate(names, start=1):
+        report["labels"][n] = {"label": i, "voxels": i, "volume_ml": float(i)}
+        report[f"{n}_volume_ml"] = 10.0 * i
+    path.write_text(json.dumps(report))
+    with serving(ViewConfig(output_dir=out, input_dir=inp, run_dir=tmp_path / "run")) as port:
+        study = by_name(get_json(port, "/api/overview"))["abd"]
+        assert study["status"] == "ok" and study["viewable"]
+        assert list(study["volumes_ml"].items()) == [("spleen", 10.0), ("cyst", 20.0), ("kidney", 30.0)]
+        fg = [lb for lb in study["labels"] if lb["value"]]
+        assert [lb["name"] for lb in fg] == names
+        assert [lb["colour"] for lb in fg][:2] == [[230, 60, 50], [255, 220, 0]]

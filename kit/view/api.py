@@ -11,7 +11,6 @@ from .studies import Source, Study, scan
 if TYPE_CHECKING:
     from .server import ViewConfig
 
-DEFAULT_COLOURS = {"background": (0, 0, 0), "liver": (230, 60, 50), "lesion": (255, 220, 0)}
 PALETTE = ((230, 60, 50), (255, 220, 0), (60, 160, 255), (80, 220, 120), (220, 90, 255), (255, 140, 0))
 
 
@@ -23,10 +22,16 @@ def labels_of(report: dict) -> list[dict]:
     out = []
     for name, info in found.items():
         value = int(info.get("label", 0)) if isinstance(info, dict) else 0
-        colour = DEFAULT_COLOURS.get(name) or PALETTE[(value - 1) % len(PALETTE)]
+        colour = (0, 0, 0) if value == 0 else PALETTE[(value - 1) % len(PALETTE)]
         out.append({"value": value, "name": name, "colour": list(colour),
                     "volume_ml": info.get("volume_ml") if isinstance(info, dict) else None})
     return sorted(out, key=lambda d: d["value"])
+
+
+def volumes_of(report: dict) -> dict[str, float | None]:
+    """``{class name: mL}`` for each foreground class, in label order (the report's ``<name>_volume_ml``)."""
+    return {lb["name"]: report.get(f"{lb['name']}_volume_ml", lb["volume_ml"])
+            for lb in labels_of(report) if lb["value"] != 0}
 
 
 def url(path: str, source: str, **params: str) -> str:
@@ -48,6 +53,7 @@ def study_json(study: Study, source: Source) -> dict:
         "orientation": r.get("orientation"),
         "liver_volume_ml": r.get("liver_volume_ml"),
         "lesion_volume_ml": r.get("lesion_volume_ml"),
+        "volumes_ml": volumes_of(r),
         "timings_s": r.get("timings_s") or {},
         "transport": r.get("transport"),
         "model": f"{model.get('name', '')} v{model.get('version', '')}" if model else None,

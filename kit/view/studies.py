@@ -55,7 +55,9 @@ def read_report(path: Path) -> dict | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return None
-    if isinstance(data, dict) and "shape" in data and "liver_volume_ml" in data:
+    if not isinstance(data, dict) or "shape" not in data:
+        return None
+    if "outputs" in data or "labels" in data or any(str(k).endswith("_volume_ml") for k in data):
         return data
     return None
 
