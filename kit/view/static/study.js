@@ -28,8 +28,8 @@ function legend(labels) {
 
 function facts(s) {
   const parts = [s.shape && `${s.shape.join(" × ")} voxels`, s.spacing_mm && `${s.spacing_mm.join(" × ")} mm`,
-    s.orientation, s.liver_volume_ml !== null && `liver ${fmt(s.liver_volume_ml)} mL`,
-    s.lesion_volume_ml !== null && `lesion ${fmt(s.lesion_volume_ml)} mL`, s.model, s.transport && `via ${s.transport}`,
+    s.orientation, ...Object.entries(s.volumes_ml || {}).map(([name, ml]) => `${name} ${fmt(ml)} mL`),
+    s.model, s.transport && `via ${s.transport}`,
     s.ct_name && `CT ${s.ct_name}`];
   return parts.filter(Boolean).join(" · ");
 }
