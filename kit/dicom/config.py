@@ -6,24 +6,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.dicom.store import Destination  # the register-results operator's, shared
+
 AET_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # 16 printable characters, no backslash
 MIN_IDLE_S = 0.0  # 0: a study's job starts as soon as the association that delivered it is released
 
 
 class ConfigError(ValueError):
     """A setting that cannot work; the message says which and what to do."""
-
-
-@dataclass(frozen=True)
-class Destination:
-    """A DICOM node results are sent to, written ``AET@host:port``."""
-
-    aet: str
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.aet}@{self.host}:{self.port}"
 
 
 def check_aet(value: str, what: str) -> str:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from kit.dicom.config import Destination
 from kit.dicom.orthanc import PacsConfig, Rest, write_config
-from kit.dicom.runstate import pid_alive, read_state
+from kit.dicom.runstate import read_state
+from kit.procs import pid_alive
 from kit.triton.readiness import port_in_use
 
 

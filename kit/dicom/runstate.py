@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 STATE_FILE = "state"
@@ -17,13 +16,3 @@ def read_state(run_dir: Path) -> dict[str, str]:
     return {k: v for k, _, v in pairs if k}
 
 
-def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

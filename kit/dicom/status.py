@@ -9,7 +9,8 @@ from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
 from kit.dicom.jobs import read_jobs
-from kit.dicom.runstate import pid_alive, read_state
+from kit.dicom.runstate import read_state
+from kit.procs import pid_alive
 
 
 def echo(host: str, port: int, called: str, calling: str = "ODK-CHECK", timeout: float = 5.0) -> bool:

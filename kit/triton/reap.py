@@ -9,9 +9,10 @@ A killed operator (SIGKILL, or a signal it does not handle) leaves both; the kit
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from pathlib import Path
+
+from kit.procs import pid_alive
 
 SHM_DIR = Path("/dev/shm")
 
@@ -30,14 +31,6 @@ def region_prefix(pid: int) -> str:
     return f"odk_{pid}_"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def unregister(grpc_url: str, prefix: str, timeout_s: float = 5.0, wait_s: float = 60.0) -> int:
@@ -71,7 +64,7 @@ def reap(pid: int, output_dir: Path | None, since: float, grpc_url: str = "") ->
     registration with the Triton at ``grpc_url``) and the temporary files written into ``output_dir``
     since epoch time ``since``. ``pid`` 0: only the temporary files (a container's pids are its own)."""
     done = Reaped()
-    if pid > 0 and not _alive(pid):
+    if pid > 0 and not pid_alive(pid):
         for region in SHM_DIR.glob(f"{region_prefix(pid)}*"):
             region.unlink(missing_ok=True)
             done.files += 1
