@@ -132,6 +132,15 @@ pid_alive() {
     [[ "${stat%% *}" != Z && "${stat%% *}" != X ]]
 }
 
+# recorded_pid FILE: the pid recorded in FILE while that process still runs, else nothing.
+recorded_pid() {
+    local pid
+    pid="$(cat "$1" 2>/dev/null || true)"
+    if pid_alive "$pid"; then
+        printf '%s\n' "$pid"
+    fi
+}
+
 # Services record their state the same way: $ODK_RUN_DIR/<service>/ holds <name>.pid files (a live pid)
 # and/or a key=value `mode` file (pid=, or engine= and container= for a container); `make <service>-stop`
 # stops one and removes its state.

@@ -23,13 +23,7 @@ PIPELINE="${PIPELINE:-def/liver-dicom-pipeline.yml}"
 DICOM_DESTINATION="${DICOM_DESTINATION:-}"
 LISTEN_RUN_DIR="$ODK_RUN_DIR/listen"
 
-listen_pid() {
-    local pid
-    pid="$(cat "$LISTEN_RUN_DIR/pid" 2>/dev/null || true)"
-    if [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
-        printf '%s\n' "$pid"
-    fi
-}
+listen_pid() { recorded_pid "$LISTEN_RUN_DIR/pid"; }
 
 cmd_start() {
     local var pid runtime engine=""

@@ -18,13 +18,7 @@ PACS_READY_TIMEOUT="${PACS_READY_TIMEOUT:-30}"
 PACS_RUN_DIR="$ODK_RUN_DIR/pacs"
 
 # pacs_pid: the recorded pid when that process still runs, else nothing.
-pacs_pid() {
-    local pid
-    pid="$(cat "$PACS_RUN_DIR/pid" 2>/dev/null || true)"
-    if [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
-        printf '%s\n' "$pid"
-    fi
-}
+pacs_pid() { recorded_pid "$PACS_RUN_DIR/pid"; }
 
 cmd_start() {
     local var pid
