@@ -149,7 +149,9 @@ def test_bench_dicom_figures_on_a_tiny_series(tmp_path: Path) -> None:
     assert fig["series"]["shape"] == [48, 48, 32] and fig["runs"] == 1
     for key in ("reader_wall_s", "dcm2niix_wall_s", "reader_converting_s", "seg_writer_wall_s", "seg_write_s"):
         assert fig[key] > 0, key
-    assert fig["reader/dcm2niix"] == pytest.approx(fig["reader_wall_s"] / fig["dcm2niix_wall_s"], rel=0.01)
+    # The ratio comes from the unrounded medians; the walls are printed to the millisecond, and a tiny
+    # series converts in tens of milliseconds, so the printed walls agree with it only to a few percent.
+    assert fig["reader/dcm2niix"] == pytest.approx(fig["reader_wall_s"] / fig["dcm2niix_wall_s"], rel=0.05)
     lines = bench_dicom.report_lines(fig)
     assert len(lines) == 2 and "48x48x32" in lines[0] and "goal <= 3x" in lines[0]
     _, problems = dciodvfy_problems(next((tmp_path / "work" / "seg").glob("*.dcm")))
