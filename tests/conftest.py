@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,6 +40,15 @@ def _plain_make_environment() -> None:
                 del os.environ[var]
     for var in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES"):
         os.environ.pop(var, None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _terminal_signals() -> None:
+    """Tests send Ctrl-C's SIGINT to what they start, as a terminal does. A suite started in the background
+    by a non-interactive shell (`nohup make test &`) inherits SIGINT ignored, and an ignored signal stays
+    ignored in every child: catching it here hands the children the default disposition again."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def makefile_defaults() -> dict[str, str]:
