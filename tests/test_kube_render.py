@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -181,3 +183,16 @@ def test_make_validate_platform_kubernetes(pytestconfig: pytest.Config, tmp_path
     assert bad.returncode != 0 and "has no path (Clara passes it in memory)" in bad.stdout
     assert one_error_line(make("validate", PLATFORM="nomad")) == \
         "[odk] error: PLATFORM must be clara or kubernetes, not 'nomad'"
+
+
+def test_the_callers_dicom_destination_is_rendered_into_the_register_results_step(tmp_path: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch
+                                                                                 ) -> None:
+    monkeypatch.setenv("DICOM_DESTINATION", "PACS@pacs.hospital.example:104")
+    proc = subprocess.run([sys.executable, "-m", "kit.deploy.render", "def/liver-dicom-pipeline.yml",
+                           "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    workflow = (tmp_path / "40-workflow.yaml").read_text()
+    assert "PACS@pacs.hospital.example:104" in workflow
+    golden = (ROOT / "tests" / "data" / "kube" / "liver-dicom-pipeline" / "40-workflow.yaml").read_text()
+    assert "PACS@pacs.hospital.example:104" not in golden

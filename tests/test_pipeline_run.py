@@ -196,3 +196,20 @@ def test_chain_in_containers_sees_its_declared_paths(probe_image: tuple[str, str
     leftover = subprocess.run([engine, "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True,
                               check=False).stdout
     assert "odk-a-" not in leftover and "odk-c-" not in leftover
+
+
+def test_a_parameter_takes_the_callers_variable_of_its_name() -> None:
+    """`make run-pipeline FAIL=1` sets the pipeline's parameter FAIL; --param wins; other variables are not
+    parameters."""
+    variables = {op.name: op.variables for op in load_pipeline(CHAIN, environ={"FAIL": "1", "OTHER": "x"}).operators}
+    assert variables["a"]["PROBE_FAIL"] == "1" and variables["a"]["PROBE_GREETING"] == "hello"
+    assert load_pipeline(CHAIN, {"FAIL": "2"}, {"FAIL": "1"}).operators[0].variables["PROBE_FAIL"] == "2"
+    assert "OTHER" not in load_pipeline(CHAIN, environ={"OTHER": "x"}).parameters
+
+
+def test_the_dicom_destination_reaches_register_results_as_a_pipeline_variable() -> None:
+    """Containers and Kubernetes pods see only their pipeline's variables: the destination is a parameter."""
+    dicom = ROOT / "def" / "liver-dicom-pipeline.yml"
+    register = load_pipeline(dicom, environ={"DICOM_DESTINATION": "PACS@10.0.0.5:104"}).operator("register-results")
+    assert register.variables["DICOM_DESTINATION"] == "PACS@10.0.0.5:104"
+    assert load_pipeline(dicom, environ={}).operator("register-results").variables["DICOM_DESTINATION"] == ""

@@ -24,7 +24,7 @@ def prepare(pipeline_path: Path, s: KubeSettings, out: Path | None = None,
             run_dir: Path | None = None) -> tuple[Bundle, Path]:
     """Validate the pipeline, render its bundle into ``out`` (default .run/deploy/<name>/) and validate that.
     Raises PipelineError (the pipeline, or what Kubernetes cannot express) or BundleError."""
-    b = bundle(load_pipeline(pipeline_path), s)
+    b = bundle(load_pipeline(pipeline_path, environ=os.environ), s)
     folder = out or default_dir(b.pipeline.name, run_dir)
     files = write(b, folder)
     findings = check.check_files(files, s.kube_version)

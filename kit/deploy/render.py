@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     try:
-        paths = write(bundle(load_pipeline(args.pipeline), from_env()), args.out)
+        paths = write(bundle(load_pipeline(args.pipeline, environ=os.environ), from_env()), args.out)
     except PipelineError as exc:
         for problem in exc.problems:
             print(problem)

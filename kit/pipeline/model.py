@@ -108,8 +108,11 @@ def substitute(value: Any, params: Mapping[str, str]) -> Any:
     return value
 
 
-def load_pipeline(path: Path, overrides: Mapping[str, str] | None = None) -> Pipeline:
-    """Validate ``path`` and build the model; PipelineError listing every error otherwise."""
+def load_pipeline(path: Path, overrides: Mapping[str, str] | None = None,
+                  environ: Mapping[str, str] | None = None) -> Pipeline:
+    """Validate ``path`` and build the model; PipelineError listing every error otherwise. A parameter takes
+    its value from ``overrides``, else from a variable of its name in ``environ`` (``make run-pipeline
+    NAME=value``), else its default."""
     if not path.is_file():
         raise PipelineError(f"PIPELINE={path} is not a file; give a pipeline definition such as "
                             "def/one-operator-pipeline.yml")
@@ -122,6 +125,7 @@ def load_pipeline(path: Path, overrides: Mapping[str, str] | None = None) -> Pip
     if unknown:
         raise PipelineError(f"{path}: no parameter named {', '.join(sorted(unknown))} "
                             f"(parameters: {', '.join(params) or 'none'})")
+    params.update({name: environ[name] for name in params if environ and name in environ})
     params.update(overrides or {})
     raw = substitute(raw, params)
     return Pipeline(path=path, name=raw["name"], api_version=raw["api-version"],

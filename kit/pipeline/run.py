@@ -251,7 +251,7 @@ def _main(args: argparse.Namespace) -> int:
         if bad:
             raise PipelineError(f"--param {bad[0]!r}: expected NAME=VALUE")
         overrides = dict(p.split("=", 1) for p in args.param)
-        pipeline = load_pipeline(args.pipeline, overrides)
+        pipeline = load_pipeline(args.pipeline, overrides, os.environ)
         runtime = resolve_runtime(pipeline, args.runtime, args.engine or None, args.image)
         log(f"pipeline {pipeline.name} ({args.pipeline}): {' -> '.join(pipeline.order())}, runtime {runtime}")
         settings = Settings(runtime=runtime, engine=args.engine or None, repo_image=args.image,
