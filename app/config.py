@@ -58,18 +58,19 @@ def _floats(name: str, raw: str, n: int) -> tuple[float, ...]:
 
 
 def _number(env: Mapping[str, str], name: str, default: float, kind: type = float, minimum: float = 0.0,
-            maximum: float = 1e9) -> float:
-    """A number within [minimum, maximum]; NaN and infinities are refused like any other bad value."""
+            maximum: float = 1e9, below: bool = False) -> float:
+    """A number within [minimum, maximum] (``below``: [minimum, maximum)); NaN and infinities are refused."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
     what = "a whole number" if kind is int else "a number"
-    expected = f"{name}={raw!r}: expected {what} >= {minimum:g} and <= {maximum:g}, e.g. {default:g}"
+    upper = f"{'<' if below else '<='} {maximum:g}"
+    expected = f"{name}={raw!r}: expected {what} >= {minimum:g} and {upper}, e.g. {default:g}"
     try:
         value = kind(raw)
     except ValueError:
         raise ConfigError(expected) from None
-    if not math.isfinite(value) or not minimum <= value <= maximum:
+    if not math.isfinite(value) or not minimum <= value <= maximum or (below and value == maximum):
         raise ConfigError(expected)
     return value
 
@@ -124,9 +125,7 @@ def from_env(env: Mapping[str, str] | None = None) -> OperatorConfig:
     blend = env.get("ODK_BLEND", "gaussian").strip().lower() or "gaussian"
     if blend not in ("gaussian", "constant"):
         raise ConfigError(f"ODK_BLEND={blend!r}: expected gaussian or constant")
-    overlap = _number(env, "ODK_OVERLAP", OperatorConfig.overlap, maximum=1.0)
-    if overlap >= 1.0:
-        raise ConfigError(f"ODK_OVERLAP={overlap}: expected a number in [0, 1)")
+    overlap = _number(env, "ODK_OVERLAP", OperatorConfig.overlap, maximum=1.0, below=True)
     spacing = env.get("ODK_SPACING_MM", "").strip()
     window = env.get("ODK_HU_WINDOW", "").strip()
     hu = _floats("ODK_HU_WINDOW", window, 2) if window else None

@@ -10,6 +10,7 @@ cd "$ODK_ROOT"
 INPUT_DIR="${INPUT_DIR:-local/input}"
 OUTPUT_DIR="${OUTPUT_DIR:-local/output}"
 export INPUT_DIR OUTPUT_DIR
+require_studies "$INPUT_DIR"  # before starting Triton for nothing
 
 started=0
 stop_started() {

@@ -189,6 +189,16 @@ require_operator_sources() {
     [[ -f app/__main__.py ]] || die "no operator in app/ (app/__main__.py missing)"
 }
 
+# require_studies DIR: DIR is a folder with at least one study the operator would take (a .nii / .nii.gz file,
+# searched recursively, not hidden, not a label map *_seg.nii[.gz]); checked before Triton is needed.
+require_studies() {
+    local dir="$1"
+    [[ -d "$dir" ]] || die "INPUT_DIR '$dir' is not a directory; set INPUT_DIR (e.g. local/input, 'make phantoms' fills it)"
+    [[ -n "$(find "$dir" \( -type f -o -type l \) \( -iname '*.nii' -o -iname '*.nii.gz' \) ! -name '.*' \
+        ! -name '*_seg.nii.gz' ! -name '*_seg.nii' -print -quit 2>/dev/null)" ]] \
+        || die "no NIfTI studies (.nii / .nii.gz) under INPUT_DIR '$dir'; put studies there or set INPUT_DIR ('make phantoms' writes the sample study to local/input)"
+}
+
 # run_forwarding CMD...: run CMD in its own process group and forward SIGINT/SIGTERM to it, so that a signal
 # to this script (Ctrl-C, or make passing on SIGTERM) reaches CMD once and this script gets control back to
 # clean up once CMD has ended. Sets FORWARDED_PID (CMD's pid) and ODK_SIGNAL (INT or TERM when one came);

@@ -20,7 +20,7 @@ env_list="${ENV_LIST:-$ODK_ROOT/env.list}"
 
 case "$runtime" in auto | container | host) ;; *) die "RUNTIME must be auto, container or host, not '$runtime'" ;; esac
 [[ -f "$env_list" ]] || die "no $env_list; it holds the operator's environment (see docs/configuration.md)"
-[[ -d "$input_dir" ]] || die "INPUT_DIR '$input_dir' is not a directory; set INPUT_DIR (e.g. local/input, 'make phantoms' fills it)"
+require_studies "$input_dir"
 input_dir="$(cd "$input_dir" && pwd)"
 mkdir -p "$output_dir"
 output_dir="$(cd "$output_dir" && pwd)"

@@ -273,7 +273,7 @@ cmd_status() {
     local mode
     mode="$(triton_state mode)"
     if [[ "$mode" == "container" ]] && ! is_running; then
-        echo "triton: not running (container $(triton_state container) is not running; 'make triton-stop' cleans up)"
+        echo "triton: not running (container $(triton_state container) is not running); 'make triton-stop' cleans up, then 'make triton' starts it"
         exit 3
     fi
     exec "$ODK_PY" -m kit.triton status --run-dir "$TRITON_RUN_DIR"

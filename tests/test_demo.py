@@ -9,6 +9,8 @@ import subprocess
 from pathlib import Path
 
 import nibabel as nib
+import pytest
+from container_helpers import make, one_error_line, output_of
 
 from kit.triton.readiness import free_ports
 
@@ -41,3 +43,38 @@ def test_make_demo(tmp_path):
     assert "embedded Triton stopped" in log
     assert all(_port_free(p) for p in (http, grpc, metrics))
     assert not (tmp_path / "run" / "triton" / "triton.pid").exists()
+
+
+def _no_studies_folder(root: Path) -> Path:
+    """A folder with nothing the operator would take: a label map, a hidden NIfTI, a text file, a sub-folder."""
+    inp = root / "input"
+    (inp / "sub").mkdir(parents=True)
+    (inp / "sub" / "old_seg.nii.gz").write_bytes(SAMPLE.read_bytes())
+    (inp / ".hidden.nii.gz").write_bytes(SAMPLE.read_bytes())
+    (inp / "notes.txt").write_text("no CT here\n")
+    return inp
+
+
+@pytest.mark.parametrize("target", ["run-local", "demo"])
+def test_an_input_without_studies_is_said_first_without_triton(tmp_path: Path, target: str) -> None:
+    """No study in INPUT_DIR: one line naming the folder and 'make phantoms', before Triton is probed or started."""
+    inp = _no_studies_folder(tmp_path)
+    (closed,) = free_ports(1)
+    env = {"ODK_RUN_DIR": str(tmp_path / "run"), "NVIDIA_TRITON_GRPCURI": f"127.0.0.1:{closed}",
+           "TRITON_MODE": "embedded"}
+    result = make(target, env=env, RUNTIME="host", INPUT_DIR=str(inp), OUTPUT_DIR=str(tmp_path / "out"))
+    line = one_error_line(result)
+    assert line == (f"[odk] error: no NIfTI studies (.nii / .nii.gz) under INPUT_DIR '{inp}'; put studies there or "
+                    "set INPUT_DIR ('make phantoms' writes the sample study to local/input)"), output_of(result)
+    assert not (tmp_path / "run" / "triton").exists() and not (tmp_path / "out").exists()
+
+
+def test_a_study_in_a_sub_folder_passes_the_check(tmp_path: Path) -> None:
+    """The check finds studies as the operator does (recursively, any case): the run goes on to Triton."""
+    inp = _no_studies_folder(tmp_path)
+    (inp / "sub" / "deeper").mkdir()
+    (inp / "sub" / "deeper" / "CASE.NII.GZ").write_bytes(SAMPLE.read_bytes())
+    (closed,) = free_ports(1)
+    env = {"ODK_RUN_DIR": str(tmp_path / "run"), "NVIDIA_TRITON_GRPCURI": f"127.0.0.1:{closed}"}
+    result = make("run-local", env=env, RUNTIME="host", INPUT_DIR=str(inp), OUTPUT_DIR=str(tmp_path / "out"))
+    assert one_error_line(result) == f"[odk] error: Triton not reachable at 127.0.0.1:{closed}; run 'make triton'"

@@ -121,3 +121,117 @@ def test_readme_is_short_leads_with_the_two_commands_and_links_every_page() -> N
     unlinked = [p.name for p in sorted((ROOT / "docs").glob("*.md")) if f"(docs/{p.name})" not in readme]
     assert unlinked == []
     assert "(docs/sample_overlay.png)" in readme
+
+
+# --- docs/troubleshooting.md quotes the messages the code prints --------------------------------------------------
+TROUBLESHOOTING = ROOT / "docs" / "troubleshooting.md"
+WILD = None  # a placeholder: any text, on either side
+DOC_PLACEHOLDER = re.compile(r"<[^>]+>|\.\.\.|…|\b(?:HOST:PORT|N|NAME|X|X\.Y|PYTHON|DIR|REASON)\b")
+PY_FORMAT = re.compile(r"%[-0-9.]*[sdfgr]")
+SH_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
+SH_EXPANSION = re.compile(r"\$(?:\{[^}]*\}|\([^)]*\)|[A-Za-z_][A-Za-z0-9_]*|[0-9#?@*])")
+
+
+def _tokens(text: str, placeholder: re.Pattern[str]) -> list[str | None]:
+    """Characters of the text, a placeholder becoming one WILD."""
+    out: list[str | None] = []
+    pos = 0
+    for m in placeholder.finditer(text):
+        out += [*text[pos:m.start()], WILD]
+        pos = m.end()
+    return out + list(text[pos:])
+
+
+def _python_templates(path: Path) -> list[list[str | None]]:
+    """Every string constant and f-string of a module (implicit concatenation joined by the parser)."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.JoinedStr):
+            tokens: list[str | None] = []
+            for part in node.values:
+                if isinstance(part, ast.Constant) and isinstance(part.value, str):
+                    tokens += _tokens(part.value, PY_FORMAT)
+                else:
+                    tokens.append(WILD)
+            found.append(tokens)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) > 8:
+            found.append(_tokens(node.value, PY_FORMAT))
+    return found
+
+
+def _code_templates() -> list[list[str | None]]:
+    templates = []
+    for folder in ("app", "kit"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if "node_modules" not in path.parts:
+                templates += _python_templates(path)
+    for path in sorted((ROOT / "scripts").rglob("*.sh")):
+        for line in path.read_text().splitlines():
+            templates += [_tokens(s, SH_EXPANSION) for s in SH_STRING.findall(line) if len(s) > 8]
+    return templates
+
+
+def _quoted_in(doc: list[str | None], code: list[str | None]) -> bool:
+    """Some text that the code's template prints contains some text that fits the doc's quote: both may hold
+    placeholders (WILD), and the quote may be a part of the message. A placeholder of the code stands for a value
+    (a path, a name, "30 s"): it takes at most one blank of the quote; the doc's take anything."""
+    m = len(code)
+
+    def closed(states: set[tuple[int, int]]) -> set[tuple[int, int]]:  # a code placeholder may stop at any point
+        todo = sorted(states)
+        while todo:
+            j, _ = todo.pop()
+            if j < m and code[j] is WILD and (j + 1, 0) not in states:
+                states.add((j + 1, 0))
+                todo.append((j + 1, 0))
+        return states
+
+    reach = {(j, 0) for j in range(m + 1)}  # (where in the code the text matched so far ends, blanks eaten there)
+    for d in doc:
+        if d is WILD:
+            reach = {(j, 0) for j in range(min(j for j, _ in reach), m + 1)}
+            continue
+        nxt = set()
+        for j, blanks in reach:
+            if j < m and code[j] is WILD and (d != " " or blanks == 0):
+                nxt.add((j, blanks + (d == " ")))
+            elif j < m and code[j] == d:
+                nxt.add((j + 1, 0))
+        reach = closed(nxt)
+        if not reach:
+            return False
+    return True
+
+
+def _troubleshooting_quotes() -> list[str]:
+    """The `code spans` of the first column of the page's table: what a user sees, quoted."""
+    quotes = []
+    for line in TROUBLESHOOTING.read_text().splitlines():
+        cells = line.strip().strip("|").split("|")
+        if line.startswith("|") and not set(line) <= set("|- ") and cells[0].strip() != "you see":
+            quotes += re.findall(r"`([^`]+)`", cells[0])
+    return quotes
+
+
+def test_every_message_troubleshooting_quotes_is_printed_by_the_code() -> None:
+    quotes = _troubleshooting_quotes()
+    assert len(quotes) >= 8
+    templates = _code_templates()
+    missing = []
+    for quote in quotes:
+        doc = _tokens(quote, DOC_PLACEHOLDER)
+        words = set(re.findall(r"[A-Za-z]{4,}", DOC_PLACEHOLDER.sub(" ", quote)))
+        candidates = [t for t in templates if any(w in "".join(c or " " for c in t) for w in words)]
+        if not any(_quoted_in(doc, t) for t in candidates):
+            missing.append(quote)
+    assert missing == [], "docs/troubleshooting.md quotes messages the code does not print"
+
+
+def test_the_quote_matcher_tells_printed_from_invented_messages() -> None:
+    code = _tokens("Triton not reachable at $host_uri; run 'make triton'", SH_EXPANSION)
+    assert _quoted_in(_tokens("Triton not reachable at HOST:PORT; run 'make triton'", DOC_PLACEHOLDER), code)
+    assert _quoted_in(_tokens("not reachable at 127.0.0.1:8001", DOC_PLACEHOLDER), code)  # a part, an example
+    assert not _quoted_in(_tokens("Triton unreachable at HOST:PORT", DOC_PLACEHOLDER), code)
+    assert not _quoted_in(_tokens("Triton not reachable at HOST:PORT; run 'make demo'", DOC_PLACEHOLDER), code)

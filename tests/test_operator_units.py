@@ -123,6 +123,15 @@ def test_bad_configuration_is_named(env, message):
         from_env(env)
 
 
+@pytest.mark.parametrize("value", ["1", "1.0", "1.5", "-0.1"])
+def test_overlap_message_states_the_range_it_checks(value):
+    """ODK_OVERLAP is refused from 1 up, and the message says so ('< 1', not '<= 1')."""
+    with pytest.raises(ConfigError) as err:
+        from_env({"ODK_OVERLAP": value})
+    assert str(err.value) == f"ODK_OVERLAP={value!r}: expected a number >= 0 and < 1, e.g. 0.25"
+    assert from_env({"ODK_OVERLAP": "0.99"}).overlap == 0.99 and from_env({"ODK_OVERLAP": "0"}).overlap == 0.0
+
+
 def test_configuration_overrides():
     cfg = from_env({"ODK_SPACING_MM": "2, 2, 3", "ODK_HU_WINDOW": "-100,200", "TRITON_TRANSPORT": "GRPC",
                     "ODK_LARGEST_COMPONENT": "0"})

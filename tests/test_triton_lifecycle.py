@@ -160,3 +160,16 @@ def test_make_triton_script_embedded_start_status_stop(tmp_path):
     assert _script("status", env).returncode == 3
     assert not port_in_use(grpc)
     assert _script("stop", env).returncode == 0  # nothing to stop is not an error
+
+
+def test_make_triton_status_when_nothing_runs_says_so_first_and_what_to_do(tmp_path):
+    """Exit 3 (not running) for scripts; through make our one line comes first, then only make's own line."""
+    run = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "MFLAGS"))} | {"ODK_RUN_DIR": str(run)}
+    result = subprocess.run(["make", "triton-status"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert result.returncode != 0
+    assert result.stdout.splitlines() == [
+        f"triton: not running (no 'make triton' state in {run / 'triton'}); start it with 'make triton'"]
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [
+        line for line in result.stderr.splitlines() if line.startswith("make") and "triton-status] Error 3" in line]

@@ -7,7 +7,16 @@ import json
 from pathlib import Path
 
 import pytest
-from view_helpers import get_json, listener_job, request, serving, summary_table, write_ct_and_seg, write_report
+from view_helpers import (
+    get_json,
+    listener_job,
+    request,
+    serving,
+    summary_table,
+    write_classes_report,
+    write_ct_and_seg,
+    write_report,
+)
 
 from kit.view.server import ViewConfig
 
@@ -40,8 +49,8 @@ def test_studies_table_reports_orphans_missing_ct_and_failures(folders: ViewConf
         studies = by_name(get_json(port, "/api/overview"))
         case = studies["case1"]
         assert case["status"] == "ok" and case["viewable"] and case["folder"] == "sub"
-        assert (case["shape"], case["spacing_mm"], case["liver_volume_ml"], case["lesion_volume_ml"]) == (
-            [24, 20, 8], [2.0, 2.0, 3.0], 123.4, 5.6)
+        assert (case["shape"], case["spacing_mm"], case["volumes_ml"]) == (
+            [24, 20, 8], [2.0, 2.0, 3.0], {"liver": 123.4, "lesion": 5.6})
         assert case["model"] == "segmentation_liver_v1 v1" and case["transport"] == "grpc"
         assert [(lb["value"], lb["name"]) for lb in case["labels"]] == [(0, "background"), (1, "liver"), (2, "lesion")]
         # The CT came from INPUT_DIR by the report's relative path, and is served byte for byte.
@@ -173,15 +182,8 @@ def test_empty_results_folder_says_so_on_the_page(tmp_path: Path) -> None:
 def test_a_model_with_other_classes_is_listed_with_its_volumes(tmp_path: Path) -> None:
     out, inp = tmp_path / "output", tmp_path / "input"
     write_ct_and_seg(inp / "abd.nii.gz", out / "abd_seg.nii.gz")
-    path = write_report(out, "abd", "/input/abd.nii.gz")
-    report = json.loads(path.read_text())
-    del report["liver_volume_ml"], report["lesion_volume_ml"]
     names = ["spleen", "cyst", "kidney"]
-    report["labels"] = {"background": {"label": 0, "voxels": 1, "volume_ml": 1.0}}
-    for i, n in enumerate(names, start=1):
-        report["labels"][n] = {"label": i, "voxels": i, "volume_ml": float(i)}
-        report[f"{n}_volume_ml"] = 10.0 * i
-    path.write_text(json.dumps(report))
+    write_classes_report(out, "abd", "/input/abd.nii.gz", {n: 10.0 * i for i, n in enumerate(names, start=1)})
     with serving(ViewConfig(output_dir=out, input_dir=inp, run_dir=tmp_path / "run")) as port:
         study = by_name(get_json(port, "/api/overview"))["abd"]
         assert study["status"] == "ok" and study["viewable"]
@@ -189,3 +191,19 @@ def test_a_model_with_other_classes_is_listed_with_its_volumes(tmp_path: Path) -
         fg = [lb for lb in study["labels"] if lb["value"]]
         assert [lb["name"] for lb in fg] == names
         assert [lb["colour"] for lb in fg][:2] == [[230, 60, 50], [255, 220, 0]]
+        assert not any("liver" in key or "lesion" in key for key in study)
+
+
+def test_a_report_without_its_labels_gives_its_classes_by_its_volume_keys(tmp_path: Path) -> None:
+    out = tmp_path / "output"
+    write_ct_and_seg(None, out / "old_seg.nii.gz")
+    path = write_report(out, "old", "/input/old.nii.gz")
+    report = json.loads(path.read_text())
+    del report["labels"], report["liver_volume_ml"], report["lesion_volume_ml"]
+    report |= {"spleen_volume_ml": 7.5, "kidney_volume_ml": 2.5}
+    path.write_text(json.dumps(report))
+    with serving(ViewConfig(output_dir=out, input_dir=tmp_path / "input", run_dir=tmp_path / "run")) as port:
+        study = by_name(get_json(port, "/api/overview"))["old"]
+        assert study["volumes_ml"] == {"spleen": 7.5, "kidney": 2.5}
+        labels = [(lb["value"], lb["name"]) for lb in study["labels"]]
+        assert labels == [(0, "background"), (1, "spleen"), (2, "kidney")]

@@ -20,7 +20,7 @@ import pytest
 from operator_helpers import run_operator
 from PIL import Image
 from scipy import ndimage
-from view_helpers import ROOT, make_view, write_ct_and_seg, write_report
+from view_helpers import ROOT, make_view, write_classes_report, write_ct_and_seg, write_report
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 NODE_MODULES = ROOT / "kit" / "view" / "node_modules"
@@ -47,7 +47,16 @@ def sample_results(triton_server, tmp_path_factory) -> Path:
     # And a study whose CT is nowhere in INPUT_DIR: its page must say so.
     write_ct_and_seg(None, out / "elsewhere" / "lost_seg.nii.gz")
     write_report(out / "elsewhere", "lost", "/input/lost.nii.gz")
+    # And a study of a model with other classes than liver/lesion: the table and its page show its own.
+    labels = write_ct_and_seg(None, None)
+    labels[16:20, 12:16, 2:6] = 3
+    (out / "other").mkdir()
+    nib.Nifti1Image(labels, np.diag([-2.0, -2.0, 3.0, 1.0])).to_filename(out / "other" / "abdomen_seg.nii.gz")
+    write_classes_report(out / "other", "abdomen", "/input/abdomen.nii.gz", OTHER_CLASSES)
     return out
+
+
+OTHER_CLASSES = {"spleen": 210.5, "cyst": 3.4, "kidney": 150.0}
 
 
 def drive(url: str, shots: Path, study: str, axial_slice: int, whole_page: bool) -> dict:
@@ -117,8 +126,14 @@ def test_make_view_shows_the_sample_with_its_label_map(sample_results: Path, tmp
     (row,) = [s for s in seen["index"]["studies"] if s["id"] == f"{name}.json"]
     cells = row["cells"]
     assert cells[0] == name and cells[2] == "ok" and cells[3] == " × ".join(map(str, report["shape"]))
-    assert cells[5] == f"{report['liver_volume_ml']:.1f}" and cells[6] == f"{report['lesion_volume_ml']:.1f}"
-    assert cells[8] == report["transport"] and cells[9] == f"{report['model']['name']} v{report['model']['version']}"
+    assert cells[5] == f"liver: {report['liver_volume_ml']:.1f} mL, lesion: {report['lesion_volume_ml']:.1f} mL"
+    assert cells[7] == report["transport"] and cells[8] == f"{report['model']['name']} v{report['model']['version']}"
+    assert seen["index"]["headers"][5] == "volumes"
+    # The other model's study: its own classes, in label order, and no liver/lesion anywhere in its row.
+    (other,) = [s for s in seen["index"]["studies"] if s["id"] == "other/abdomen.json"]
+    assert other["cells"][5] == "spleen: 210.5 mL, cyst: 3.4 mL, kidney: 150.0 mL", other
+    assert other["volumes"] == [[c, f"{c}: {ml:.1f} mL"] for c, ml in OTHER_CLASSES.items()]
+    assert not any("liver" in c or "lesion" in c for c in other["cells"][:8]), other  # [8]: the model's name
 
     study = seen["study"]
     for url in ("/vendor/niivue.js", "/ct?source=out&id=synthetic_phantom_001.json",
@@ -155,10 +170,15 @@ def test_make_view_shows_the_sample_with_its_label_map(sample_results: Path, tmp
     assert controls["active"] == "coronal" and controls["axCorSag"] == [1], controls
     assert controls["cal"] == [-160, 240] and controls["huInputs"] == ["-160", "240"] and controls["opacity"] == 0.3
 
-    (lost,) = seen["others"]
-    assert lost["id"] == "elsewhere/lost.json" and lost["ready"] == "1" and lost["volumes"] == ["lost_seg.nii.gz"]
+    others = {o["id"]: o for o in seen["others"]}
+    assert set(others) == {"elsewhere/lost.json", "other/abdomen.json"}, others
+    lost = others["elsewhere/lost.json"]
+    assert lost["ready"] == "1" and lost["volumes"] == ["lost_seg.nii.gz"]
     assert lost["problems"] == [f"label map without its CT: no lost.nii.gz / lost.nii under {SAMPLE} (the report "
                                 "says /input/lost.nii.gz). Showing the label map alone."]
+    abdomen = others["other/abdomen.json"]
+    assert abdomen["ready"] == "1" and abdomen["volumes"] == ["abdomen_seg.nii.gz"], abdomen
+    assert [entry.split(" —")[0] for entry in abdomen["legend"]] == ["1 spleen", "2 cyst", "3 kidney"], abdomen
 
     if whole_page:
         target = Path(os.environ["ODK_VIEW_SCREENSHOT"])

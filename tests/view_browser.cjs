@@ -49,8 +49,10 @@ async function main() {
     result.index = await page.evaluate(() => ({
       ready: document.body.dataset.ready,
       problems: [...document.querySelectorAll("#problems li")].map((li) => li.textContent),
+      headers: [...document.querySelectorAll("#studies thead th")].map((th) => th.textContent),
       studies: [...document.querySelectorAll("#studies tbody tr")].map((tr) => ({
         id: tr.dataset.study, cells: [...tr.cells].map((c) => c.textContent),
+        volumes: [...tr.querySelectorAll("[data-class]")].map((v) => [v.dataset.class, v.textContent]),
         href: tr.querySelector("a")?.getAttribute("href") ?? null,
       })),
       runs: [...document.querySelectorAll("#runs tbody tr")].map((tr) => [...tr.cells].map((c) => c.textContent)),
@@ -123,6 +125,7 @@ async function main() {
         id, ready: document.body.dataset.ready,
         problems: [...document.querySelectorAll("#problems li")].map((li) => li.textContent),
         volumes: window.odkViewer ? window.odkViewer.nv.volumes.map((v) => v.name) : [],
+        legend: [...document.querySelectorAll("#legend li")].map((li) => li.textContent),
       }), other.id));
     }
   } finally {

@@ -61,6 +61,20 @@ def write_report(folder: Path, name: str, input_path: str, liver: float = 123.4,
     return path
 
 
+def write_classes_report(folder: Path, name: str, input_path: str, volumes: dict[str, float]) -> Path:
+    """A report of a model with other classes than liver/lesion: ``volumes`` is {class: mL} in label order."""
+    path = write_report(folder, name, input_path)
+    report = json.loads(path.read_text())
+    for key in [k for k in report if k.endswith("_volume_ml")]:
+        del report[key]
+    report["labels"] = {"background": {"label": 0, "voxels": 1, "volume_ml": 1.0}}
+    for value, (cls, ml) in enumerate(volumes.items(), start=1):
+        report["labels"][cls] = {"label": value, "voxels": value, "volume_ml": ml}
+        report[f"{cls}_volume_ml"] = ml
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return path
+
+
 def summary_table(rows: list[tuple[str, str, float, str]]) -> str:
     """kit.pipeline.run's closing summary table."""
     lines = [f"{'operator':<14}  {'status':<8}  {'time':>8}  detail"]

@@ -27,7 +27,7 @@ from kit.dicom.scp import StorageSCP
 from kit.paths import run_dir
 from kit.pipeline.model import PipelineError, load_pipeline
 from kit.pipeline.run import local_triton
-from kit.triton.readiness import http_ok
+from kit.pipeline.triton_hint import triton_warning
 
 _log_lock = threading.Lock()
 
@@ -39,14 +39,8 @@ def log(message: str) -> None:
 
 
 def triton_hint() -> str | None:
-    """A warning when the pipeline will find no Triton (none given, none from `make triton`, or silent)."""
-    triton = local_triton()
-    if not triton.grpc:
-        return ("no Triton runs (NVIDIA_TRITON_GRPCURI unset and no 'make triton' recorded): "
-                "operators that need one will fail; start it with 'make triton'")
-    if triton.http and not http_ok(f"http://{triton.http}/v2/health/ready", timeout=1.0):
-        return f"the Triton at {triton.http} does not answer; 'make triton-status' says why"
-    return None
+    """A warning when the jobs will find no Triton: the address they will use, where it comes from, what to do."""
+    return triton_warning(local_triton())
 
 
 def pipeline_command(cfg: ListenerConfig) -> tuple[PipelineCommand, str]:

@@ -22,6 +22,7 @@ from kit.pipeline import launch, wiring
 from kit.pipeline.graph import downstream_of
 from kit.pipeline.model import Pipeline, PipelineError, load_pipeline
 from kit.pipeline.outputs import check_outputs, fresh
+from kit.pipeline.triton_hint import triton_warning
 from kit.triton.reap import reap
 from kit.triton.state import default_run_dir, read_state
 
@@ -163,9 +164,8 @@ def run_pipeline(pipeline: Pipeline, input_dir: Path, output_dir: Path, s: Setti
     if not input_dir.is_dir():
         raise PipelineError(f"INPUT_DIR={input_dir} is not a folder; put the input studies there")
     triton = local_triton()
-    if not triton.grpc:
-        log("warning: no Triton address (NVIDIA_TRITON_GRPCURI unset and no `make triton` running); "
-            "operators that need Triton will fail")
+    if hint := triton_warning(triton):
+        log(f"warning: {hint}")
     for model in wiring.missing_models(pipeline, triton):
         log(f"warning: model '{model}' is not served by the running Triton ({', '.join(triton.models)})")
     for warning in entrypoint_warnings(pipeline, s):

@@ -102,10 +102,11 @@ def cmd_status(args) -> int:
 
     state = read_state(Path(args.run_dir))
     if state is None:
-        print(f"triton: not running (no 'make triton' state in {args.run_dir})")
+        print(f"triton: not running (no 'make triton' state in {args.run_dir}); start it with 'make triton'")
         return NOT_RUNNING
     if state.mode == "embedded" and not is_embedded_server(state.pid):
-        print(f"triton: not running (embedded server pid {state.pid} is gone; 'make triton-stop' cleans up)")
+        print(f"triton: not running (embedded server pid {state.pid} is gone); 'make triton-stop' cleans up, then"
+              " 'make triton' starts it")
         return NOT_RUNNING
     ready = readiness(state.http_url, state.model_versions())
     where = f"pid {state.pid}" if state.mode == "embedded" else f"{state.engine} container {state.container}"

@@ -84,7 +84,7 @@ def status(args: argparse.Namespace) -> int:
         values = state.read(view_dir)
         print(f"view: running at {values.get('url', '?')} (pid {pid}), results {values.get('output_dir', '?')}")
         return 0
-    print("view: not running")
+    print("view: not running; start it with 'make view'")
     return 3
 
 

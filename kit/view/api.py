@@ -15,10 +15,15 @@ PALETTE = ((230, 60, 50), (255, 220, 0), (60, 160, 255), (80, 220, 120), (220, 9
 
 
 def labels_of(report: dict) -> list[dict]:
-    """The model's labels as the report names them (value, name, colour, volume), ordered by value."""
+    """The model's labels as the report names them (value, name, colour, volume), ordered by value.
+
+    A report without its ``labels`` (an older operator's) gives its classes by its ``<name>_volume_ml`` keys,
+    numbered from 1 in the report's order.
+    """
     found = report.get("labels")
     if not isinstance(found, dict) or not found:
-        found = {"background": {"label": 0}, "liver": {"label": 1}, "lesion": {"label": 2}}
+        names = [str(k).removesuffix("_volume_ml") for k in report if str(k).endswith("_volume_ml")]
+        found = {"background": {"label": 0}} | {n: {"label": i} for i, n in enumerate(names, start=1)}
     out = []
     for name, info in found.items():
         value = int(info.get("label", 0)) if isinstance(info, dict) else 0
@@ -51,8 +56,6 @@ def study_json(study: Study, source: Source) -> dict:
         "shape": r.get("shape"),
         "spacing_mm": r.get("spacing_mm"),
         "orientation": r.get("orientation"),
-        "liver_volume_ml": r.get("liver_volume_ml"),
-        "lesion_volume_ml": r.get("lesion_volume_ml"),
         "volumes_ml": volumes_of(r),
         "timings_s": r.get("timings_s") or {},
         "transport": r.get("transport"),

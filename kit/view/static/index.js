@@ -6,6 +6,16 @@ function timings(t) {
   return keys.map((k) => `${k} ${fmt(t[k], 2)}`).join(", ");
 }
 
+// The volume of each of the study's own classes (the model's labels, in label order): "name: x mL".
+function volumesCell(volumes) {
+  const cell = el("td", { class: "volumes" });
+  Object.entries(volumes || {}).forEach(([name, ml], i) => {
+    if (i) cell.append(", ");
+    cell.append(el("span", { class: "volume", "data-class": name }, `${name}: ${fmt(ml)} mL`));
+  });
+  return cell;
+}
+
 function studyRow(s) {
   const name = s.seg_url ? el("a", { href: s.view_url }, s.name) : s.name;
   const spacing = s.spacing_mm ? s.spacing_mm.map((v) => fmt(v, 2)).join(" × ") : "";
@@ -14,7 +24,7 @@ function studyRow(s) {
   return el("tr", { class: `status-${s.status}`, "data-study": s.id },
     el("td", {}, name), el("td", {}, s.folder || "."), el("td", { class: "status" }, s.status),
     el("td", {}, s.shape ? s.shape.join(" × ") : ""), el("td", {}, spacing),
-    el("td", { class: "num liver" }, fmt(s.liver_volume_ml)), el("td", { class: "num lesion" }, fmt(s.lesion_volume_ml)),
+    volumesCell(s.volumes_ml),
     el("td", {}, timings(s.timings_s)), el("td", {}, s.transport ?? ""), el("td", {}, s.model ?? ""),
     el("td", { class: "reason" }, reason));
 }
