@@ -45,7 +45,7 @@ DICOM_DESTINATION ?=
 export PACS_DICOM_PORT PACS_HTTP_PORT PACS_AET LISTEN_AET LISTEN_PORT LISTEN_IDLE_S DICOM_DESTINATION
 
 .PHONY: help venv demo test lint triton triton-stop triton-status build wrap run-local \
-        validate run-pipeline deploy bench phantoms train evaluate wheel clean \
+        validate run-pipeline deploy bench bench-report phantoms train evaluate wheel clean \
         pacs pacs-stop pacs-status listen listen-stop listen-status demo-dicom
 
 help: ## one line per target
