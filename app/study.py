@@ -135,7 +135,8 @@ def process_study(src: Path, out_dir: Path, spec: ModelSpec, predict: Predict, c
             with timer.stage("overlay"):
                 ct_ras = transforms.to_canonical(vol.data, geom.ornt)
                 lab_ras = transforms.to_canonical(labels, geom.ornt)
-                png = overlay.render(ct_ras, lab_ras, geom.canonical_spacing, title=f"{src.name}  {spec.name}")
+                png = overlay.render(ct_ras, lab_ras, geom.canonical_spacing, title=f"{src.name}  {spec.name}",
+                                     names=spec.labels[1:])
                 writer.add(outputs.overlay, png)
         timer.stages["total"] = round(time.perf_counter() - t0, 4)
         report = build_report(src, vol, labels, spec, transport, timer, outputs, warnings)
