@@ -32,6 +32,10 @@ class ModelSpec:
     spacing_mm: tuple[float, float, float]
     hu_window: tuple[float, float]
     labels: tuple[str, ...]
+    # label_nesting "organ" (default): the first foreground class is an organ that holds the later ones (liver
+    # and its lesions): its volume includes theirs, and the clean-up keeps its largest connected piece.
+    # "none": separate structures (organs side by side): each volume is its own, and nothing is removed.
+    nested: bool = True
 
     def windows_per_request(self, requested: int = 0) -> int:
         """Windows sent per inference request: ``requested`` (ODK_BATCH_SIZE; 0 = as many as the model takes),
@@ -106,8 +110,12 @@ def build_spec(metadata: object, config: model_config_pb2.ModelConfig, cfg: Oper
     activation = (_param(config, "output_activation") or "none").lower()
     if activation not in ("softmax", "none"):
         raise ModelMismatch(f"model {name}: output_activation={activation!r}; expected softmax or none")
+    nesting = (_param(config, "label_nesting") or "organ").strip().lower()
+    if nesting not in ("organ", "none"):
+        raise ModelMismatch(f"model {name}: parameter label_nesting={nesting!r}; expected organ (the first class "
+                            "holds the others) or none (separate structures)")
     version = cfg.model_version or (metadata.versions[-1] if metadata.versions else "")
     return ModelSpec(name=name, version=str(version), input_name=in_name, output_name=out_name, roi=roi,
                      channels=int(out_dims[0]), max_batch_size=max(1, int(config.max_batch_size)),
                      spacing_mm=(spacing[0], spacing[1], spacing[2]), hu_window=(window[0], window[1]),
-                     labels=labels)
+                     labels=labels, nested=nesting == "organ")

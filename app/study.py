@@ -63,16 +63,18 @@ def segment(data: np.ndarray, affine: np.ndarray, spec: ModelSpec, predict: Pred
     with timer.stage("postprocess"):
         labels = postprocess.argmax_labels(scores)
         del scores
-        if cfg.largest_component:
+        if cfg.largest_component and spec.nested:
             labels = postprocess.keep_largest_organ(labels)
         labels = transforms.inverse_labels(labels, geom)
     return labels, geom
 
 
-def class_volumes(names: tuple[str, ...], volumes: list[float]) -> dict[str, float]:
-    """``<name>_volume_ml`` for each foreground class of the model. The first foreground class is the organ,
-    which holds the classes after it (as the clean-up keeps one connected organ): its volume includes theirs.
-    For the demo model: liver_volume_ml (lesions included) and lesion_volume_ml."""
+def class_volumes(names: tuple[str, ...], volumes: list[float], nested: bool = True) -> dict[str, float]:
+    """``<name>_volume_ml`` for each foreground class of the model. Nested (the model's label_nesting organ),
+    the first foreground class is the organ, which holds the classes after it: its volume includes theirs. For
+    the demo model: liver_volume_ml (lesions included) and lesion_volume_ml. Not nested, each class its own."""
+    if not nested:
+        return {f"{name}_volume_ml": volumes[i] for i, name in enumerate(names) if i >= 1}
     out = {f"{names[1]}_volume_ml": sum(volumes[1:])} if len(names) > 1 else {}
     out.update({f"{name}_volume_ml": volumes[i] for i, name in enumerate(names) if i >= 2})
     return out
@@ -90,10 +92,11 @@ def build_report(src: Path, vol: Volume, labels: np.ndarray, spec: ModelSpec, tr
         "spacing_mm": [round(s, 6) for s in vol.spacing],
         "dtype": str(vol.data.dtype),
         "orientation": "".join(orientations.aff2axcodes(vol.affine)),
-        **class_volumes(spec.labels, volumes),
+        **class_volumes(spec.labels, volumes, spec.nested),
         "labels": by_name,
         "model": {"name": spec.name, "version": spec.version, "spacing_mm": list(spec.spacing_mm),
-                  "hu_window": list(spec.hu_window), "roi": list(spec.roi)},
+                  "hu_window": list(spec.hu_window), "roi": list(spec.roi),
+                  "label_nesting": "organ" if spec.nested else "none"},
         "transport": transport,
         "timings_s": dict(timer.stages),
         "warnings": list(warnings or []),
@@ -140,8 +143,12 @@ def process_study(src: Path, out_dir: Path, spec: ModelSpec, predict: Predict, c
                 writer.add(outputs.overlay, png)
         timer.stages["total"] = round(time.perf_counter() - t0, 4)
         report = build_report(src, vol, labels, spec, transport, timer, outputs, warnings)
-        organ = spec.labels[1]
-        report["warnings"] += guards.organ_warnings(organ, report[f"{organ}_volume_ml"])
+        if spec.nested:
+            organ = spec.labels[1]
+            report["warnings"] += guards.organ_warnings(organ, report[f"{organ}_volume_ml"])
+        else:  # separate structures: only a study with none of them is suspicious
+            report["warnings"] += guards.organ_warnings(
+                " or ".join(spec.labels[1:]), sum(report[f"{n}_volume_ml"] for n in spec.labels[1:]))
         writer.add(outputs.report, (json.dumps(report, indent=2) + "\n").encode())
         writer.commit()
     return report

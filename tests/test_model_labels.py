@@ -98,3 +98,45 @@ def test_export_columns_follow_the_models_classes(study: tuple[dict, Path], tmp_
     assert f",{round(report['rim_volume_ml'], 3)}," in row
     totals = json.loads((tmp_path / "summary.json").read_text())["totals"]
     assert set(totals) == {"studies", "organ_volume_ml", "core_volume_ml", "rim_volume_ml"}
+
+
+@pytest.mark.parametrize("nesting", ["organ", "none"])
+def test_label_nesting_decides_the_clean_up_and_the_volumes(nesting: str, tmp_path: Path) -> None:
+    """Two separate structures (a 'core' and a smaller 'rim' blob, apart): a model whose first class holds the
+    others (label_nesting organ, the default) keeps one connected piece; one of side-by-side structures
+    (label_nesting none) keeps both, and each volume is its own."""
+    local = read_local_model(write_three_class_repository(tmp_path / "models", nesting) / MULTI_NAME)
+    assert local.spec.nested is (nesting == "organ")
+    session = open_session(local.model_file, 1)
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return session.run([local.spec.output_name], {local.spec.input_name: batch})[0]
+
+    ct = np.full((40, 40, 40), -1000, np.int16)
+    ct[4:20, 4:20, 4:20] = HU["core"]
+    ct[28:36, 28:36, 28:36] = HU["rim"]
+    src = tmp_path / "in" / "apart.nii.gz"
+    src.parent.mkdir()
+    nib.save(nib.Nifti1Image(ct, np.diag([2.5, 2.5, 2.5, 1.0])), str(src))
+    (tmp_path / "out").mkdir()
+    report = process_study(src, tmp_path / "out", local.spec, predict, OperatorConfig(model_name=MULTI_NAME),
+                           "onnxruntime")
+    assert report["model"]["label_nesting"] == nesting
+    voxels = {name: report["labels"][name]["voxels"] for name in ("core", "rim")}
+    voxel_ml = 2.5 ** 3 / 1000
+    if nesting == "organ":
+        assert voxels["core"] > 0 and voxels["rim"] == 0  # the smaller piece was cleaned up
+        held = sum(report["labels"][name]["voxels"] for name in ("organ", "core", "rim"))
+        assert report["organ_volume_ml"] == pytest.approx(held * voxel_ml, rel=0.01)  # the parts included
+    else:
+        assert voxels["core"] > 0 and voxels["rim"] > 0
+        assert report["rim_volume_ml"] == pytest.approx(voxels["rim"] * voxel_ml, rel=0.01)
+        assert report["organ_volume_ml"] == pytest.approx(report["labels"]["organ"]["volume_ml"], abs=1e-6)
+    assert not report["warnings"]
+
+
+def test_an_unknown_label_nesting_is_one_clear_refusal(tmp_path: Path) -> None:
+    from app.model import ModelMismatch
+
+    with pytest.raises(ModelMismatch, match=r"label_nesting='nested'; expected organ .* or none"):
+        read_local_model(write_three_class_repository(tmp_path / "models", "nested") / MULTI_NAME)

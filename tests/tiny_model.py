@@ -96,10 +96,12 @@ def three_class_onnx(window: int = 32) -> onnx.ModelProto:
     return model
 
 
-def write_three_class_repository(root: Path | str) -> Path:
-    """Write <root>/tiny_three_classes/{config.pbtxt, 1/model.onnx}; returns root."""
+def write_three_class_repository(root: Path | str, nesting: str = "") -> Path:
+    """Write <root>/tiny_three_classes/{config.pbtxt, 1/model.onnx}; returns root. ``nesting``: the config's
+    label_nesting parameter (none given when empty)."""
     root = Path(root)
     (root / MULTI_NAME / "1").mkdir(parents=True, exist_ok=True)
-    (root / MULTI_NAME / "config.pbtxt").write_text(MULTI_CONFIG)
+    extra = f'parameters {{ key: "label_nesting" value: {{ string_value: "{nesting}" }} }}\n' if nesting else ""
+    (root / MULTI_NAME / "config.pbtxt").write_text(MULTI_CONFIG + extra)
     onnx.save(three_class_onnx(), str(root / MULTI_NAME / "1" / "model.onnx"))
     return root

@@ -28,6 +28,7 @@ def model_config(cfg: TrainConfig) -> mc.ModelConfig:
         "spacing_mm": ",".join(f"{s:g}" for s in cfg.spacing_mm),
         "hu_window": ",".join(f"{w:g}" for w in cfg.hu_window),
         "labels": ",".join(LABELS),
+        "label_nesting": "organ",  # lesions lie inside the liver
         "output_activation": "softmax",
         "axes": "RAS",
     }
