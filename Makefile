@@ -21,7 +21,10 @@ PIPELINE     ?=
 JOB_NAME     ?= odk-job
 DRY_RUN      ?= 0
 ENGINE       ?=
+# The pipeline's parameters (run-pipeline, deploy PLATFORM=kubernetes): PARAMS="NAME=VALUE NAME2='a b'".
+PARAMS       ?=
 export IMAGE TAG BASE_IMAGE TRITON_MODE RUNTIME INPUT_DIR OUTPUT_DIR MODELS_DIR PIPELINE JOB_NAME DRY_RUN ENGINE
+export PARAMS
 # Kubernetes (docs/kubernetes.md): make deploy PLATFORM=kubernetes, make run-pipeline RUNTIME=kube.
 PLATFORM      ?= clara
 MANIFESTS_DIR ?=

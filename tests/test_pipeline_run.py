@@ -13,7 +13,7 @@ import pytest
 from container_helpers import python_base
 
 from kit.pipeline import launch, wiring
-from kit.pipeline.model import PipelineError, load_pipeline
+from kit.pipeline.model import PipelineError, load_pipeline, params_from
 from kit.pipeline.run import resolve_runtime
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,18 +198,34 @@ def test_chain_in_containers_sees_its_declared_paths(probe_image: tuple[str, str
     assert "odk-a-" not in leftover and "odk-c-" not in leftover
 
 
-def test_a_parameter_takes_the_callers_variable_of_its_name() -> None:
-    """`make run-pipeline FAIL=1` sets the pipeline's parameter FAIL; --param wins; other variables are not
-    parameters."""
-    variables = {op.name: op.variables for op in load_pipeline(CHAIN, environ={"FAIL": "1", "OTHER": "x"}).operators}
-    assert variables["a"]["PROBE_FAIL"] == "1" and variables["a"]["PROBE_GREETING"] == "hello"
-    assert load_pipeline(CHAIN, {"FAIL": "2"}, {"FAIL": "1"}).operators[0].variables["PROBE_FAIL"] == "2"
-    assert "OTHER" not in load_pipeline(CHAIN, environ={"OTHER": "x"}).parameters
+
+def test_params_give_the_pipelines_parameters_and_a_variable_of_a_parameters_name_does_not(tmp_path: Path) -> None:
+    """PARAMS="FAIL=1" as `make run-pipeline PARAMS=...` passes it; a variable named like a parameter (TAG,
+    which the Makefile itself exports) is not one; --param wins over PARAMS; a bad entry is one line."""
+    env = {**os.environ, "PARAMS": "FAIL=1 GREETING='hi there'", "TAG": "not-a-parameter-value"}
+    pipeline = load_pipeline(CHAIN, params_from(env), env)
+    assert pipeline.operators[0].variables["PROBE_FAIL"] == "1"
+    assert pipeline.operators[0].variables["PROBE_GREETING"] == "hi there"
+    assert pipeline.parameters["TAG"] == "0.1.0"
+    assert load_pipeline(CHAIN, {**params_from(env), "FAIL": "2"}).operators[0].variables["PROBE_FAIL"] == "2"
+    with pytest.raises(PipelineError, match="PARAMS: 'FAIL' is not NAME=VALUE"):
+        params_from({"PARAMS": "FAIL"})
+    proc = subprocess.run([sys.executable, "-m", "kit.pipeline.run", str(CHAIN), "--runtime", "host"], cwd=ROOT,
+                          env={**os.environ, "PARAMS": "NOPE=1"}, capture_output=True, text=True, check=False)
+    assert proc.returncode == 1 and "no parameter named NOPE" in proc.stderr
 
 
 def test_the_dicom_destination_reaches_register_results_as_a_pipeline_variable() -> None:
-    """Containers and Kubernetes pods see only their pipeline's variables: the destination is a parameter."""
+    """Containers and Kubernetes pods see only their pipeline's variables: the destination is a parameter,
+    set by PARAMS or by the kit's own DICOM_DESTINATION (as for `make listen`)."""
     dicom = ROOT / "def" / "liver-dicom-pipeline.yml"
-    register = load_pipeline(dicom, environ={"DICOM_DESTINATION": "PACS@10.0.0.5:104"}).operator("register-results")
-    assert register.variables["DICOM_DESTINATION"] == "PACS@10.0.0.5:104"
-    assert load_pipeline(dicom, environ={}).operator("register-results").variables["DICOM_DESTINATION"] == ""
+
+    def destination(env: dict[str, str]) -> str:
+        pipeline = load_pipeline(dicom, params_from(env), env)
+        return pipeline.operator("register-results").variables["DICOM_DESTINATION"]
+
+    assert destination({"DICOM_DESTINATION": "PACS@10.0.0.5:104"}) == "PACS@10.0.0.5:104"
+    assert destination({"DICOM_DESTINATION": "A@h:1", "PARAMS": "DICOM_DESTINATION=B@h:2"}) == "B@h:2"
+    assert destination({"DICOM_DESTINATION": ""}) == "" == destination({})
+    # a pipeline without that parameter is not bothered by the variable
+    assert load_pipeline(CHAIN, environ={"DICOM_DESTINATION": "PACS@10.0.0.5:104"}).parameters["FAIL"] == "0"

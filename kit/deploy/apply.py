@@ -22,7 +22,7 @@ from kit.deploy.prepare import prepare
 from kit.deploy.settings import from_env
 from kit.pipeline.deploy import image_warnings
 from kit.pipeline.launch import shown
-from kit.pipeline.model import PipelineError
+from kit.pipeline.model import PipelineError, params_from
 
 
 class KubectlError(Exception):
@@ -74,7 +74,8 @@ def model_dirs(models_dir: Path, wanted: Sequence[str]) -> list[Path]:
 
 def deploy(args: argparse.Namespace) -> str | None:
     settings = from_env()
-    b, folder = prepare(args.pipeline, settings, args.manifests_dir)
+    b, folder = prepare(args.pipeline, settings, args.manifests_dir, params=params_from(os.environ),
+                        environ=os.environ)
     print(f"rendered and validated {len(b.manifests)} manifest(s) in {folder}", flush=True)
     for warning in image_warnings(b.pipeline):
         print(f"warning: {warning}", flush=True)

@@ -27,7 +27,7 @@ from kit.deploy import podspec, render
 from kit.deploy.prepare import BundleError, prepare
 from kit.deploy.settings import dns_name, from_env
 from kit.paths import ROOT
-from kit.pipeline.model import PipelineError
+from kit.pipeline.model import PipelineError, params_from
 from kit.pipeline.outputs import check_output_folder, fresh
 from kit.pipeline.run import Result, summary
 from kit.triton.readiness import NotReady, free_ports, wait_ready
@@ -166,7 +166,8 @@ def play(args: argparse.Namespace) -> list[Result]:
             settings = dataclasses.replace(settings, triton_uid=uid)  # the image's own user (its home, caches)
     short = uuid.uuid4().hex[:8]
     log_dir = args.log_dir.resolve()
-    b, folder = prepare(args.pipeline, settings, log_dir / "manifests")
+    b, folder = prepare(args.pipeline, settings, log_dir / "manifests", params=params_from(os.environ),
+                        environ=os.environ)
     if not args.input_dir.is_dir():
         raise PipelineError(f"INPUT_DIR={args.input_dir} is not a folder; put the input studies there")
     wf = b.manifest(render.WORKFLOW_FILE).objects[0]  # type: ignore[union-attr]

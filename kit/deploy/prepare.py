@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from kit.deploy import check
@@ -21,10 +22,11 @@ def default_dir(pipeline_name: str, run_dir: Path | None = None) -> Path:
 
 
 def prepare(pipeline_path: Path, s: KubeSettings, out: Path | None = None,
-            run_dir: Path | None = None) -> tuple[Bundle, Path]:
+            run_dir: Path | None = None, params: Mapping[str, str] | None = None,
+            environ: Mapping[str, str] | None = None) -> tuple[Bundle, Path]:
     """Validate the pipeline, render its bundle into ``out`` (default .run/deploy/<name>/) and validate that.
     Raises PipelineError (the pipeline, or what Kubernetes cannot express) or BundleError."""
-    b = bundle(load_pipeline(pipeline_path, environ=os.environ), s)
+    b = bundle(load_pipeline(pipeline_path, params, environ), s)
     folder = out or default_dir(b.pipeline.name, run_dir)
     files = write(b, folder)
     findings = check.check_files(files, s.kube_version)

@@ -16,7 +16,7 @@ import yaml
 
 from kit.deploy import objects, triton, workflow
 from kit.deploy.settings import KubeSettings, dns_name, from_env
-from kit.pipeline.model import Pipeline, PipelineError, load_pipeline
+from kit.pipeline.model import Pipeline, PipelineError, load_pipeline, params_from
 
 NAMESPACE_FILE = "00-namespace.yaml"
 VOLUMES_FILE = "10-volumes.yaml"
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     try:
-        paths = write(bundle(load_pipeline(args.pipeline, environ=os.environ), from_env()), args.out)
+        paths = write(bundle(load_pipeline(args.pipeline, params_from(os.environ), os.environ), from_env()), args.out)
     except PipelineError as exc:
         for problem in exc.problems:
             print(problem)

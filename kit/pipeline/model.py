@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,11 +109,30 @@ def substitute(value: Any, params: Mapping[str, str]) -> Any:
     return value
 
 
+def params_from(environ: Mapping[str, str]) -> dict[str, str]:
+    """The caller's parameter values: ``PARAMS="NAME=VALUE NAME2='a value'"`` (shell words), as ``make
+    run-pipeline``/``deploy`` take them. A variable of the parameter's own name is not used: the Makefile
+    exports variables of its own (IMAGE, TAG, ...) that a pipeline may well name its parameters after."""
+    try:
+        words = shlex.split(environ.get("PARAMS", ""))
+    except ValueError as exc:
+        raise PipelineError(f"PARAMS: {exc}") from None
+    bad = [w for w in words if "=" not in w or not w.split("=", 1)[0]]
+    if bad:
+        raise PipelineError(f"PARAMS: {bad[0]!r} is not NAME=VALUE (e.g. PARAMS=\"DICOM_DESTINATION=PACS@host:104\")")
+    return dict(w.split("=", 1) for w in words)
+
+
+# Variables of the kit that give the pipeline's parameter of their name its value when the pipeline declares
+# one and the caller set them (as `make listen` hands its destination to the DICOM pipeline).
+KIT_PARAMETERS = ("DICOM_DESTINATION",)
+
+
 def load_pipeline(path: Path, overrides: Mapping[str, str] | None = None,
                   environ: Mapping[str, str] | None = None) -> Pipeline:
     """Validate ``path`` and build the model; PipelineError listing every error otherwise. A parameter takes
-    its value from ``overrides``, else from a variable of its name in ``environ`` (``make run-pipeline
-    NAME=value``), else its default."""
+    its value from ``overrides``, else (for KIT_PARAMETERS) from a non-empty variable in ``environ``, else its
+    default."""
     if not path.is_file():
         raise PipelineError(f"PIPELINE={path} is not a file; give a pipeline definition such as "
                             "def/one-operator-pipeline.yml")
@@ -125,7 +145,7 @@ def load_pipeline(path: Path, overrides: Mapping[str, str] | None = None,
     if unknown:
         raise PipelineError(f"{path}: no parameter named {', '.join(sorted(unknown))} "
                             f"(parameters: {', '.join(params) or 'none'})")
-    params.update({name: environ[name] for name in params if environ and name in environ})
+    params.update({k: environ[k] for k in KIT_PARAMETERS if k in params and environ and environ.get(k)})
     params.update(overrides or {})
     raw = substitute(raw, params)
     return Pipeline(path=path, name=raw["name"], api_version=raw["api-version"],

@@ -20,7 +20,7 @@ from pathlib import Path
 from kit.paths import ROOT, run_dir
 from kit.pipeline import launch, wiring
 from kit.pipeline.graph import downstream_of
-from kit.pipeline.model import Pipeline, PipelineError, load_pipeline
+from kit.pipeline.model import Pipeline, PipelineError, load_pipeline, params_from
 from kit.pipeline.outputs import check_outputs, fresh
 from kit.pipeline.triton_hint import triton_warning
 from kit.triton.reap import reap
@@ -251,7 +251,7 @@ def _main(args: argparse.Namespace) -> int:
         if bad:
             raise PipelineError(f"--param {bad[0]!r}: expected NAME=VALUE")
         overrides = dict(p.split("=", 1) for p in args.param)
-        pipeline = load_pipeline(args.pipeline, overrides, os.environ)
+        pipeline = load_pipeline(args.pipeline, {**params_from(os.environ), **overrides}, os.environ)
         runtime = resolve_runtime(pipeline, args.runtime, args.engine or None, args.image)
         log(f"pipeline {pipeline.name} ({args.pipeline}): {' -> '.join(pipeline.order())}, runtime {runtime}")
         settings = Settings(runtime=runtime, engine=args.engine or None, repo_image=args.image,
