@@ -132,3 +132,9 @@ def test_id_parsing_and_registry_detection() -> None:
     assert not has_registry("clara/simple-operator") and not has_registry("ubuntu")
     assert has_registry("nvcr.io/nvidia/clara/dicom-reader") and has_registry("localhost/op")
     assert has_registry("registry.local:5000/clara/simple-operator")
+
+
+def test_params_are_not_silently_dropped_on_the_way_to_a_clara_cluster(workspace: dict[str, Path]) -> None:
+    proc = deploy(workspace, "DRY_RUN=1", "PARAMS=DICOM_DESTINATION=PACS@host:104")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: PARAMS is not passed to a Clara cluster" in proc.stderr

@@ -101,6 +101,9 @@ def model_dirs(models_dir: Path, pipeline: Pipeline) -> list[Path]:
 
 def deploy(args: argparse.Namespace) -> Deployment | None:
     pipeline = load_pipeline(args.pipeline)
+    if os.environ.get("PARAMS", "").strip():
+        log("warning: PARAMS is not passed to a Clara cluster (`clara create pipelines` takes the file as it is): "
+            "the job uses the parameters' defaults in the file")
     for warning in image_warnings(pipeline):
         log(f"warning: {warning}")
     clara = args.clara or ("clara" if shutil.which("clara") else None)
