@@ -6,8 +6,6 @@ gzip is (de)compressed with python-isal (several times faster than zlib); nibabe
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,11 +16,10 @@ import numpy as np
 from isal import igzip
 
 from . import guards
+from .atomic import atomic_write_bytes, atomic_write_parts  # noqa: F401  # importable from here too
 from .errors import StudyError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 @dataclass
@@ -159,20 +156,6 @@ def label_image(labels: np.ndarray, ref: Volume, names: Sequence[str]) -> nib.Ni
     img.header.set_intent("label", (), name="segmentation")
     img.header["descrip"] = label_description(names)
     return img
-
-
-def atomic_write_bytes(dest: Path, data: bytes) -> None:
-    """Write ``data`` to a hidden temp file beside ``dest``, then rename: no partial file is ever visible."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def label_bytes(labels: np.ndarray, ref: Volume, names: Sequence[str], gz: bool = True) -> bytes:

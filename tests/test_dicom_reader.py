@@ -109,6 +109,25 @@ def test_slices_sorted_by_position_not_instance_number(sample: Path, tmp_path: P
     assert np.array_equal(np.asarray(nib.load(volumes[0]).dataobj), np.asarray(src.dataobj))
 
 
+def test_unsigned_implicit_and_mixed_syntax_slices_read_equal(sample: Path, tmp_path: Path) -> None:
+    """Pixel data read straight from the files (unsigned 16 bit, implicit VR; 640 x 640 slices, whose pixel data
+    is past pydicom's deferred size) or decoded by pydicom (one RLE slice among them) stack to the same HU."""
+    mixed = tmp_path / "mixed"
+    for k, ds in enumerate(load_series(sample)):
+        hu = np.tile(ds.pixel_array.astype(np.int32) + int(ds.RescaleIntercept), (2, 2))
+        ds.PixelRepresentation, ds.RescaleIntercept, ds.Rows, ds.Columns = 0, "-2048", *hu.shape
+        ds.PixelData = (hu + 2048).astype(np.uint16).tobytes()
+        if k % 2:
+            ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+        if k == 7:
+            ds.compress(pydicom.uid.RLELossless)
+        save(ds, mixed / f"{k:03d}.dcm")
+    proc, volumes = read(mixed, tmp_path / "out")
+    assert proc.returncode == 0, proc.stdout
+    ours = np.asarray(nib.load(volumes[0]).dataobj)
+    assert ours.dtype == np.int16 and np.array_equal(ours, np.tile(np.asarray(nib.load(SAMPLE_CT).dataobj), (2, 2, 1)))
+
+
 @needs_tools
 def test_compressed_transfer_syntaxes_decode_equal(sample: Path, tmp_path: Path) -> None:
     folders = {"explicit": sample}

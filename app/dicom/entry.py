@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import Callable
@@ -40,4 +41,9 @@ def main(execute: Execute) -> int:
         except (ConfigError, OperatorFailure) as exc:
             raise clara.Error(str(exc)) from None  # the driver logs it as one line
 
-    return clara.run(execute_handler=guarded)
+    # The modules imported so far live as long as the process: the collector need not walk their objects again
+    # (during the run, nor in the collections at exit, which otherwise cost ~60 ms of every operator's run).
+    gc.freeze()
+    code = clara.run(execute_handler=guarded)
+    gc.freeze()  # and what the run made (highdicom's tables of the standard: ~0.25 s to walk at exit)
+    return code

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.niftiio import atomic_write_bytes
+from app.atomic import atomic_write_bytes
 
 from .geometry import SeriesRefused
 from .scan import scan

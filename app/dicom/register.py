@@ -14,7 +14,7 @@ import os
 
 import clara
 
-from app.niftiio import atomic_write_bytes
+from app.atomic import atomic_write_bytes
 
 from .entry import OperatorFailure, main, require_entries
 from .scan import scan

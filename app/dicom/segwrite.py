@@ -15,7 +15,7 @@ import numpy as np
 import pydicom
 from pydicom.filebase import DicomBytesIO
 
-from app.niftiio import atomic_write_bytes
+from app.atomic import atomic_write_bytes
 
 from .geometry import SeriesRefused, series_geometry
 from .scan import dicom_files, read_instance

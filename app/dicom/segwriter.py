@@ -12,8 +12,6 @@ import os
 from pathlib import Path
 
 import clara
-from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2
 
 from app.config import ConfigError
 
@@ -25,6 +23,11 @@ from .segwrite import write_all
 def model_config(path: str) -> Algorithm | None:
     if not path:
         return None
+    # Only here: the model-config parser (tritonclient.grpc, protobuf) costs ~0.2 s of start-up, and a label
+    # map with its segmentation report beside it (as the pipeline gives) never needs it.
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
     try:
         cfg = text_format.Parse(Path(path).read_text(), model_config_pb2.ModelConfig())
     except (OSError, text_format.ParseError) as exc:

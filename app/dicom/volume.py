@@ -10,12 +10,13 @@ import nibabel as nib
 import numpy as np
 import pydicom
 from isal import igzip
+from pydicom.dataelem import RawDataElement
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from app.niftiio import atomic_write_bytes
+from app.atomic import atomic_write_bytes, atomic_write_parts
 
 from .geometry import SeriesGeometry, SeriesRefused, series_geometry
-from .scan import Series
+from .scan import Instance, Series
 
 SIDECAR_SUFFIX = ".dicom.json"
 
@@ -28,23 +29,36 @@ class SeriesVolume:
 
 
 NATIVE = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
+UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
-def pixels(ds: pydicom.Dataset) -> np.ndarray:
-    """The stored pixel values of one single-frame image (rows, columns).
-
-    Uncompressed little-endian 8/16-bit greyscale is a view of the bytes as they are (no decoding to do);
-    everything else (compressed transfer syntaxes, odd bit depths) goes through pydicom's decoders.
-    """
+def native_dtype(ds: pydicom.Dataset) -> np.dtype | None:
+    """The voxel type of uncompressed little-endian 8/16-bit greyscale pixel data, whose bytes are the stored
+    values as they are (no decoding to do); None for everything else (compressed transfer syntaxes, odd bit
+    depths, colour), which goes through pydicom's decoders."""
     meta = getattr(ds, "file_meta", None)
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
     bits, signed = int(ds.get("BitsAllocated", 0)), int(ds.get("PixelRepresentation", 0))
     if (ts in NATIVE and bits in (8, 16) and int(ds.get("BitsStored", bits)) == bits
             and int(ds.get("SamplesPerPixel", 1)) == 1 and "PixelData" in ds):
-        dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        return np.frombuffer(ds.PixelData, dtype=dtype, count=rows * cols).reshape(rows, cols)
-    return ds.pixel_array
+        return np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
+    return None
+
+
+def read_native(inst: Instance, out: np.ndarray) -> None:
+    """The stored values of an uncompressed single-frame image, read into ``out`` (rows, columns; its
+    native_dtype): straight from the file at the offset pydicom's parse found for the (deferred) pixel data,
+    else from the value pydicom already holds."""
+    elem = inst.ds.get_item("PixelData", keep_deferred=True)
+    if isinstance(elem, RawDataElement) and elem.value is None and elem.length != UNDEFINED_LENGTH:
+        if elem.length < out.nbytes:
+            raise ValueError(f"{elem.length} bytes of pixel data for {out.shape[0]}x{out.shape[1]} pixels")
+        with inst.path.open("rb", buffering=0) as fh:
+            fh.seek(elem.value_tell)
+            if fh.readinto(memoryview(out).cast("B")) != out.nbytes:
+                raise ValueError("the file ends inside its pixel data")
+        return
+    out[...] = np.frombuffer(inst.ds.PixelData, dtype=out.dtype, count=out.size).reshape(out.shape)
 
 
 def hu_slices(series: Series, order: tuple[int, ...]) -> np.ndarray:
@@ -54,10 +68,15 @@ def hu_slices(series: Series, order: tuple[int, ...]) -> np.ndarray:
     for k, idx in enumerate(order):
         inst = series.instances[idx]
         try:
-            plane = pixels(inst.ds)
+            dtype = native_dtype(inst.ds)
+            plane = None if dtype is not None else inst.ds.pixel_array
             if stored is None:
-                stored = np.empty((len(order), *plane.shape), dtype=plane.dtype)
-            stored[k] = plane
+                shape = (int(inst.ds.Rows), int(inst.ds.Columns))
+                stored = np.empty((len(order), *shape), dtype=dtype if plane is None else plane.dtype)
+            if plane is None and dtype == stored.dtype:
+                read_native(inst, stored[k])  # no copy of the bytes in between
+            else:
+                stored[k] = inst.ds.pixel_array if plane is None else plane
         except Exception as exc:
             raise SeriesRefused(f"instance {inst.sop_uid} ({inst.path.name}): pixel data cannot be decoded "
                                 f"({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from exc
@@ -69,7 +88,8 @@ def hu_slices(series: Series, order: tuple[int, ...]) -> np.ndarray:
             and stored.dtype.kind in "iu" and stored.size:
         lo, hi, shift = int(stored.min()), int(stored.max()), int(intercept[0])
         if lo >= -32768 and hi <= 32767 and lo + shift >= -32768 and hi + shift <= 32767:
-            out = stored.astype(np.int16, copy=False)
+            # uint16 values up to 32767 are the same bits as int16: a view, not a copy
+            out = stored.view(np.int16) if stored.dtype == np.uint16 else stored.astype(np.int16, copy=False)
             out += np.int16(shift)  # in place: the array is our own
             return out
     hu = stored * slope[:, None, None] + intercept[:, None, None]
@@ -95,19 +115,23 @@ def nifti_header(vol: SeriesVolume, description: str) -> nib.Nifti1Header:
     return img.header
 
 
-def nifti_bytes(vol: SeriesVolume, description: str, compress: bool) -> bytes:
-    """The single-file NIfTI-1 that nibabel's ``to_bytes`` makes, byte for byte (tested), in one copy: the
-    voxels are stored as they are (no scaling), and the (columns, rows, slices) Fortran-order array is the
-    C-order (slices, rows, columns) stack, so its memory is the file's data block as it is."""
+def nifti_parts(vol: SeriesVolume, description: str) -> list[bytes | memoryview]:
+    """The single-file NIfTI-1 that nibabel's ``to_bytes`` makes, byte for byte (tested), as its pieces: the
+    header nibabel makes, the "no extensions" flag, and the voxels. They are stored as they are (no scaling),
+    and the (columns, rows, slices) Fortran-order array is the C-order (slices, rows, columns) stack, so its
+    memory is the file's data block as it is: no copy of the voxels."""
     hdr = nifti_header(vol, description)
     hdr.set_data_offset(352)  # 348-byte header + 4-byte "no extensions" flag
     hdr.set_slope_inter(1.0, 0.0)
     stack = vol.data.transpose(2, 1, 0)
     if not stack.flags.c_contiguous or stack.dtype != hdr.get_data_dtype():
-        img = nib.Nifti1Image(vol.data, vol.affine, hdr)
-        raw = img.to_bytes()
-    else:
-        raw = b"".join((hdr.binaryblock, b"\0\0\0\0", memoryview(stack).cast("B")))
+        return [nib.Nifti1Image(vol.data, vol.affine, hdr).to_bytes()]
+    return [hdr.binaryblock, b"\0\0\0\0", memoryview(stack).cast("B")]
+
+
+def nifti_bytes(vol: SeriesVolume, description: str, compress: bool) -> bytes:
+    """The NIfTI file of ``nifti_parts`` as one bytes object, gzipped (isal, level 1) when ``compress``."""
+    raw = b"".join(nifti_parts(vol, description))
     return igzip.compress(raw, compresslevel=1, mtime=0) if compress else raw
 
 
@@ -149,7 +173,11 @@ def write_series(series: Series, out_dir: Path, input_roots: list[Path],
     each atomically, the sidecar last."""
     vol = series_volume(series)
     nifti = out_dir / f"{series.uid}.nii{'.gz' if compress else ''}"
-    atomic_write_bytes(nifti, nifti_bytes(vol, f"{series.modality} {series.description}", compress))
+    description = f"{series.modality} {series.description}"
+    if compress:
+        atomic_write_bytes(nifti, nifti_bytes(vol, description, compress))
+    else:
+        atomic_write_parts(nifti, nifti_parts(vol, description))
     meta = sidecar(series, vol, nifti.name, input_roots)
     atomic_write_bytes(out_dir / f"{series.uid}{SIDECAR_SUFFIX}", (json.dumps(meta, indent=2) + "\n").encode())
     return nifti, vol

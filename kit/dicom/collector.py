@@ -30,6 +30,7 @@ class StudyCollector:
         self.clock = clock
         self.lock = threading.Lock()
         self.pending: dict[str, Pending] = {}  # study UID -> its job still receiving
+        self.wake = threading.Event()  # set when an association closes: a study may be complete now
 
     def job_for(self, study_uid: str, calling_aet: str, assoc_id: int) -> Job:
         """The receiving job of this study (a new one when there is none), marked as fed by assoc_id."""
@@ -47,6 +48,12 @@ class StudyCollector:
         with self.lock:
             for entry in self.pending.values():
                 entry.open_assocs.discard(assoc_id)
+        self.wake.set()
+
+    def wait(self, timeout: float) -> None:
+        """Until an association closes, or ``timeout`` seconds (the idle time of open studies runs out)."""
+        self.wake.wait(timeout)
+        self.wake.clear()
 
     def complete(self) -> list[Job]:
         """Remove and return the jobs whose study is complete now."""

@@ -74,8 +74,6 @@ def serve(cfg: ListenerConfig) -> int:
     for name in fail_interrupted(cfg.jobs_dir):
         log(f"job {name}: failed: interrupted by an earlier stop; instances kept")
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
 
     def new_job(study_uid: str, calling_aet: str) -> Job:
         job = Job.create(cfg.jobs_dir, job_name(cfg.aet, pipeline_name), study_uid, calling_aet, str(cfg.pipeline))
@@ -83,6 +81,13 @@ def serve(cfg: ListenerConfig) -> int:
         return job
 
     collector = StudyCollector(cfg.idle_s, new_job)
+
+    def on_signal(*_: object) -> None:
+        stop.set()
+        collector.wake.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
     runner = JobRunner(command, cfg.workers, log, triton_hint)
     scp = StorageSCP(cfg.aet, cfg.allowed_aets, collector, log)
     try:
@@ -103,9 +108,12 @@ def serve(cfg: ListenerConfig) -> int:
     if hint:
         log(f"warning: {hint}")
     try:
-        while not stop.wait(0.2):
+        while not stop.is_set():
             for job in collector.complete():
                 runner.submit(job)
+            # a closed association is seen at once (LISTEN_IDLE_S=0: the job starts then); the idle time of
+            # other studies is checked every 0.2 s
+            collector.wait(0.2)
     finally:
         log("stopping")
         scp.stop()

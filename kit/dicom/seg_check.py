@@ -78,7 +78,7 @@ def wait_new_seg(rest: Rest, study_uid: str, known: set[str], timeout: float,
         why = failed_job(jobs_dir, study_uid, start)
         if why:
             raise RuntimeError(why)
-        time.sleep(0.25)
+        time.sleep(0.1)
     raise RuntimeError(f"no new SEG series in study {study_uid} arrived in the PACS within {timeout:g} s")
 
 

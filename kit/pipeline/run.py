@@ -152,9 +152,11 @@ def run_operator(p: wiring.Plan, env: dict[str, str], s: Settings, run_id: str) 
                 if s.runtime == "container" and s.engine:
                     subprocess.run([s.engine, "rm", "-f", f"odk-{p.operator.name}-{run_id}"],
                                    capture_output=True, check=False)
+            # An operator that exited 0 has unregistered its regions itself: Triton is asked (a gRPC client,
+            # ~0.3 s the first time) only about one that failed or was stopped.
+            grpc_url = "" if proc.returncode == 0 else env.get("NVIDIA_TRITON_GRPCURI", "")
             for entry in p.outputs:  # a killed operator's shm regions and temporary files
-                done = reap(proc.pid if s.runtime == "host" else 0, entry.host, started,
-                            env.get("NVIDIA_TRITON_GRPCURI", ""))
+                done = reap(proc.pid if s.runtime == "host" else 0, entry.host, started, grpc_url)
                 if done:
                     log(f"{p.operator.name}: removed what it left: {done.files} shared-memory region(s), "
                         f"{done.registrations} Triton registration(s), {done.temporaries} temporary file(s)")
