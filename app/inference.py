@@ -29,10 +29,11 @@ from .shm_regions import Regions
 from .triton_text import is_local_address, not_ready_message, short_reason
 
 log = logging.getLogger("app")
-# Retried with backoff: the server unreachable or busy, or the model (still or again) not loaded, as while
-# Triton restarts. After the retries each of them stops the run.
-TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "INTERNAL: Socket closed",
-             "Request for unknown model", "has no available versions")
+# Retried with backoff: the server unreachable or busy, a request the server cancelled (the operator's own
+# stop is checked before each try), or the model (still or again) not loaded, as while Triton restarts.
+# After the retries each of them stops the run.
+TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "CANCELLED",
+             "INTERNAL: Socket closed", "Request for unknown model", "has no available versions")
 
 
 T = TypeVar("T")

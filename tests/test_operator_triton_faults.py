@@ -105,3 +105,48 @@ def test_triton_restarted_mid_run_gets_the_regions_registered_again(own_triton, 
     for i in range(3):
         assert (out / f"study{i}.json").is_file(), log
     assert leftovers(out) == [] and own_shm_files(op.proc.pid) == []
+
+
+def test_stopping_triton_answers_the_request_in_flight(own_triton):
+    """`stop` lets Triton answer what it is running and refuse the rest as a restart does (errors the operator
+    retries), instead of its model backends dying under a request ('Failed to process the request')."""
+    import threading
+
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    from app.inference import _transient
+
+    client = grpcclient.InferenceServerClient(own_triton.grpc_url)
+    batch = np.zeros((4, 1, 96, 96, 96), np.float32)
+    answered: list[float] = []
+    refused: list[Exception] = []
+    done = threading.Event()
+
+    def keep_asking() -> None:
+        while not done.is_set():
+            inp = grpcclient.InferInput("NV_MODEL_INPUT", list(batch.shape), "FP32")
+            inp.set_data_from_numpy(batch)
+            try:
+                client.infer("segmentation_liver_v1", [inp], client_timeout=60)
+                answered.append(time.monotonic())
+            except Exception as exc:  # every error is judged below
+                refused.append(exc)
+                done.wait(0.05)
+
+    asker = threading.Thread(target=keep_asking)
+    asker.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not answered and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)  # the next request has reached the server (a batch takes about 0.5 s on 2 cores)
+        stopping = time.monotonic()
+        stop(own_triton.run_dir)
+    finally:
+        done.set()
+        asker.join(timeout=90)
+        client.close()
+    assert answered, refused
+    assert [str(e) for e in refused if not _transient(e)] == []
+    assert answered[-1] > stopping, "the request in flight when stop began was not answered"

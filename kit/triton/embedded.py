@@ -105,12 +105,17 @@ def _reap(pid: int) -> None:
 
 
 def terminate_group(pgid: int, grace_s: float = 20.0) -> None:
-    """SIGTERM the process group, wait for it to exit, SIGKILL whatever remains after grace_s."""
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+    """Stop the server's process group: SIGTERM to the leader alone first, so that it stops Triton as Triton
+    stops (requests in flight are answered, new ones refused as UNAVAILABLE) instead of its backends dying
+    under a request; then SIGTERM and, 5 s later, SIGKILL to whatever of the group remains after grace_s."""
+    steps = ((os.kill, signal.SIGTERM, grace_s), (os.killpg, signal.SIGTERM, 5.0), (os.killpg, signal.SIGKILL, 5.0))
+    for send, sig, wait_s in steps:
         try:
-            os.killpg(pgid, sig)
+            send(pgid, sig)
         except ProcessLookupError:
-            return
+            if send is os.killpg:
+                return
+            continue  # the leader is gone: on to its group
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             _reap(pgid)
