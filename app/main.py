@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import sys
+import threading
 
 import clara
 
@@ -17,6 +20,9 @@ from .errors import Interrupted, RunError, shown
 from .model import ModelMismatch
 
 log = logging.getLogger("app")
+# After NVIDIA_CLARA_TIMEOUT the handler's thread still runs: it gets at most this long to unwind (remove what
+# it staged in the output folder, release its shared-memory regions) before the process ends with 124.
+TIMEOUT_UNWIND_S = 15.0
 
 
 def execute(driver: clara.Driver, payload: clara.Payload) -> bool:
@@ -53,6 +59,8 @@ def main() -> int:
     for noisy in ("tritonclient",):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
+    unwound = threading.Event()
+
     def guarded(driver: clara.Driver, payload: clara.Payload) -> bool:
         # Problems of the whole run become clara.Error: the driver logs them as one line, no traceback.
         if bad_level is not None:
@@ -66,6 +74,8 @@ def main() -> int:
             name = stop.name if stop else "SIGINT"
             raise clara.Error(f"stopped by {name}; studies not finished have no outputs, run again to"
                               " process them") from None
+        finally:
+            unwound.set()
 
     for variable, example in (("NVIDIA_CLARA_INPUTPATHS", "payload:/input"),
                               ("NVIDIA_CLARA_OUTPUTPATHS", "op/out:/output")):
@@ -73,7 +83,17 @@ def main() -> int:
             logging.getLogger("clara").error("%s is empty or unset; set it (e.g. %s)", variable, example)
             return 2
     stopping.install()
-    code = clara.run(execute_handler=guarded)
+    code = clara.Driver(execute_handler=guarded).run()
+    if code == clara.EXIT_TIMEOUT:
+        # The driver gave up on the handler, whose thread Python cannot stop: ask it to stop as a signal would,
+        # so that it unwinds through its clean-up, then end at once (a handler stuck elsewhere cannot hold the
+        # process longer than TIMEOUT_UNWIND_S).
+        stopping.request(Interrupted(signal.SIGALRM, "NVIDIA_CLARA_TIMEOUT"))
+        unwound.wait(TIMEOUT_UNWIND_S)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     stop = stopping.received()
     return 128 + stop.signum if stop else code
 

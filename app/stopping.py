@@ -19,8 +19,13 @@ _received: list[Interrupted] = []
 
 
 def _on_signal(signum: int, _frame: FrameType | None) -> None:
+    request(Interrupted(signum, signal.Signals(signum).name))
+
+
+def request(stop: Interrupted) -> None:
+    """Record a stop as a signal does (the first one counts); the work raises it at its next check."""
     if not _received:
-        _received.append(Interrupted(signum, signal.Signals(signum).name))
+        _received.append(stop)
     _requested.set()
 
 

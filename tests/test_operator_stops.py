@@ -116,3 +116,22 @@ def test_regions_of_a_killed_operator_are_unregistered_by_the_next_run(triton_se
     assert "left in Triton by an operator that was killed" in proc.stdout, proc.stdout
     assert not [r for r in _registered(triton_server.grpc_url) if r.startswith(f"odk_{killed}_")]
     assert own_shm_files(killed) == []
+
+
+def test_timeout_mid_run_unwinds_before_exit_124(triton_server, tmp_path):
+    """NVIDIA_CLARA_TIMEOUT mid-inference: the driver fails the operator with 124, and the work still running
+    in the handler's thread is stopped as by a signal, so its regions are released and nothing staged stays."""
+    studies(tmp_path / "in", 3, shape=(200, 200, 90))
+    out = tmp_path / "out"
+    op = RunningOperator(tmp_path / "in", out, triton_server.grpc_url, TRITON_TRANSPORT="shm",
+                         NVIDIA_CLARA_TIMEOUT="4")
+    assert op.finish(timeout=90) == 124, op.log
+    log = op.log
+    errors = error_lines(log)
+    assert len(errors) == 1 and "execute handler still running after 4s (NVIDIA_CLARA_TIMEOUT)" in errors[0], log
+    assert "transport shm" in log, log  # the timeout came during the work, not before it
+    assert own_shm_files(op.proc.pid) == []
+    registered = _registered(triton_server.grpc_url)
+    assert not [r for r in registered if r.startswith(f"odk_{op.proc.pid}_")], f"{registered}\n{log}"
+    assert leftovers(out) == []
+    _complete_or_absent(out, [f"study{i}" for i in range(3)])
