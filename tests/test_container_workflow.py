@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,8 +17,11 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 from container_helpers import OPERATOR_IMAGE, OPERATOR_TAG, ROOT, check, make, output_of, python_base
+from dicom_helpers import needs_tools, storescp, write_sample
+from test_dicom_seg_register import check_seg
 
 from kit.triton.readiness import free_ports
 
@@ -233,3 +237,35 @@ def test_wrap_on_a_base_without_python_or_apt_fails_clearly(engine: str, tmp_pat
     assert "error: BASE_IMAGE needs python3 >= 3.11 with a working venv module, or apt-get" in result.stdout + \
         result.stderr, output_of(result)
     assert "[odk] error: wrapping the operator onto localhost/odk-bare-base:test" in result.stderr
+
+
+@needs_tools
+def test_dicom_pipeline_in_containers(engine: str, operator_image: str, triton_server, tmp_path: Path) -> None:
+    """def/liver-dicom-pipeline.yml with every operator in the operator image (make run-pipeline RUNTIME=container):
+    the DICOM operators run from the installed distribution, the SEG equals the label map and reaches a real
+    storescp on this host."""
+    name, tag = operator_image.rsplit(":", 1)
+    text = (ROOT / "def" / "liver-dicom-pipeline.yml").read_text()
+    pipeline = tmp_path / "liver-dicom-pipeline.yml"
+    pipeline.write_text(text.replace("image: clara/simple-operator", f"image: {name}").replace("tag: 0.1.0",
+                                                                                               f"tag: {tag}"))
+    write_sample(tmp_path / "input" / "CT")
+    out, received = tmp_path / "out", tmp_path / "received"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NVIDIA_", "TRITON_", "DICOM_", "ODK_"))}
+    env.update({"NVIDIA_TRITON_GRPCURI": triton_server.grpc_url, "ODK_RUN_DIR": str(tmp_path / "run")})
+    with storescp(received, "PACS") as port:
+        proc = subprocess.run(
+            [sys.executable, "-m", "kit.pipeline.run", str(pipeline), "--input-dir", str(tmp_path / "input"),
+             "--output-dir", str(out), "--runtime", "container", "--engine", engine, "--job-name", "dicom-ctr",
+             "--param", f"DICOM_DESTINATION=PACS@127.0.0.1:{port}"],
+            cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=900)
+    log = proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert proc.returncode == 0, log
+    assert "runtime container" in proc.stderr, log
+    (sidecar,) = (out / "dicom-reader" / "volumes").glob("*.dicom.json")
+    stem = sidecar.name[: -len(".dicom.json")]
+    seg_path = out / "dicom-seg-writer" / "seg" / f"{stem}_seg.dcm"
+    check_seg(seg_path, sidecar, out / "segmentation" / "segmentation" / f"{stem}_seg.nii.gz")
+    (got,) = received.iterdir()
+    assert pydicom.dcmread(got).SOPInstanceUID == pydicom.dcmread(seg_path).SOPInstanceUID
+    assert_owned_by_caller(out)
