@@ -155,6 +155,45 @@ def test_paths_outside_the_folder_are_refused(folders: ViewConfig, tmp_path: Pat
         assert request(port, "GET", f"/ct?source=out&id={secret}")[0] == 404
 
 
+def test_a_ct_that_links_out_of_the_input_folder_is_not_served(folders: ViewConfig, tmp_path: Path) -> None:
+    """Every CT goes through the one inside-the-folder rule, that of the files served: an input that is a symbolic
+    link out of INPUT_DIR (to a secret or to a real CT) is refused, as the operator refuses it, and its study says
+    why; a link to a CT inside INPUT_DIR is that CT."""
+    inp = folders.input_dir
+    assert inp is not None
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the browser")
+    elsewhere = tmp_path / "elsewhere"
+    write_ct_and_seg(elsewhere / "real.nii.gz", None)
+    (inp / "evil.nii.gz").symlink_to(secret)
+    (inp / "sub" / "far.nii.gz").symlink_to(elsewhere / "real.nii.gz")
+    (inp / "again.nii.gz").symlink_to(inp / "sub" / "case1.nii.gz")
+    # A study whose report names a CT that is now a link out of the input folder.
+    write_ct_and_seg(None, folders.output_dir / "linked_seg.nii.gz")
+    write_report(folders.output_dir, "linked", "/input/linked.nii.gz")
+    (inp / "linked.nii.gz").symlink_to(elsewhere / "real.nii.gz")
+    link_out = "is a symbolic link out of the input folder"
+    with serving(folders) as port:
+        studies = by_name(get_json(port, "/api/overview"))
+        for name in ("evil", "far"):
+            study = studies[name]
+            assert study["status"] == "failed" and study["ct_url"] is None and not study["viewable"], study
+            assert study["reason"] == study["ct_problem"] == (
+                f"the CT {name}.nii.gz {link_out} {inp}: not shown (the operator does not read such a link either)")
+            status, _, body = request(port, "GET", f"/ct?source=out&id=input/{name}")
+            assert status == 404 and link_out.encode() in body and b"not for the browser" not in body
+            assert body != (elsewhere / "real.nii.gz").read_bytes()
+        linked = studies["linked"]
+        assert linked["status"] == "ok" and not linked["viewable"] and linked["ct_url"] is None
+        assert linked["ct_problem"].startswith(f"the CT linked.nii.gz {link_out}")
+        assert request(port, "GET", "/ct?source=out&id=linked.json")[0] == 404
+        # A link inside the folder to a study's CT is that study (the operator processes the file once).
+        assert "again" not in studies
+        # A failed input inside the folder still shows its CT.
+        status, _, body = request(port, "GET", studies["broken"]["ct_url"])
+        assert status == 200 and body == (inp / "broken.nii.gz").read_bytes()
+
+
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", "BREW"])
 def test_only_get_is_served(folders: ViewConfig, method: str) -> None:
     report = folders.output_dir / "sub" / "case1.json"
