@@ -22,6 +22,8 @@ from PIL import Image
 from scipy import ndimage
 from view_helpers import ROOT, make_view, write_classes_report, write_ct_and_seg, write_report
 
+from app.overlay import PALETTE
+
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 NODE_MODULES = ROOT / "kit" / "view" / "node_modules"
 SAMPLE = ROOT / "local" / "input"
@@ -98,12 +100,12 @@ class AxialProjection:
         return i, j, ok
 
 
-def is_liver(rgb: np.ndarray) -> np.ndarray:  # (230, 60, 50) at full opacity
-    return (rgb[..., 0] > 170) & (rgb[..., 1] < 110) & (rgb[..., 2] < 110)
+def is_liver(rgb: np.ndarray) -> np.ndarray:  # green (40, 200, 70) at full opacity, as in the QA overlay
+    return (rgb[..., 0] < 110) & (rgb[..., 1] > 150) & (rgb[..., 2] < 130)
 
 
-def is_lesion(rgb: np.ndarray) -> np.ndarray:  # (255, 220, 0)
-    return (rgb[..., 0] > 200) & (rgb[..., 1] > 170) & (rgb[..., 2] < 90)
+def is_lesion(rgb: np.ndarray) -> np.ndarray:  # red (235, 40, 40)
+    return (rgb[..., 0] > 180) & (rgb[..., 1] < 100) & (rgb[..., 2] < 100)
 
 
 def is_grey(rgb: np.ndarray) -> np.ndarray:
@@ -144,6 +146,9 @@ def test_make_view_shows_the_sample_with_its_label_map(sample_results: Path, tmp
     assert all(v["dimsRAS"][1:] == list(labels.shape) for v in study["volumes"])
     assert study["volumes"][0]["cal"] == report["model"]["hu_window"]
     assert [entry.split(" —")[0] for entry in study["legend"]] == ["1 liver", "2 lesion"]
+    # The label colours are the QA overlay's (app/overlay.py): liver green, lesion red.
+    assert study["swatches"] == [f"rgb({r}, {g}, {b})" for r, g, b in PALETTE[:2]]
+    assert is_liver(np.array(PALETTE[0])) and is_lesion(np.array(PALETTE[1]))
     assert abs(study["crosshair"][2] - (k + 0.5) / labels.shape[2]) < 1e-6
 
     shot = np.asarray(Image.open(tmp_path / "axial.png").convert("RGB"))

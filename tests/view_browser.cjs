@@ -82,6 +82,7 @@ async function main() {
         canvas: { width: canvas.width, height: canvas.height, css: [canvas.clientWidth, canvas.clientHeight] },
         crosshair: [...nv.scene.crosshairPos],
         legend: [...document.querySelectorAll("#legend li")].map((li) => li.textContent),
+        swatches: [...document.querySelectorAll("#legend .swatch")].map((sw) => getComputedStyle(sw).backgroundColor),
         webgl2: !!nv.gl,
       };
     }, axialSlice);

@@ -5,17 +5,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
 
+from app.overlay import colour_of
+
 from . import runs
 from .studies import Source, Study, scan
 
 if TYPE_CHECKING:
     from .server import ViewConfig
 
-PALETTE = ((230, 60, 50), (255, 220, 0), (60, 160, 255), (80, 220, 120), (220, 90, 255), (255, 140, 0))
-
 
 def labels_of(report: dict) -> list[dict]:
-    """The model's labels as the report names them (value, name, colour, volume), ordered by value.
+    """The model's labels as the report names them (value, name, colour, volume), ordered by value; the colours
+    are those of the operator's QA overlay (app/overlay.py).
 
     A report without its ``labels`` (an older operator's) gives its classes by its ``<name>_volume_ml`` keys,
     numbered from 1 in the report's order.
@@ -27,7 +28,7 @@ def labels_of(report: dict) -> list[dict]:
     out = []
     for name, info in found.items():
         value = int(info.get("label", 0)) if isinstance(info, dict) else 0
-        colour = (0, 0, 0) if value == 0 else PALETTE[(value - 1) % len(PALETTE)]
+        colour = (0, 0, 0) if value == 0 else colour_of(value)
         out.append({"value": value, "name": name, "colour": list(colour),
                     "volume_ml": info.get("volume_ml") if isinstance(info, dict) else None})
     return sorted(out, key=lambda d: d["value"])

@@ -143,7 +143,7 @@ async function main() {
   const view = q.get("view") in VIEWS ? q.get("view") : "multiplanar";
   const nv = new Niivue({
     sliceType: VIEWS[view],
-    backColor: [0, 0, 0, 1], show3Dcrosshair: true, isColorbar: false, dragAndDropEnabled: false,
+    backColor: [0, 0, 0, 1], crosshairColor: [1, 1, 1, 0.8], show3Dcrosshair: true, isColorbar: false, dragAndDropEnabled: false,
     multiplanarShowRender: SHOW_RENDER.ALWAYS, logLevel: "warn", loadingText: "loading",
   });
   await nv.attachToCanvas(document.getElementById("gl"));
