@@ -54,6 +54,9 @@ def test_studies_table_reports_orphans_missing_ct_and_failures(folders: ViewConf
             [24, 20, 8], [2.0, 2.0, 3.0], {"liver": 123.4, "lesion": 5.6})
         assert case["model"] == "segmentation_liver_v1 v1" and case["transport"] == "grpc"
         assert [(lb["value"], lb["name"]) for lb in case["labels"]] == [(0, "background"), (1, "liver"), (2, "lesion")]
+        # One volume per class, as the operator defines it: the liver's (label_nesting organ) includes its lesions,
+        # in the table and in the legend alike; the voxels of label 1 alone (118.0 mL) are not shown.
+        assert [(lb["volume_ml"], lb["includes"]) for lb in case["labels"][1:]] == [(123.4, ["lesion"]), (5.6, [])]
         # Liver green, lesion red, as the operator's QA overlay draws them (app/overlay.py).
         assert [lb["colour"] for lb in case["labels"][1:]] == [[40, 200, 70], [235, 40, 40]]
         # The CT came from INPUT_DIR by the report's relative path, and is served byte for byte.
@@ -232,6 +235,7 @@ def test_a_model_with_other_classes_is_listed_with_its_volumes(tmp_path: Path) -
         assert list(study["volumes_ml"].items()) == [("spleen", 10.0), ("cyst", 20.0), ("kidney", 30.0)]
         fg = [lb for lb in study["labels"] if lb["value"]]
         assert [lb["name"] for lb in fg] == names
+        assert [(lb["volume_ml"], lb["includes"]) for lb in fg] == [(10.0, []), (20.0, []), (30.0, [])]
         # The colours of the operator's QA overlay, class by class: one palette for both pictures.
         assert [lb["colour"] for lb in fg] == [list(PALETTE[0]), list(PALETTE[1]), list(PALETTE[2])]
         assert not any("liver" in key or "lesion" in key for key in study)

@@ -145,7 +145,12 @@ def test_make_view_shows_the_sample_with_its_label_map(sample_results: Path, tmp
     assert [v["name"] for v in study["volumes"]] == [f"{name}.nii.gz", f"{name}_seg.nii.gz"]
     assert all(v["dimsRAS"][1:] == list(labels.shape) for v in study["volumes"])
     assert study["volumes"][0]["cal"] == report["model"]["hu_window"]
-    assert [entry.split(" —")[0] for entry in study["legend"]] == ["1 liver", "2 lesion"]
+    # One liver volume on the page, the report's (label_nesting organ: the liver's includes its lesions), in the
+    # header and in the legend alike; not the voxels of label 1 alone.
+    liver, lesion = report["liver_volume_ml"], report["lesion_volume_ml"]
+    assert report["model"]["label_nesting"] == "organ" and report["labels"]["liver"]["volume_ml"] < liver
+    assert study["legend"] == [f"1 liver — {liver:.1f} mL (lesion included)", f"2 lesion — {lesion:.1f} mL"]
+    assert f" · liver {liver:.1f} mL (lesion included) · lesion {lesion:.1f} mL · " in study["facts"], study["facts"]
     # The label colours are the QA overlay's (app/overlay.py): liver green, lesion red.
     assert study["swatches"] == [f"rgb({r}, {g}, {b})" for r, g, b in PALETTE[:2]]
     assert is_liver(np.array(PALETTE[0])) and is_lesion(np.array(PALETTE[1]))
@@ -183,7 +188,7 @@ def test_make_view_shows_the_sample_with_its_label_map(sample_results: Path, tmp
                                 "says /input/lost.nii.gz). Showing the label map alone."]
     abdomen = others["other/abdomen.json"]
     assert abdomen["ready"] == "1" and abdomen["volumes"] == ["abdomen_seg.nii.gz"], abdomen
-    assert [entry.split(" —")[0] for entry in abdomen["legend"]] == ["1 spleen", "2 cyst", "3 kidney"], abdomen
+    assert abdomen["legend"] == [f"{i} {c} — {ml:.1f} mL" for i, (c, ml) in enumerate(OTHER_CLASSES.items(), 1)]
 
     if whole_page:
         target = Path(os.environ["ODK_VIEW_SCREENSHOT"])

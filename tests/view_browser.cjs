@@ -83,6 +83,7 @@ async function main() {
         crosshair: [...nv.scene.crosshairPos],
         legend: [...document.querySelectorAll("#legend li")].map((li) => li.textContent),
         swatches: [...document.querySelectorAll("#legend .swatch")].map((sw) => getComputedStyle(sw).backgroundColor),
+        facts: document.getElementById("facts").textContent,
         webgl2: !!nv.gl,
       };
     }, axialSlice);

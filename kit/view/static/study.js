@@ -17,18 +17,24 @@ function labelColormap(labels) {
   return cm;
 }
 
+// A class's volume as the report gives it: an organ's includes the classes it holds ("1496.6 mL (lesion included)").
+function volumeText(l) {
+  if (typeof l.volume_ml !== "number") return "";
+  return `${fmt(l.volume_ml)} mL${l.includes?.length ? ` (${l.includes.join(", ")} included)` : ""}`;
+}
+
 function legend(labels) {
   const list = document.getElementById("legend");
   for (const l of labels.filter((x) => x.value !== 0)) {
     const swatch = el("span", { class: "swatch", style: `background: rgb(${l.colour.join(",")})` });
-    const volume = typeof l.volume_ml === "number" ? ` — ${fmt(l.volume_ml)} mL` : "";
-    list.append(el("li", { "data-label": l.value }, swatch, `${l.value} ${l.name}${volume}`));
+    const volume = volumeText(l);
+    list.append(el("li", { "data-label": l.value }, swatch, `${l.value} ${l.name}${volume && ` — ${volume}`}`));
   }
 }
 
 function facts(s) {
   const parts = [s.shape && `${s.shape.join(" × ")} voxels`, s.spacing_mm && `${s.spacing_mm.join(" × ")} mm`,
-    s.orientation, ...Object.entries(s.volumes_ml || {}).map(([name, ml]) => `${name} ${fmt(ml)} mL`),
+    s.orientation, ...s.labels.filter((l) => l.value !== 0 && volumeText(l)).map((l) => `${l.name} ${volumeText(l)}`),
     s.model, s.transport && `via ${s.transport}`,
     s.ct_name && `CT ${s.ct_name}`];
   return parts.filter(Boolean).join(" · ");
