@@ -48,17 +48,24 @@ def sample_results(triton_server, tmp_path_factory) -> Path:
     assert result.returncode == 0, result.stdout
     # And a study whose CT is nowhere in INPUT_DIR: its page must say so.
     write_ct_and_seg(None, out / "elsewhere" / "lost_seg.nii.gz")
-    write_report(out / "elsewhere", "lost", "/input/lost.nii.gz")
+    lost = write_report(out / "elsewhere", "lost", "/input/lost.nii.gz")
+    report = json.loads(lost.read_text())
+    del report["model"]["hu_window"]  # and its report gives no HU window: no "model" preset on its page
+    lost.write_text(json.dumps(report))
     # And a study of a model with other classes than liver/lesion: the table and its page show its own.
     labels = write_ct_and_seg(None, None)
     labels[16:20, 12:16, 2:6] = 3
     (out / "other").mkdir()
     nib.Nifti1Image(labels, np.diag([-2.0, -2.0, 3.0, 1.0])).to_filename(out / "other" / "abdomen_seg.nii.gz")
-    write_classes_report(out / "other", "abdomen", "/input/abdomen.nii.gz", OTHER_CLASSES)
+    path = write_classes_report(out / "other", "abdomen", "/input/abdomen.nii.gz", OTHER_CLASSES)
+    report = json.loads(path.read_text())
+    report["model"]["hu_window"] = OTHER_HU_WINDOW
+    path.write_text(json.dumps(report))
     return out
 
 
 OTHER_CLASSES = {"spleen": 210.5, "cyst": 3.4, "kidney": 150.0}
+OTHER_HU_WINDOW = [-100.0, 250.0]
 
 
 def drive(url: str, shots: Path, study: str, axial_slice: int, whole_page: bool) -> dict:
@@ -179,6 +186,7 @@ def test_make_view_shows_the_sample_with_its_label_map(sample_results: Path, tmp
     controls = seen["controls"]
     assert controls["active"] == "coronal" and controls["axCorSag"] == [1], controls
     assert controls["cal"] == [-160, 240] and controls["huInputs"] == ["-160", "240"] and controls["opacity"] == 0.3
+    assert controls["modelCal"] == report["model"]["hu_window"]  # the "model" preset: the report's window
 
     others = {o["id"]: o for o in seen["others"]}
     assert set(others) == {"elsewhere/lost.json", "other/abdomen.json"}, others
@@ -189,6 +197,8 @@ def test_make_view_shows_the_sample_with_its_label_map(sample_results: Path, tmp
     abdomen = others["other/abdomen.json"]
     assert abdomen["ready"] == "1" and abdomen["volumes"] == ["abdomen_seg.nii.gz"], abdomen
     assert abdomen["legend"] == [f"{i} {c} — {ml:.1f} mL" for i, (c, ml) in enumerate(OTHER_CLASSES.items(), 1)]
+    assert abdomen["modelWindow"] == ",".join(f"{v:g}" for v in OTHER_HU_WINDOW), abdomen
+    assert lost["modelWindow"] is None, lost
 
     if whole_page:
         target = Path(os.environ["ODK_VIEW_SCREENSHOT"])

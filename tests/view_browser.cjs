@@ -103,6 +103,11 @@ async function main() {
         opacity: nv.volumes[1].opacity, active: document.querySelector("button.active")?.dataset.view,
       };
     });
+    await page.click("#model-window");
+    result.controls.modelCal = await page.evaluate(() => {
+      const ct = window.odkViewer.nv.volumes[0];
+      return [ct.cal_min, ct.cal_max];
+    });
     mark("controls");
 
     if (wholePage === "page") {
@@ -128,6 +133,8 @@ async function main() {
         problems: [...document.querySelectorAll("#problems li")].map((li) => li.textContent),
         volumes: window.odkViewer ? window.odkViewer.nv.volumes.map((v) => v.name) : [],
         legend: [...document.querySelectorAll("#legend li")].map((li) => li.textContent),
+        modelWindow: document.getElementById("model-window").hidden ? null
+          : document.getElementById("model-window").dataset.window,
       }), other.id));
     }
   } finally {

@@ -40,6 +40,16 @@ function facts(s) {
   return parts.filter(Boolean).join(" · ");
 }
 
+// The "model" preset is the HU window the model was given (the report's model.hu_window); without one in the
+// report, the preset is hidden and the page opens in the first preset's window (abdomen).
+function modelWindow(huWindow) {
+  const ok = Array.isArray(huWindow) && huWindow.length === 2 && huWindow[1] > huWindow[0];
+  const button = document.getElementById("model-window");
+  button.hidden = !ok;
+  if (ok) button.dataset.window = huWindow.join(",");
+  return ok ? huWindow : document.querySelector("[data-window]:not([hidden])").dataset.window.split(",").map(Number);
+}
+
 class Viewer {
   constructor(nv, study) {
     this.nv = nv;
@@ -154,7 +164,7 @@ async function main() {
   });
   await nv.attachToCanvas(document.getElementById("gl"));
   const volumes = [];
-  const [lo, hi] = study.hu_window || [-200, 300];
+  const [lo, hi] = modelWindow(study.hu_window);
   if (study.ct_url) volumes.push({ url: study.ct_url, name: study.ct_name, colormap: "gray", cal_min: lo, cal_max: hi });
   const asked = Number.parseFloat(q.get("opacity") ?? "");
   const opacity = asked >= 0 && asked <= 1 ? asked : 0.6;
