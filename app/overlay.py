@@ -13,13 +13,19 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-# Label k > 0 gets PALETTE[(k - 1) % len]: the first classes green and red (the demo model's liver and lesion).
+# Label k > 0 gets PALETTE[(k - 1) % len] (colour_of): the first classes green and red (the demo model's liver and
+# lesion). The one palette of the kit: the results viewer (kit/view) colours its label maps with it too.
 PALETTE = ((40, 200, 70), (235, 40, 40), (40, 120, 235), (240, 200, 30), (200, 60, 220), (30, 210, 210))
 ALPHA = 0.45
 DISPLAY_WINDOW = (-160.0, 240.0)  # abdomen soft-tissue window (W400/L40)
 PANEL_PX = 320
 LEGEND_PX = 18
 DIRECTION_COLOUR = (255, 220, 0)
+
+
+def colour_of(label: int) -> tuple[int, int, int]:
+    """The colour of label ``label`` > 0 (label 0, the background, is never coloured)."""
+    return PALETTE[(label - 1) % len(PALETTE)]
 
 
 def _grey(ct: np.ndarray) -> np.ndarray:
@@ -32,7 +38,7 @@ def _blend(ct: np.ndarray, labels: np.ndarray) -> np.ndarray:
     grey = _grey(ct)
     rgb = np.repeat(grey[..., None], 3, axis=-1).astype(np.float32)
     for label in range(1, int(labels.max(initial=0)) + 1):
-        colour = PALETTE[(label - 1) % len(PALETTE)]
+        colour = colour_of(label)
         mask = labels == label
         rgb[mask] = (1 - ALPHA) * rgb[mask] + ALPHA * np.asarray(colour, dtype=np.float32)
     return rgb.astype(np.uint8)
@@ -64,7 +70,7 @@ def _legend(width: int, names: Sequence[str]) -> Image.Image:
     draw = ImageDraw.Draw(strip)
     x = 4
     for label, name in enumerate(names, start=1):
-        colour = PALETTE[(label - 1) % len(PALETTE)]
+        colour = colour_of(label)
         draw.rectangle((x, 4, x + 10, 14), fill=colour)
         text = f"{label} {name}"
         draw.text((x + 14, 4), text, fill=(255, 255, 255))

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from kit.pipeline import deploy, run
+from kit.view import __main__ as view
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,6 +33,15 @@ def test_job_name_input_and_output_defaults_agree(clean_env: None) -> None:
     assert str(ran.output_dir) == make["OUTPUT_DIR"]
     assert str(deployed.models_dir) == make["MODELS_DIR"]
     assert ran.image == make["IMAGE"]
+
+
+def test_viewer_defaults_agree(clean_env: None) -> None:
+    """``python -m kit.view serve`` run directly shows what ``make view`` shows: the same folders and port."""
+    make = _makefile_defaults()
+    served = view.parse_args(["serve"])
+    assert str(served.output_dir) == make["OUTPUT_DIR"]
+    assert str(served.input_dir) == make["INPUT_DIR"]
+    assert str(served.port) == make["VIEW_PORT"]
 
 
 def test_scripts_add_no_defaults_of_their_own() -> None:

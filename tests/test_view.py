@@ -18,6 +18,7 @@ from view_helpers import (
     write_report,
 )
 
+from app.overlay import PALETTE
 from kit.view.server import ViewConfig
 
 
@@ -53,6 +54,11 @@ def test_studies_table_reports_orphans_missing_ct_and_failures(folders: ViewConf
             [24, 20, 8], [2.0, 2.0, 3.0], {"liver": 123.4, "lesion": 5.6})
         assert case["model"] == "segmentation_liver_v1 v1" and case["transport"] == "grpc"
         assert [(lb["value"], lb["name"]) for lb in case["labels"]] == [(0, "background"), (1, "liver"), (2, "lesion")]
+        # One volume per class, as the operator defines it: the liver's (label_nesting organ) includes its lesions,
+        # in the table and in the legend alike; the voxels of label 1 alone (118.0 mL) are not shown.
+        assert [(lb["volume_ml"], lb["includes"]) for lb in case["labels"][1:]] == [(123.4, ["lesion"]), (5.6, [])]
+        # Liver green, lesion red, as the operator's QA overlay draws them (app/overlay.py).
+        assert [lb["colour"] for lb in case["labels"][1:]] == [[40, 200, 70], [235, 40, 40]]
         # The CT came from INPUT_DIR by the report's relative path, and is served byte for byte.
         status, headers, body = request(port, "GET", case["ct_url"])
         assert status == 200 and body == (folders.input_dir / "sub" / "case1.nii.gz").read_bytes()
@@ -155,6 +161,45 @@ def test_paths_outside_the_folder_are_refused(folders: ViewConfig, tmp_path: Pat
         assert request(port, "GET", f"/ct?source=out&id={secret}")[0] == 404
 
 
+def test_a_ct_that_links_out_of_the_input_folder_is_not_served(folders: ViewConfig, tmp_path: Path) -> None:
+    """Every CT goes through the one inside-the-folder rule, that of the files served: an input that is a symbolic
+    link out of INPUT_DIR (to a secret or to a real CT) is refused, as the operator refuses it, and its study says
+    why; a link to a CT inside INPUT_DIR is that CT."""
+    inp = folders.input_dir
+    assert inp is not None
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the browser")
+    elsewhere = tmp_path / "elsewhere"
+    write_ct_and_seg(elsewhere / "real.nii.gz", None)
+    (inp / "evil.nii.gz").symlink_to(secret)
+    (inp / "sub" / "far.nii.gz").symlink_to(elsewhere / "real.nii.gz")
+    (inp / "again.nii.gz").symlink_to(inp / "sub" / "case1.nii.gz")
+    # A study whose report names a CT that is now a link out of the input folder.
+    write_ct_and_seg(None, folders.output_dir / "linked_seg.nii.gz")
+    write_report(folders.output_dir, "linked", "/input/linked.nii.gz")
+    (inp / "linked.nii.gz").symlink_to(elsewhere / "real.nii.gz")
+    link_out = "is a symbolic link out of the input folder"
+    with serving(folders) as port:
+        studies = by_name(get_json(port, "/api/overview"))
+        for name in ("evil", "far"):
+            study = studies[name]
+            assert study["status"] == "failed" and study["ct_url"] is None and not study["viewable"], study
+            assert study["reason"] == study["ct_problem"] == (
+                f"the CT {name}.nii.gz {link_out} {inp}: not shown (the operator does not read such a link either)")
+            status, _, body = request(port, "GET", f"/ct?source=out&id=input/{name}")
+            assert status == 404 and link_out.encode() in body and b"not for the browser" not in body
+            assert body != (elsewhere / "real.nii.gz").read_bytes()
+        linked = studies["linked"]
+        assert linked["status"] == "ok" and not linked["viewable"] and linked["ct_url"] is None
+        assert linked["ct_problem"].startswith(f"the CT linked.nii.gz {link_out}")
+        assert request(port, "GET", "/ct?source=out&id=linked.json")[0] == 404
+        # A link inside the folder to a study's CT is that study (the operator processes the file once).
+        assert "again" not in studies
+        # A failed input inside the folder still shows its CT.
+        status, _, body = request(port, "GET", studies["broken"]["ct_url"])
+        assert status == 200 and body == (inp / "broken.nii.gz").read_bytes()
+
+
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", "BREW"])
 def test_only_get_is_served(folders: ViewConfig, method: str) -> None:
     report = folders.output_dir / "sub" / "case1.json"
@@ -190,7 +235,9 @@ def test_a_model_with_other_classes_is_listed_with_its_volumes(tmp_path: Path) -
         assert list(study["volumes_ml"].items()) == [("spleen", 10.0), ("cyst", 20.0), ("kidney", 30.0)]
         fg = [lb for lb in study["labels"] if lb["value"]]
         assert [lb["name"] for lb in fg] == names
-        assert [lb["colour"] for lb in fg][:2] == [[230, 60, 50], [255, 220, 0]]
+        assert [(lb["volume_ml"], lb["includes"]) for lb in fg] == [(10.0, []), (20.0, []), (30.0, [])]
+        # The colours of the operator's QA overlay, class by class: one palette for both pictures.
+        assert [lb["colour"] for lb in fg] == [list(PALETTE[0]), list(PALETTE[1]), list(PALETTE[2])]
         assert not any("liver" in key or "lesion" in key for key in study)
 
 

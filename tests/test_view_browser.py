@@ -22,6 +22,8 @@ from PIL import Image
 from scipy import ndimage
 from view_helpers import ROOT, make_view, write_classes_report, write_ct_and_seg, write_report
 
+from app.overlay import PALETTE
+
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 NODE_MODULES = ROOT / "kit" / "view" / "node_modules"
 SAMPLE = ROOT / "local" / "input"
@@ -46,17 +48,24 @@ def sample_results(triton_server, tmp_path_factory) -> Path:
     assert result.returncode == 0, result.stdout
     # And a study whose CT is nowhere in INPUT_DIR: its page must say so.
     write_ct_and_seg(None, out / "elsewhere" / "lost_seg.nii.gz")
-    write_report(out / "elsewhere", "lost", "/input/lost.nii.gz")
+    lost = write_report(out / "elsewhere", "lost", "/input/lost.nii.gz")
+    report = json.loads(lost.read_text())
+    del report["model"]["hu_window"]  # and its report gives no HU window: no "model" preset on its page
+    lost.write_text(json.dumps(report))
     # And a study of a model with other classes than liver/lesion: the table and its page show its own.
     labels = write_ct_and_seg(None, None)
     labels[16:20, 12:16, 2:6] = 3
     (out / "other").mkdir()
     nib.Nifti1Image(labels, np.diag([-2.0, -2.0, 3.0, 1.0])).to_filename(out / "other" / "abdomen_seg.nii.gz")
-    write_classes_report(out / "other", "abdomen", "/input/abdomen.nii.gz", OTHER_CLASSES)
+    path = write_classes_report(out / "other", "abdomen", "/input/abdomen.nii.gz", OTHER_CLASSES)
+    report = json.loads(path.read_text())
+    report["model"]["hu_window"] = OTHER_HU_WINDOW
+    path.write_text(json.dumps(report))
     return out
 
 
 OTHER_CLASSES = {"spleen": 210.5, "cyst": 3.4, "kidney": 150.0}
+OTHER_HU_WINDOW = [-100.0, 250.0]
 
 
 def drive(url: str, shots: Path, study: str, axial_slice: int, whole_page: bool) -> dict:
@@ -98,12 +107,12 @@ class AxialProjection:
         return i, j, ok
 
 
-def is_liver(rgb: np.ndarray) -> np.ndarray:  # (230, 60, 50) at full opacity
-    return (rgb[..., 0] > 170) & (rgb[..., 1] < 110) & (rgb[..., 2] < 110)
+def is_liver(rgb: np.ndarray) -> np.ndarray:  # green (40, 200, 70) at full opacity, as in the QA overlay
+    return (rgb[..., 0] < 110) & (rgb[..., 1] > 150) & (rgb[..., 2] < 130)
 
 
-def is_lesion(rgb: np.ndarray) -> np.ndarray:  # (255, 220, 0)
-    return (rgb[..., 0] > 200) & (rgb[..., 1] > 170) & (rgb[..., 2] < 90)
+def is_lesion(rgb: np.ndarray) -> np.ndarray:  # red (235, 40, 40)
+    return (rgb[..., 0] > 180) & (rgb[..., 1] < 100) & (rgb[..., 2] < 100)
 
 
 def is_grey(rgb: np.ndarray) -> np.ndarray:
@@ -143,7 +152,15 @@ def test_make_view_shows_the_sample_with_its_label_map(sample_results: Path, tmp
     assert [v["name"] for v in study["volumes"]] == [f"{name}.nii.gz", f"{name}_seg.nii.gz"]
     assert all(v["dimsRAS"][1:] == list(labels.shape) for v in study["volumes"])
     assert study["volumes"][0]["cal"] == report["model"]["hu_window"]
-    assert [entry.split(" —")[0] for entry in study["legend"]] == ["1 liver", "2 lesion"]
+    # One liver volume on the page, the report's (label_nesting organ: the liver's includes its lesions), in the
+    # header and in the legend alike; not the voxels of label 1 alone.
+    liver, lesion = report["liver_volume_ml"], report["lesion_volume_ml"]
+    assert report["model"]["label_nesting"] == "organ" and report["labels"]["liver"]["volume_ml"] < liver
+    assert study["legend"] == [f"1 liver — {liver:.1f} mL (lesion included)", f"2 lesion — {lesion:.1f} mL"]
+    assert f" · liver {liver:.1f} mL (lesion included) · lesion {lesion:.1f} mL · " in study["facts"], study["facts"]
+    # The label colours are the QA overlay's (app/overlay.py): liver green, lesion red.
+    assert study["swatches"] == [f"rgb({r}, {g}, {b})" for r, g, b in PALETTE[:2]]
+    assert is_liver(np.array(PALETTE[0])) and is_lesion(np.array(PALETTE[1]))
     assert abs(study["crosshair"][2] - (k + 0.5) / labels.shape[2]) < 1e-6
 
     shot = np.asarray(Image.open(tmp_path / "axial.png").convert("RGB"))
@@ -169,6 +186,7 @@ def test_make_view_shows_the_sample_with_its_label_map(sample_results: Path, tmp
     controls = seen["controls"]
     assert controls["active"] == "coronal" and controls["axCorSag"] == [1], controls
     assert controls["cal"] == [-160, 240] and controls["huInputs"] == ["-160", "240"] and controls["opacity"] == 0.3
+    assert controls["modelCal"] == report["model"]["hu_window"]  # the "model" preset: the report's window
 
     others = {o["id"]: o for o in seen["others"]}
     assert set(others) == {"elsewhere/lost.json", "other/abdomen.json"}, others
@@ -178,7 +196,9 @@ def test_make_view_shows_the_sample_with_its_label_map(sample_results: Path, tmp
                                 "says /input/lost.nii.gz). Showing the label map alone."]
     abdomen = others["other/abdomen.json"]
     assert abdomen["ready"] == "1" and abdomen["volumes"] == ["abdomen_seg.nii.gz"], abdomen
-    assert [entry.split(" —")[0] for entry in abdomen["legend"]] == ["1 spleen", "2 cyst", "3 kidney"], abdomen
+    assert abdomen["legend"] == [f"{i} {c} — {ml:.1f} mL" for i, (c, ml) in enumerate(OTHER_CLASSES.items(), 1)]
+    assert abdomen["modelWindow"] == ",".join(f"{v:g}" for v in OTHER_HU_WINDOW), abdomen
+    assert lost["modelWindow"] is None, lost
 
     if whole_page:
         target = Path(os.environ["ODK_VIEW_SCREENSHOT"])

@@ -82,6 +82,8 @@ async function main() {
         canvas: { width: canvas.width, height: canvas.height, css: [canvas.clientWidth, canvas.clientHeight] },
         crosshair: [...nv.scene.crosshairPos],
         legend: [...document.querySelectorAll("#legend li")].map((li) => li.textContent),
+        swatches: [...document.querySelectorAll("#legend .swatch")].map((sw) => getComputedStyle(sw).backgroundColor),
+        facts: document.getElementById("facts").textContent,
         webgl2: !!nv.gl,
       };
     }, axialSlice);
@@ -100,6 +102,11 @@ async function main() {
         huInputs: [document.getElementById("hu-min").value, document.getElementById("hu-max").value],
         opacity: nv.volumes[1].opacity, active: document.querySelector("button.active")?.dataset.view,
       };
+    });
+    await page.click("#model-window");
+    result.controls.modelCal = await page.evaluate(() => {
+      const ct = window.odkViewer.nv.volumes[0];
+      return [ct.cal_min, ct.cal_max];
     });
     mark("controls");
 
@@ -126,6 +133,8 @@ async function main() {
         problems: [...document.querySelectorAll("#problems li")].map((li) => li.textContent),
         volumes: window.odkViewer ? window.odkViewer.nv.volumes.map((v) => v.name) : [],
         legend: [...document.querySelectorAll("#legend li")].map((li) => li.textContent),
+        modelWindow: document.getElementById("model-window").hidden ? null
+          : document.getElementById("model-window").dataset.window,
       }), other.id));
     }
   } finally {

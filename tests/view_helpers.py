@@ -52,7 +52,7 @@ def write_report(folder: Path, name: str, input_path: str, liver: float = 123.4,
                    "liver": {"label": 1, "voxels": 2, "volume_ml": liver - lesion},
                    "lesion": {"label": 2, "voxels": 3, "volume_ml": lesion}},
         "model": {"name": "segmentation_liver_v1", "version": "1", "spacing_mm": [2.5, 2.5, 2.5],
-                  "hu_window": [-200.0, 300.0], "roi": [96, 96, 96]},
+                  "hu_window": [-200.0, 300.0], "roi": [96, 96, 96], "label_nesting": "organ"},
         "transport": "grpc", "timings_s": {"read": 0.1, "inference": 1.5, "total": 2.0},
         "outputs": {"segmentation": f"{name}_seg.nii.gz", "overlay": f"{name}_overlay.png", "report": f"{name}.json"},
     }
@@ -68,6 +68,7 @@ def write_classes_report(folder: Path, name: str, input_path: str, volumes: dict
     for key in [k for k in report if k.endswith("_volume_ml")]:
         del report[key]
     report["labels"] = {"background": {"label": 0, "voxels": 1, "volume_ml": 1.0}}
+    report["model"]["label_nesting"] = "none"  # separate structures: each volume is its own
     for value, (cls, ml) in enumerate(volumes.items(), start=1):
         report["labels"][cls] = {"label": value, "voxels": value, "volume_ml": ml}
         report[f"{cls}_volume_ml"] = ml

@@ -5,18 +5,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
 
+from app.overlay import colour_of
+
 from . import runs
 from .studies import Source, Study, scan
 
 if TYPE_CHECKING:
     from .server import ViewConfig
 
-PALETTE = ((230, 60, 50), (255, 220, 0), (60, 160, 255), (80, 220, 120), (220, 90, 255), (255, 140, 0))
-
 
 def labels_of(report: dict) -> list[dict]:
-    """The model's labels as the report names them (value, name, colour, volume), ordered by value.
+    """The model's labels as the report names them (value, name, colour, volume, the classes its volume
+    includes), ordered by value; the colours are those of the operator's QA overlay (app/overlay.py).
 
+    The volume of a class is the report's ``<name>_volume_ml``, as the operator defines it (app/study.py
+    class_volumes): with the model's label_nesting "organ", the organ (the first foreground class) holds the
+    classes after it and its volume includes theirs; the voxels of its own label value alone are not shown.
     A report without its ``labels`` (an older operator's) gives its classes by its ``<name>_volume_ml`` keys,
     numbered from 1 in the report's order.
     """
@@ -26,17 +30,21 @@ def labels_of(report: dict) -> list[dict]:
         found = {"background": {"label": 0}} | {n: {"label": i} for i, n in enumerate(names, start=1)}
     out = []
     for name, info in found.items():
-        value = int(info.get("label", 0)) if isinstance(info, dict) else 0
-        colour = (0, 0, 0) if value == 0 else PALETTE[(value - 1) % len(PALETTE)]
-        out.append({"value": value, "name": name, "colour": list(colour),
-                    "volume_ml": info.get("volume_ml") if isinstance(info, dict) else None})
-    return sorted(out, key=lambda d: d["value"])
+        info = info if isinstance(info, dict) else {}
+        value = int(info.get("label", 0))
+        out.append({"value": value, "name": name, "colour": list((0, 0, 0) if value == 0 else colour_of(value)),
+                    "volume_ml": report.get(f"{name}_volume_ml", info.get("volume_ml")), "includes": []})
+    out.sort(key=lambda d: d["value"])
+    model = report.get("model") if isinstance(report.get("model"), dict) else {}
+    foreground = [lb for lb in out if lb["value"] != 0]
+    if model.get("label_nesting") == "organ" and foreground:
+        foreground[0]["includes"] = [lb["name"] for lb in foreground[1:]]
+    return out
 
 
 def volumes_of(report: dict) -> dict[str, float | None]:
     """``{class name: mL}`` for each foreground class, in label order (the report's ``<name>_volume_ml``)."""
-    return {lb["name"]: report.get(f"{lb['name']}_volume_ml", lb["volume_ml"])
-            for lb in labels_of(report) if lb["value"] != 0}
+    return {lb["name"]: lb["volume_ml"] for lb in labels_of(report) if lb["value"] != 0}
 
 
 def url(path: str, source: str, **params: str) -> str:

@@ -5,16 +5,22 @@ input folder: the report's ``input`` path when it lies there, else the same rela
 stem under the input folder (a report written inside a container names ``/input/...``).
 Studies that failed leave no report: they are the inputs without one, with the reason from the
 operator's log (``FAILED <path>: <reason>``) when a log is at hand.
+A CT is only ever a file whose real path lies inside the input folder (``paths.real_file_inside``): a CT that
+is a symbolic link out of it is not shown, and the study says so, as the operator does not read such a link
+(app/discover.py); a link to a file inside is that file, shown once.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from app.niftiio import is_nifti, stem
+
+from .paths import Missing, Outside, real_file_inside
 
 SEG_SUFFIX = "_seg.nii.gz"
 FAILED_LINE = re.compile(r"\bFAILED (?P<path>\S.*?): (?P<reason>.+)$")
@@ -84,32 +90,54 @@ def input_files(inputs: Path | None) -> list[Path]:
                   if p.is_file() and is_nifti(p) and not p.name.endswith(SEG_SUFFIX))
 
 
-def find_ct(report_input: str, rel_dir: str, name: str, inputs: Path | None, candidates: list[Path]) -> Path | None:
-    """The CT of a study, only ever a NIfTI file inside the input folder."""
-    if inputs is None or not inputs.is_dir():
+def ct_file(base: Path, path: Path) -> Path | None:
+    """The real path of the CT ``path`` when it is a NIfTI file inside the input folder ``base`` (the viewer's one
+    rule for every file it serves, ``paths.real_file_inside``); None when there is no such file. Raises Outside
+    for a file whose real location is not inside ``base``."""
+    try:
+        real = real_file_inside(base, path)
+    except Missing:
         return None
-    base = inputs.resolve()
+    return real if is_nifti(real) else None
 
-    def inside(p: Path) -> Path | None:
+
+def link_out(path: Path, inputs: Path) -> str:
+    return (f"the CT {path.name} is a symbolic link out of the input folder {inputs}: not shown (the operator "
+            "does not read such a link either)")
+
+
+def find_ct(report_input: str, rel_dir: str, name: str, inputs: Path | None,
+            candidates: list[Path]) -> tuple[Path | None, str]:
+    """The CT of a study, only ever a NIfTI file inside the input folder; with it, or instead, why a file that
+    was found is not shown ("" when none was found)."""
+    if inputs is None or not inputs.is_dir():
+        return None, ""
+    base = inputs.resolve()
+    refused: list[str] = []
+
+    def look(p: Path) -> Path | None:
         try:
-            real = p.resolve(strict=True)
-        except (OSError, RuntimeError):
+            return ct_file(base, p)
+        except Outside:
+            if Path(os.path.normpath(p)).is_relative_to(base):  # named inside, really outside: a link out
+                refused.append(link_out(p, inputs))
             return None
-        return real if real.is_relative_to(base) and real.is_file() and is_nifti(real) else None
 
     if report_input:
         given = PurePosixPath(report_input)
-        if given.is_absolute() and (hit := inside(Path(report_input))):
-            return hit
+        if given.is_absolute() and (hit := look(Path(report_input))):
+            return hit, ""
         parts = [p for p in given.parts if p not in ("/", "..", ".")]
         for i in range(len(parts)):  # /input/sub/x.nii.gz -> sub/x.nii.gz, x.nii.gz
-            if hit := inside(base.joinpath(*parts[i:])):
-                return hit
+            if hit := look(base.joinpath(*parts[i:])):
+                return hit, ""
     for suffix in (".nii.gz", ".nii"):
-        if hit := inside(base / rel_dir / f"{name}{suffix}"):
-            return hit
+        if hit := look(base / rel_dir / f"{name}{suffix}"):
+            return hit, ""
     same = [p for p in candidates if stem(p) == name]
-    return inside(same[0]) if len(same) == 1 else None
+    if len(same) == 1 and (hit := look(same[0])):
+        return hit, ""
+    return None, refused[0] if refused else ""
 
 
 def folder_of(path: Path, root: Path) -> str:
@@ -156,19 +184,39 @@ def scan(source: Source) -> list[Study]:
                       seg_rel=seg.relative_to(root).as_posix())
         attach_ct(study, "", source, inputs)
         studies.append(study)
+    shown = {s.ct for s in studies if s.ct is not None}
     for src in inputs:
         name = stem(src)
         if name in reported:
             continue
         reported.add(name)
-        reason = failures.get(name) or "no result in the folder (not processed yet, or failed: see the operator's log)"
-        studies.append(Study(name=name, rel_dir="", status="failed", reason=reason, ct=src.resolve()))
+        if study := unprocessed(src, source.inputs, failures.get(name), shown):
+            studies.append(study)
+            shown |= {study.ct} if study.ct else set()
     return studies
 
 
+def unprocessed(src: Path, inputs: Path | None, failure: str | None, shown: set[Path]) -> Study | None:
+    """The input ``src`` that has no result, as a failed study with its CT; None when it is a link to a study
+    already shown (the operator processes a file reached twice once)."""
+    name = stem(src)
+    try:
+        ct = ct_file(inputs.resolve(), src) if inputs else None
+    except Outside:
+        why = link_out(src, inputs or src.parent)
+        return Study(name=name, rel_dir="", status="failed", reason=why, ct_problem=why)
+    if ct is not None and ct in shown:
+        return None
+    reason = failure or "no result in the folder (not processed yet, or failed: see the operator's log)"
+    return Study(name=name, rel_dir="", status="failed", reason=reason, ct=ct,
+                 ct_problem="" if ct else f"{src.name} is not a NIfTI file")
+
+
 def attach_ct(study: Study, report_input: str, source: Source, inputs: list[Path]) -> None:
-    study.ct = find_ct(report_input, study.rel_dir, study.name, source.inputs, inputs)
-    if study.ct is None:
+    study.ct, refused = find_ct(report_input, study.rel_dir, study.name, source.inputs, inputs)
+    if refused:
+        study.ct_problem = refused
+    elif study.ct is None:
         where = f"under {source.inputs}" if source.inputs else "(no input folder given: set INPUT_DIR)"
         study.ct_problem = (f"label map without its CT: no {study.name}.nii.gz / {study.name}.nii {where}"
                             + (f" (the report says {report_input})" if report_input else ""))

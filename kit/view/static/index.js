@@ -6,12 +6,14 @@ function timings(t) {
   return keys.map((k) => `${k} ${fmt(t[k], 2)}`).join(", ");
 }
 
-// The volume of each of the study's own classes (the model's labels, in label order): "name: x mL".
-function volumesCell(volumes) {
+// The volume of each of the study's own classes (the model's labels, in label order): "name: x mL"; an organ's
+// volume includes the classes it holds (its tooltip names them).
+function volumesCell(labels) {
   const cell = el("td", { class: "volumes" });
-  Object.entries(volumes || {}).forEach(([name, ml], i) => {
+  labels.filter((l) => l.value !== 0).forEach((l, i) => {
     if (i) cell.append(", ");
-    cell.append(el("span", { class: "volume", "data-class": name }, `${name}: ${fmt(ml)} mL`));
+    const title = l.includes.length ? `${l.includes.join(", ")} included` : null;
+    cell.append(el("span", { class: "volume", "data-class": l.name, title }, `${l.name}: ${fmt(l.volume_ml)} mL`));
   });
   return cell;
 }
@@ -24,7 +26,7 @@ function studyRow(s) {
   return el("tr", { class: `status-${s.status}`, "data-study": s.id },
     el("td", {}, name), el("td", {}, s.folder || "."), el("td", { class: "status" }, s.status),
     el("td", {}, s.shape ? s.shape.join(" × ") : ""), el("td", {}, spacing),
-    volumesCell(s.volumes_ml),
+    volumesCell(s.labels),
     el("td", {}, timings(s.timings_s)), el("td", {}, s.transport ?? ""), el("td", {}, s.model ?? ""),
     el("td", { class: "reason" }, reason));
 }

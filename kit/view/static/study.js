@@ -17,21 +17,37 @@ function labelColormap(labels) {
   return cm;
 }
 
+// A class's volume as the report gives it: an organ's includes the classes it holds ("1496.6 mL (lesion included)").
+function volumeText(l) {
+  if (typeof l.volume_ml !== "number") return "";
+  return `${fmt(l.volume_ml)} mL${l.includes?.length ? ` (${l.includes.join(", ")} included)` : ""}`;
+}
+
 function legend(labels) {
   const list = document.getElementById("legend");
   for (const l of labels.filter((x) => x.value !== 0)) {
     const swatch = el("span", { class: "swatch", style: `background: rgb(${l.colour.join(",")})` });
-    const volume = typeof l.volume_ml === "number" ? ` — ${fmt(l.volume_ml)} mL` : "";
-    list.append(el("li", { "data-label": l.value }, swatch, `${l.value} ${l.name}${volume}`));
+    const volume = volumeText(l);
+    list.append(el("li", { "data-label": l.value }, swatch, `${l.value} ${l.name}${volume && ` — ${volume}`}`));
   }
 }
 
 function facts(s) {
   const parts = [s.shape && `${s.shape.join(" × ")} voxels`, s.spacing_mm && `${s.spacing_mm.join(" × ")} mm`,
-    s.orientation, ...Object.entries(s.volumes_ml || {}).map(([name, ml]) => `${name} ${fmt(ml)} mL`),
+    s.orientation, ...s.labels.filter((l) => l.value !== 0 && volumeText(l)).map((l) => `${l.name} ${volumeText(l)}`),
     s.model, s.transport && `via ${s.transport}`,
     s.ct_name && `CT ${s.ct_name}`];
   return parts.filter(Boolean).join(" · ");
+}
+
+// The "model" preset is the HU window the model was given (the report's model.hu_window); without one in the
+// report, the preset is hidden and the page opens in the first preset's window (abdomen).
+function modelWindow(huWindow) {
+  const ok = Array.isArray(huWindow) && huWindow.length === 2 && huWindow[1] > huWindow[0];
+  const button = document.getElementById("model-window");
+  button.hidden = !ok;
+  if (ok) button.dataset.window = huWindow.join(",");
+  return ok ? huWindow : document.querySelector("[data-window]:not([hidden])").dataset.window.split(",").map(Number);
 }
 
 class Viewer {
@@ -143,12 +159,12 @@ async function main() {
   const view = q.get("view") in VIEWS ? q.get("view") : "multiplanar";
   const nv = new Niivue({
     sliceType: VIEWS[view],
-    backColor: [0, 0, 0, 1], show3Dcrosshair: true, isColorbar: false, dragAndDropEnabled: false,
+    backColor: [0, 0, 0, 1], crosshairColor: [1, 1, 1, 0.8], show3Dcrosshair: true, isColorbar: false, dragAndDropEnabled: false,
     multiplanarShowRender: SHOW_RENDER.ALWAYS, logLevel: "warn", loadingText: "loading",
   });
   await nv.attachToCanvas(document.getElementById("gl"));
   const volumes = [];
-  const [lo, hi] = study.hu_window || [-200, 300];
+  const [lo, hi] = modelWindow(study.hu_window);
   if (study.ct_url) volumes.push({ url: study.ct_url, name: study.ct_name, colormap: "gray", cal_min: lo, cal_max: hi });
   const asked = Number.parseFloat(q.get("opacity") ?? "");
   const opacity = asked >= 0 && asked <= 1 ? asked : 0.6;
