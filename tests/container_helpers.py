@@ -45,12 +45,13 @@ def require_engine() -> str:
 
 
 def make(target: str, config: pytest.Config | None = None, env: Mapping[str, str] | None = None,
-         timeout: float = 600, **variables: str) -> subprocess.CompletedProcess[str]:
+         timeout: float = 600, stdin: int | None = None, **variables: str) -> subprocess.CompletedProcess[str]:
     """Run `make TARGET VAR=value...` in the repository; print the command, its [odk] lines and its time
-    to the terminal (so the CI log shows what ran); the full output is in the returned result."""
+    to the terminal (so the CI log shows what ran); the full output is in the returned result. ``stdin``: a
+    file descriptor for make's standard input (else the test's own)."""
     cmd = ["make", "-C", str(ROOT), target, *(f"{k}={v}" for k, v in variables.items())]
     start = time.monotonic()
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=stdin,
                             env={**os.environ, **(env or {})}, check=False)
     took = time.monotonic() - start
     if config is not None:

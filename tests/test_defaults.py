@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from kit.deploy import apply, play
+from kit.deploy.settings import from_env
 from kit.pipeline import deploy, run
 from kit.view import __main__ as view
 
@@ -42,6 +44,19 @@ def test_viewer_defaults_agree(clean_env: None) -> None:
     assert str(served.output_dir) == make["OUTPUT_DIR"]
     assert str(served.input_dir) == make["INPUT_DIR"]
     assert str(served.port) == make["VIEW_PORT"]
+
+
+def test_kubernetes_defaults_agree(clean_env: None) -> None:
+    """make deploy PLATFORM=kubernetes and make run-pipeline RUNTIME=kube, through make or run directly."""
+    make = _makefile_defaults()
+    settings = from_env({})
+    assert settings.job_name == make["JOB_NAME"]
+    assert settings.payload_path == f"{make['JOB_NAME']}/input"
+    assert settings.namespace == make["NAMESPACE"]
+    assert settings.kube_version == make["KUBE_VERSION"]
+    applied, played = apply.parse_args([]), play.parse_args(["def/one-operator-pipeline.yml"])
+    assert str(applied.models_dir) == str(played.models_dir) == make["MODELS_DIR"]
+    assert str(played.input_dir) == make["INPUT_DIR"] and str(played.output_dir) == make["OUTPUT_DIR"]
 
 
 def test_scripts_add_no_defaults_of_their_own() -> None:

@@ -32,9 +32,10 @@ def calls(env: dict[str, str]) -> list[list[str]]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
 
 
-def deploy(env: dict[str, str], config: pytest.Config | None = None, **extra: str):
-    return make("deploy", config, env=env, PLATFORM="kubernetes", PIPELINE=PIPELINE, MODELS_DIR=env["MODELS"],
-                MANIFESTS_DIR=env["MANIFESTS"], **extra)
+def deploy(env: dict[str, str], config: pytest.Config | None = None, stdin: int | None = None,
+           timeout: float = 600, **extra: str):
+    return make("deploy", config, env=env, timeout=timeout, stdin=stdin, PLATFORM="kubernetes", PIPELINE=PIPELINE,
+                MODELS_DIR=env["MODELS"], MANIFESTS_DIR=env["MANIFESTS"], **extra)
 
 
 def test_deploy_applies_objects_copies_models_and_creates_the_workflow(kube, pytestconfig) -> None:
@@ -89,14 +90,43 @@ def test_unreachable_cluster_is_one_line_and_nothing_is_applied(kube) -> None:
     assert [c[0] for c in calls(kube)] == ["version"]
 
 
+def kubeconfig(folder: Path, user: str) -> Path:
+    """A kubeconfig whose only cluster listens nowhere (127.0.0.1:1); ``user``: the context's user, if any."""
+    path = folder / "kubeconfig"
+    users = f"users:\n- name: u\n  user: {user}\n" if user else ""
+    context = "{cluster: c, user: u}" if user else "{cluster: c}"
+    path.write_text("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:1'}\n"
+                    f"{users}contexts:\n- name: c\n  context: {context}\ncurrent-context: c\n")
+    return path
+
+
+def deploy_with_open_stdin(env: dict[str, str]):
+    """make deploy with a standard input that never ends: whatever reads it waits until the bound of 120 s."""
+    read, write = os.pipe()
+    try:
+        return deploy(env, stdin=read, timeout=120)
+    finally:
+        os.close(write)  # a kubectl left waiting on it (were it so) reads the end and exits
+        os.close(read)
+
+
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="no real kubectl on PATH")
 def test_unreachable_cluster_with_the_real_kubectl(kube, tmp_path: Path) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:1'}\n"
-                          "contexts:\n- name: c\n  context: {cluster: c}\ncurrent-context: c\n")
-    env = {k: v for k, v in kube.items() if k != "PATH"} | {"KUBECONFIG": str(kubeconfig)}
-    line = one_error_line(deploy(env))
+    env = {k: v for k, v in kube.items() if k != "PATH"} | {
+        "KUBECONFIG": str(kubeconfig(tmp_path, "{token: not-a-secret}"))}
+    line = one_error_line(deploy_with_open_stdin(env))
     assert line.startswith("[odk] error: reaching the cluster with 'kubectl version'")
+    # kubectl's own reason (on stderr), not the client version it printed on stdout before it
+    assert "127.0.0.1:1" in line and "refused" in line, line
+    assert "Version" not in line.split("(kubectl exit 1):")[1], line
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="no real kubectl on PATH")
+def test_a_kubeconfig_without_user_does_not_wait_for_a_password(kube, tmp_path: Path) -> None:
+    env = {k: v for k, v in kube.items() if k != "PATH"} | {"KUBECONFIG": str(kubeconfig(tmp_path, ""))}
+    line = one_error_line(deploy_with_open_stdin(env))  # kubectl asks for a user name: it reads no answer
+    assert line.startswith("[odk] error: reaching the cluster with 'kubectl version'")
+    assert "kubectl asked for a user name" in line, line
 
 
 def test_missing_kubectl_is_one_line(kube) -> None:

@@ -5,6 +5,7 @@ leave no pod, volume or network behind."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,6 +15,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 from container_helpers import ROOT, check, make, one_error_line
+
+from kit.pipeline.model import load_pipeline
 
 if TYPE_CHECKING:
     from conftest import TritonServer
@@ -29,6 +32,18 @@ SUMMARY_VOLATILE = {"job", "inputs"}
 def podman_names(kind: str) -> set[str]:
     out = subprocess.run(["podman", kind, "ls", "--format", "{{.Name}}"], capture_output=True, text=True, check=True)
     return set(out.stdout.split())
+
+
+def played_order(stderr: str) -> list[str]:
+    """What the run says it started, in order: "triton" when Triton's pod is ready, then each operator as
+    its pod is played ("[odk] <operator>: podman kube play <file>")."""
+    order = []
+    for line in stderr.splitlines():
+        if re.match(r"\[odk\] Triton pod triton-\S+ ready in ", line):
+            order.append("triton")
+        elif m := re.match(r"\[odk\] (\S+): podman kube play \S+\.yaml$", line):
+            order.append(m[1])
+    return order
 
 
 def without(data: Any, volatile: set[str]) -> Any:
@@ -94,7 +109,9 @@ def test_kube_play_equals_host_and_leaves_nothing(engine: str, pipeline: Path, o
     result = check(make("run-pipeline", pytestconfig, env={"ODK_RUN_DIR": str(run_dir)}, RUNTIME="kube",
                         PIPELINE=str(pipeline), KUBE_TRITON_IMAGE=triton_cpu_image, MODELS_DIR=str(readable_models),
                         INPUT_DIR=str(SAMPLE), OUTPUT_DIR=str(kube_out)))
-    assert "Triton pod triton-" in result.stderr
+    dag_order = load_pipeline(pipeline).order()
+    assert dag_order == ["segmentation", "export"]
+    assert played_order(result.stderr) == ["triton", *dag_order], result.stderr  # Triton ready before any operator
     played = sorted(p.name for p in (run_dir / "kube-play" / "pods").glob("*.yaml"))
     assert [p.split("-")[0] for p in played] == ["export", "segmentation", "triton"]
     after = {kind: podman_names(kind) for kind in ("pod", "volume", "network")}

@@ -20,6 +20,7 @@ from container_helpers import ROOT, check, make, one_error_line
 from kit.deploy import render
 from kit.deploy.check import check_files, check_object
 from kit.deploy.settings import KubeSettings
+from kit.pipeline import rules
 from kit.pipeline.model import PipelineError, load_pipeline
 
 GOLDEN = ROOT / "tests" / "data" / "kube"
@@ -64,8 +65,27 @@ def test_golden_bundles_validate(path: Path) -> None:
 
 
 def test_every_api_version_renders() -> None:
-    versions = {load_pipeline(p).api_version for p in RENDERED}
-    assert {"0.3.0", "0.4.0", "0.6.0", "0.8.1"} <= versions
+    """Each minor version the validator accepts (rules.OLDEST to rules.NEWEST_MINOR) has a fixture that renders
+    to a full bundle (a Workflow, not a refusal)."""
+    accepted = {f"0.{minor}" for minor in range(rules.OLDEST[1], rules.NEWEST_MINOR[1] + 1)}
+    assert accepted == {"0.3", "0.4", "0.5", "0.6", "0.7", "0.8"}
+    rendered_minors = {load_pipeline(p).api_version.rsplit(".", 1)[0] for p in RENDERED}
+    assert accepted <= rendered_minors, f"no rendered fixture for api-version {sorted(accepted - rendered_minors)}"
+
+
+def test_models_and_a_gpu_request_of_0_7() -> None:
+    """0.7.2: the operator that names a model gets Triton's address and its GPU; Triton serves that model on a GPU."""
+    wf = render.load(GOLDEN / "v072-models-gpu" / render.WORKFLOW_FILE)[0]
+    steps = {t["name"]: t["container"] for t in wf["spec"]["templates"] if "container" in t}
+    env = {name: {e["name"]: e["value"] for e in c["env"]} for name, c in steps.items()}
+    assert env["liver-tumor"]["NVIDIA_TRITON_GRPCURI"] == "triton.odk.svc:8001"
+    assert not any("NVIDIA_TRITON_GRPCURI" in env[name] for name in ("dicom-reader", "dicom-writer"))
+    assert steps["liver-tumor"]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    triton_objects = render.load(GOLDEN / "v072-models-gpu" / render.TRITON_FILE)
+    server = next(o for o in triton_objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert server["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    b = render.bundle(load_pipeline(ROOT / "tests/data/pipelines/valid/v072-models-gpu.yml"), KubeSettings())
+    assert b.triton is not None and list(b.triton.models) == ["segmentation_liver_v1"]  # what make deploy copies
 
 
 def test_in_memory_entries_are_refused_with_one_line() -> None:

@@ -23,6 +23,7 @@ from kit.deploy.settings import from_env
 from kit.pipeline.deploy import image_warnings
 from kit.pipeline.launch import shown
 from kit.pipeline.model import PipelineError, params_from
+from kit.procs import failure_reason
 
 
 class KubectlError(Exception):
@@ -40,16 +41,26 @@ class Kubectl:
         if self.dry_run:
             return ""
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=900)
+            # stdin closed: kubectl asks for a user name on a terminal when the kubeconfig has no user, and
+            # make deploy would wait there without a word.
+            done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=900,
+                                  stdin=subprocess.DEVNULL)
         except OSError as exc:
             raise KubectlError(f"cannot run {self.argv[0]}: {exc}") from exc
         except subprocess.TimeoutExpired as exc:
             raise KubectlError(f"{what}: kubectl gave no answer in 900 s") from exc
         if done.returncode != 0:
-            lines = [ln.strip() for ln in (done.stderr + done.stdout).splitlines() if ln.strip()]
-            raise KubectlError(f"{what} failed (kubectl exit {done.returncode}): "
-                               f"{(lines[-1] if lines else 'no output')[:300]}")
+            raise KubectlError(f"{what} failed (kubectl exit {done.returncode}): {reason(done)[:300]}")
         return done.stdout
+
+
+def reason(done: subprocess.CompletedProcess[str]) -> str:
+    """Why kubectl failed; when it asked for a password (and got none), say what the kubeconfig lacks."""
+    why = failure_reason(done.stderr, done.stdout)
+    if "Please enter Username" in done.stdout:
+        return f"{why} (kubectl asked for a user name: the context has no user with a token or client " \
+               "certificate in the kubeconfig)"
+    return why
 
 
 def log(message: str) -> None:

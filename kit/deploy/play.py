@@ -30,6 +30,7 @@ from kit.paths import ROOT
 from kit.pipeline.model import PipelineError, params_from
 from kit.pipeline.outputs import check_output_folder, fresh
 from kit.pipeline.run import Result, summary
+from kit.procs import failure_reason
 from kit.triton.readiness import NotReady, free_ports, wait_ready
 
 KUBE_NETWORK = "podman-default-kube-network"
@@ -42,12 +43,7 @@ def log(message: str) -> None:
 def podman(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(["podman", *args], capture_output=True, text=True, check=False, timeout=timeout)
     if check and done.returncode != 0:
-        errors = [ln for ln in done.stderr.splitlines() if ln.strip()]
-        # podman prints what it created (ids) on stdout and why it failed on stderr ("Error: ...").
-        reason = next((ln for ln in reversed(errors) if ln.startswith("Error")), errors[-1] if errors else "")
-        if not reason:
-            lines = [ln for ln in done.stdout.splitlines() if ln.strip()]
-            reason = lines[-1] if lines else "no output"
+        reason = failure_reason(done.stderr, done.stdout)
         raise PipelineError(f"podman {' '.join(args[:2])} failed: {reason[:300]}")
     return done
 

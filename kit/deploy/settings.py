@@ -7,6 +7,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from kit.pipeline.launch import DEFAULT_JOB_NAME
+
 DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.08-py3"
 DEFAULT_KUBE_VERSION = "1.34"
@@ -15,7 +17,7 @@ DEFAULT_KUBE_VERSION = "1.34"
 @dataclass(frozen=True)
 class KubeSettings:
     namespace: str = "odk"
-    job_name: str = "odk-job"
+    job_name: str = DEFAULT_JOB_NAME
     payload: str = ""  # the payload's folder in the payload volume; "" = <job name>/input
     storage_class: str = ""  # "" = the cluster's default class
     payload_size: str = "20Gi"
