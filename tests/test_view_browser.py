@@ -84,7 +84,8 @@ def canonical(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
 
 class AxialProjection:
     """Where each voxel of one RAS axial slice lands on the canvas: the slice's field of view fitted into the
-    tile (aspect kept, centred), patient right to the screen's right, anterior up (NiiVue's neurological default)."""
+    tile (aspect kept, centred), the patient's right on the screen's left (radiological convention, as the QA
+    overlay), anterior up."""
 
     def __init__(self, tile: list[float], shape: tuple[int, ...], zooms: tuple[float, ...]) -> None:
         left, top, width, height = tile
@@ -96,12 +97,12 @@ class AxialProjection:
 
     def pixels(self, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         i, j = np.nonzero(mask)
-        cols = self.left + (i + 0.5) * self.sx * self.scale
+        cols = self.left + (self.nx - 1 - i + 0.5) * self.sx * self.scale
         rows = self.top + (self.ny - 1 - j + 0.5) * self.sy * self.scale
         return np.floor(rows).astype(int), np.floor(cols).astype(int)
 
     def voxels(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        i = np.floor((cols + 0.5 - self.left) / (self.sx * self.scale)).astype(int)
+        i = self.nx - 1 - np.floor((cols + 0.5 - self.left) / (self.sx * self.scale)).astype(int)
         j = self.ny - 1 - np.floor((rows + 0.5 - self.top) / (self.sy * self.scale)).astype(int)
         ok = (i >= 0) & (i < self.nx) & (j >= 0) & (j < self.ny)
         return i, j, ok

@@ -159,6 +159,7 @@ async function main() {
   const view = q.get("view") in VIEWS ? q.get("view") : "multiplanar";
   const nv = new Niivue({
     sliceType: VIEWS[view],
+    isRadiologicalConvention: true, // the patient's right on the screen's left, as in the QA overlay and at a PACS
     backColor: [0, 0, 0, 1], crosshairColor: [1, 1, 1, 0.8], show3Dcrosshair: true, isColorbar: false, dragAndDropEnabled: false,
     multiplanarShowRender: SHOW_RENDER.ALWAYS, logLevel: "warn", loadingText: "loading",
   });
