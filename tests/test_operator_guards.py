@@ -69,8 +69,9 @@ def test_non_finite_or_out_of_range_settings_are_refused_at_start(triton_server,
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
-def _gzip_bomb(path: Path, shape=(1024, 1024, 1024)) -> None:
-    """A valid .nii.gz of int16 zeros: 2 GiB of voxels in about 2 MB, written without holding them."""
+def _gzip_bomb(path: Path, shape=(1024, 1024, 1024), trailing: int = 0) -> None:
+    """A .nii.gz of int16 zeros: the voxels its header describes, then ``trailing`` more bytes of zeros that no
+    header field mentions (2 GiB of voxels in about 2 MB), written without holding them."""
     hdr = nib.Nifti1Header()
     hdr.set_data_shape(shape)
     hdr.set_data_dtype(np.int16)
@@ -78,11 +79,12 @@ def _gzip_bomb(path: Path, shape=(1024, 1024, 1024)) -> None:
     hdr.set_qform(np.eye(4), code=1)
     hdr.set_sform(np.eye(4), code=1)
     hdr["vox_offset"] = 352
+    left = int(np.prod(shape)) * 2 + trailing
     chunk = bytes(64 * 1024 * 1024)
     with igzip.open(path, "wb", compresslevel=3) as fh:
         fh.write(hdr.binaryblock + bytes(4))
-        for _ in range(int(np.prod(shape)) * 2 // len(chunk)):
-            fh.write(chunk)
+        while left:
+            left -= fh.write(chunk[:left])
 
 
 def test_gzip_bomb_is_refused_from_its_header_with_memory_bounded(triton_server, tmp_path):
@@ -96,6 +98,21 @@ def test_gzip_bomb_is_refused_from_its_header_with_memory_bounded(triton_server,
     assert len(lines) == 1 and "1073741824" in lines[0].replace(",", "") and "ODK_MAX_VOXELS" in lines[0], log
     assert (tmp_path / "out" / "good.json").is_file(), log
     assert peak < 0.5 * GB, f"peak RSS {peak / GB:.2f} GB"  # reading it took 4.4 GB; refused: about 70 MB
+
+
+def test_gzip_bomb_behind_a_small_header_is_refused_with_memory_bounded(triton_server, tmp_path):
+    (tmp_path / "in").mkdir()
+    _gzip_bomb(tmp_path / "in" / "bomb.nii.gz", shape=(8, 8, 8), trailing=384 * 1024 * 1024)
+    assert (tmp_path / "in" / "bomb.nii.gz").stat().st_size < 5 * 1024 * 1024
+    write_ct(tmp_path / "in" / "good.nii.gz", ct_volume(SMALL))
+    code, log, peak = run_operator_measured(tmp_path / "in", tmp_path / "out", triton_server.grpc_url)
+    assert code == 1, log
+    lines = _failed(log, "bomb.nii.gz")
+    assert len(lines) == 1 and "holds more data than its header describes" in lines[0], log
+    assert "8x8x8 int16 voxels end at byte 1,376" in lines[0], log
+    assert not list((tmp_path / "out").glob("bomb*")), log
+    assert (tmp_path / "out" / "good.json").is_file(), log
+    assert peak < 0.4 * GB, f"peak RSS {peak / GB:.2f} GB"  # decompressing it all took 833 MB; refused: about 70 MB
 
 
 def test_tiny_model_spacing_is_refused_before_allocating(triton_server, tmp_path):
