@@ -211,6 +211,23 @@ def test_links_out_of_the_input_are_not_followed(triton_server, tmp_path):
     assert "alias.nii.gz is the same file as" in log and "real.nii.gz" in log
 
 
+def test_a_fifo_named_like_a_study_is_skipped_and_named(triton_server, tmp_path):
+    inside = tmp_path / "in"
+    (inside / "sub").mkdir(parents=True)
+    os.mkfifo(inside / "sub" / "pipe.nii.gz")  # opening it would block the operator: it must not be opened
+    (inside / "link.nii").symlink_to(inside / "sub" / "pipe.nii.gz")  # a link inside the input, to the FIFO
+    write_ct(inside / "real.nii.gz", ct_volume(SMALL))
+    proc = run_operator(inside, tmp_path / "out", triton_server.grpc_url, timeout=120)
+    log = proc.stdout
+    assert proc.returncode == 0, log
+    for name in ("pipe.nii.gz", "link.nii"):
+        lines = [ln for ln in log.splitlines() if name in ln]
+        assert len(lines) == 1 and "a FIFO, not a regular file (never opened" in lines[0], log
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*")) == ["real.json", "real_overlay.png",
+                                                                     "real_seg.nii.gz"]
+    assert "1 studies processed, 0 failed, 2 files skipped" in log, log
+
+
 def test_the_same_folder_under_two_input_names_is_processed_once(triton_server, tmp_path):
     (tmp_path / "in").mkdir()
     write_ct(tmp_path / "in" / "a.nii.gz", ct_volume(SMALL))
