@@ -156,6 +156,21 @@ def test_plausible_ct_has_no_ct_warning(triton_server, tmp_path):
     assert not [w for w in warnings if "Hounsfield" in w or "every voxel" in w], warnings
 
 
+def test_a_study_without_a_liver_gets_the_organ_warning_in_its_report(triton_server, tmp_path):
+    """Air with scanner noise: a CT in Hounsfield units (no CT warning), but nothing a model takes for a liver
+    (below the model's window it is all zeros, so also the tiny test model finds only background)."""
+    (tmp_path / "in").mkdir()
+    air = np.random.default_rng(0).normal(-1000, 10, SMALL).astype(np.int16)
+    write_ct(tmp_path / "in" / "air.nii.gz", air)
+    proc = run_operator(tmp_path / "in", tmp_path / "out", triton_server.grpc_url)
+    assert proc.returncode == 0, proc.stdout
+    report = json.loads((tmp_path / "out" / "air.json").read_text())
+    assert report["liver_volume_ml"] == 0, report
+    assert report["warnings"] == ["no liver found"], report["warnings"]
+    warned = [ln for ln in proc.stdout.splitlines() if " WARNING " in ln]
+    assert len(warned) == 1 and "air.nii.gz" in warned[0] and "no liver found" in warned[0], proc.stdout
+
+
 @pytest.mark.parametrize("layout", ["same", "output_inside_input", "input_inside_output"])
 def test_overlapping_input_and_output_are_refused_before_anything_is_written(triton_server, tmp_path, layout):
     root = tmp_path / "data"
