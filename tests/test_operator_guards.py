@@ -293,11 +293,30 @@ def test_empty_payload_paths_are_a_bad_environment(tmp_path, variable):
     assert proc.returncode == 2 and len(errors) == 1 and f"{variable} is empty or unset" in errors[0], proc.stdout
 
 
-@pytest.mark.parametrize(("fault", "run_level"), [(TypeError("a defect"), False), (MemoryError(), True)])
+def _defect_a() -> None:
+    raise TypeError("a defect")
+
+
+def _defect_b() -> None:
+    raise KeyError("another defect")
+
+
+def _defect_c() -> None:
+    raise TypeError("a defect elsewhere")  # the type of _defect_a's, raised in another place
+
+
+def _out_of_memory() -> None:
+    raise MemoryError()
+
+
+@pytest.mark.parametrize(("faults", "run_level"), [
+    ((_defect_a, _defect_b, _defect_a, _defect_c, _defect_b), False),
+    ((_out_of_memory,) * 3, True),
+])
 def test_unexpected_errors_are_logged_once_and_memory_errors_stop_the_run(triton_server, tmp_path, caplog,
-                                                                          monkeypatch, fault, run_level):
-    """Fault injection of what real inputs cannot trigger on demand: a defect in the study code, and
-    running out of memory."""
+                                                                          monkeypatch, faults, run_level):
+    """Fault injection of what real inputs cannot trigger on demand: defects in the study code (study i
+    fails with faults[i]), and running out of memory."""
     import logging
 
     import app.operator
@@ -305,11 +324,11 @@ def test_unexpected_errors_are_logged_once_and_memory_errors_stop_the_run(triton
     from app.errors import RunError
 
     (tmp_path / "in").mkdir()
-    for i in range(3):
+    for i in range(len(faults)):
         write_ct(tmp_path / "in" / f"s{i}.nii.gz", ct_volume(SMALL))
 
-    def broken(*_args, **_kwargs):
-        raise fault
+    def broken(src, *_args, **_kwargs):
+        faults[int(src.name[1])]()
 
     monkeypatch.setattr(app.operator, "process_study", broken)
     cfg = from_env({"NVIDIA_TRITON_GRPCURI": triton_server.grpc_url})
@@ -320,8 +339,19 @@ def test_unexpected_errors_are_logged_once_and_memory_errors_stop_the_run(triton
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
         return
     summary = app.operator.run([tmp_path / "in"], tmp_path / "out", cfg)
-    assert len(summary.failed) == 3 and not summary.done
-    with_traceback = [r for r in caplog.records if r.exc_info]
-    assert len(with_traceback) == 1 and "a defect of the operator" in with_traceback[0].getMessage()
+    assert len(summary.failed) == 5 and not summary.done
+    # One traceback per distinct defect (type and place), each logged with the study it first failed.
+    logged = [(r.getMessage(), r.exc_info[1]) for r in caplog.records if r.exc_info]
+    assert [(Path(m.split()[3]).name, type(e).__name__, str(e)) for m, e in logged] == [
+        ("s0.nii.gz", "TypeError", "a defect"), ("s1.nii.gz", "KeyError", "'another defect'"),
+        ("s3.nii.gz", "TypeError", "a defect elsewhere")], logged
+    assert all("a defect of the operator" in m for m, _ in logged)
     failed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("FAILED")]
-    assert len(failed) == 3 and all("unexpected TypeError: 'a defect'" in m for m in failed), failed
+    s0, s1 = tmp_path / "in" / "s0.nii.gz", tmp_path / "in" / "s1.nii.gz"
+    assert [m.split(": ", 1)[1] for m in failed] == [
+        "unexpected TypeError: 'a defect' (traceback above)",
+        "unexpected KeyError: \"'another defect'\" (traceback above)",
+        f"unexpected TypeError: 'a defect' (the same defect as in {s0}: traceback above)",
+        "unexpected TypeError: 'a defect elsewhere' (traceback above)",
+        f"unexpected KeyError: \"'another defect'\" (the same defect as in {s1}: traceback above)",
+    ], failed
