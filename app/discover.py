@@ -8,12 +8,15 @@
   twice (the same folder under several input names, or a link inside the entry) is one study.
 - A study in a sub-folder writes into the same sub-folder of the output; two studies that would write
   the same outputs are an error naming both.
+- Only regular files are opened: a FIFO, socket or device named like a study (reading it could block
+  forever) is skipped and logged, as is a link to one.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +86,21 @@ def _files(root: Path) -> Iterator[Path]:
             yield here / name
 
 
+def _not_regular(path: Path) -> str | None:
+    """What ``path`` (or what its link points to) is when it is not a regular file, else None; a path that
+    cannot be examined is left to fail when it is read, as before."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
+             (stat.S_ISBLK, "a device"), (stat.S_ISDIR, "a folder"))
+    kind = next((name for test, name in kinds if test(mode)), "a special file")
+    return f"{kind}, not a regular file (never opened: reading it could block)"
+
+
 def _refusal(path: Path, root: Path) -> str | None:
     """Why ``path`` is not a study (None: it is one)."""
     if not is_nifti(path):
@@ -95,7 +113,7 @@ def _refusal(path: Path, root: Path) -> str | None:
             return "a broken symbolic link"
         if not target.is_relative_to(root.resolve()):
             return "a symbolic link out of the input folder (not followed)"
-    return None
+    return _not_regular(path)
 
 
 def find_studies(inputs: Sequence[Path], out_root: Path, summary: RunSummary) -> list[Study]:

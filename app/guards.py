@@ -32,13 +32,14 @@ def memory_limit_mb(configured: int) -> int:
     return configured if configured > 0 else int(machine_memory_bytes() * 0.8) // _MB
 
 
-def check_voxels(shape: tuple[int, ...], itemsize: int, max_voxels: int, max_memory_mb: int) -> None:
-    """Refuse a volume whose header promises more voxels than allowed (checked before reading them)."""
+def check_voxels(shape: tuple[int, ...], itemsize: int, max_voxels: int, max_memory_mb: int, offset: int = 0) -> None:
+    """Refuse a volume whose header promises more voxels than allowed (checked before reading them); ``offset``
+    is where its voxels start (the header and its extensions are read too)."""
     n = math.prod(int(s) for s in shape)
     if n > max_voxels:
         raise StudyError(f"{'x'.join(map(str, shape))} = {n:,} voxels is more than ODK_MAX_VOXELS={max_voxels:,};"
                          " raise ODK_MAX_VOXELS if this volume is real")
-    need = n * itemsize * 2 // _MB
+    need = (n * itemsize * 2 + offset) // _MB
     if need > memory_limit_mb(max_memory_mb):
         raise StudyError(f"reading {'x'.join(map(str, shape))} voxels needs about {need:,} MB, more than"
                          f" ODK_MAX_MEMORY_MB={memory_limit_mb(max_memory_mb):,}")

@@ -6,10 +6,12 @@ gzip is (de)compressed with python-isal (several times faster than zlib); nibabe
 from __future__ import annotations
 
 import io
+import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import nibabel as nib
 import numpy as np
@@ -76,51 +78,73 @@ def _spatial_shape(shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, int, i
     return (int(shape[0]), int(shape[1]), int(shape[2]))
 
 
-def read_header(path: Path) -> tuple[tuple[int, int, int], np.dtype]:
-    """Spatial shape and voxel type from the header alone (a few hundred bytes, also of a .gz)."""
+def _open(path: Path) -> BinaryIO:
+    """The file's NIfTI bytes as a stream: a .gz is decompressed as it is read, never as a whole."""
+    return igzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb")
+
+
+def _read(path: Path, size: int, probe: bool = False) -> tuple[bytes, bool]:
+    """The first ``size`` bytes of the file's NIfTI data (fewer when it ends sooner) and, with ``probe``,
+    whether any data follows them. A .gz is decompressed only that far."""
     try:
-        if path.name.lower().endswith(".gz"):
-            with igzip.open(path, "rb") as fh:
-                head = fh.read(544)
-        else:
-            with path.open("rb") as fh:
-                head = fh.read(544)
+        with _open(path) as fh:
+            data = fh.read(size)
+            return data, bool(probe and fh.read(1))
     except (EOFError, zlib.error, ValueError) as exc:
         raise StudyError(f"corrupt or truncated gzip data ({exc})") from exc
     except OSError as exc:
         if exc.errno is None:  # gzip format errors are OSErrors without errno
             raise StudyError(f"corrupt or truncated gzip data ({exc})") from exc
         raise StudyError(f"cannot read: {exc.strerror or exc}") from exc
+
+
+def _header(path: Path) -> nib.Nifti1Header | nib.Nifti2Header:
+    """The NIfTI header (a few hundred bytes, also of a .gz)."""
+    head, _ = _read(path, 544)
     if len(head) < 348:
         raise StudyError(f"file too short for a NIfTI header ({len(head)} bytes)")
-    klass = _klass(head)
     try:
-        hdr = klass.header_class.from_fileobj(io.BytesIO(head))
+        return _klass(head).header_class.from_fileobj(io.BytesIO(head))
+    except Exception as exc:
+        raise StudyError(f"not a valid NIfTI file ({exc})") from exc
+
+
+def _shape_and_dtype(hdr: nib.Nifti1Header | nib.Nifti2Header) -> tuple[tuple[int, int, int], np.dtype]:
+    try:
         shape, dtype = tuple(int(s) for s in hdr.get_data_shape()), hdr.get_data_dtype()
     except Exception as exc:
         raise StudyError(f"not a valid NIfTI file ({exc})") from exc
     return _spatial_shape(shape, dtype), dtype
 
 
+def read_header(path: Path) -> tuple[tuple[int, int, int], np.dtype]:
+    """Spatial shape and voxel type from the header alone (a few hundred bytes, also of a .gz)."""
+    return _shape_and_dtype(_header(path))
+
+
+def _data_end(hdr: nib.Nifti1Header | nib.Nifti2Header, shape: tuple[int, int, int], dtype: np.dtype) -> int:
+    """Where the voxels end, as the header says: its vox_offset plus the voxels' bytes."""
+    return int(hdr.get_data_offset()) + math.prod(shape) * dtype.itemsize
+
+
 def read_volume(path: Path, max_voxels: int | None = None, max_memory_mb: int = 0) -> Volume:
     """Read a NIfTI CT volume; raise StudyError with a one-line reason when it cannot be used.
 
     The header is checked first (shape, voxel type, and the size guards when ``max_voxels`` is given),
-    so an oversized or malformed file is refused before its voxels are decompressed.
+    so an oversized or malformed file is refused before its voxels are decompressed; then only the bytes
+    the header describes are read, and a file holding more than those (a small header on a gzip bomb) is
+    refused.
     """
-    shape, dtype = read_header(path)
+    hdr = _header(path)
+    shape, dtype = _shape_and_dtype(hdr)
     if max_voxels is not None:
         guards.check_voxels(shape, max(dtype.itemsize, 4 if dtype.kind == "f" else dtype.itemsize), max_voxels,
-                            max_memory_mb)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise StudyError(f"cannot read: {exc.strerror or exc}") from exc
-    if path.name.lower().endswith(".gz"):
-        try:
-            raw = igzip.decompress(raw)
-        except (OSError, EOFError, zlib.error, ValueError) as exc:
-            raise StudyError(f"corrupt or truncated gzip data ({exc})") from exc
+                            max_memory_mb, offset=int(hdr.get_data_offset()))
+    end = _data_end(hdr, shape, dtype)
+    raw, more = _read(path, end, probe=True)
+    if more:
+        raise StudyError(f"holds more data than its header describes ({'x'.join(map(str, shape))} {dtype} voxels"
+                         f" end at byte {end:,}); refused as a damaged file or a decompression bomb")
     img = _image_from_bytes(raw)
     del raw
     shape = _spatial_shape(tuple(img.shape), img.get_data_dtype())

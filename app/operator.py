@@ -3,12 +3,14 @@
 Two kinds of failure (see app.errors and docs/failures.md): a study's own problem is logged with its
 reason and the other studies still run, the run failing at the end; a run-level problem (Triton gone,
 out of memory, the output folder unusable) stops the run at once with one line. An unexpected exception
-(a defect of the operator) fails its study and is logged with its traceback, once.
+(a defect of the operator) fails its study and is logged with its traceback, once per defect (its type
+and the place it was raised).
 """
 
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,6 +42,29 @@ def _run_level(exc: BaseException, study: Study) -> RunError | None:
     return None
 
 
+class Defects:
+    """The unexpected exceptions of a run, told apart by type and the place they were raised: each one's
+    traceback is logged once, and a study failing with one seen before points at that traceback."""
+
+    def __init__(self) -> None:
+        self._first: dict[tuple[str, str, int], Path] = {}
+
+    @staticmethod
+    def key(exc: BaseException) -> tuple[str, str, int]:
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = (frames[-1].filename, frames[-1].lineno or 0) if frames else ("", 0)
+        return (type(exc).__qualname__, *where)
+
+    def reason(self, exc: BaseException, src: Path) -> str:
+        """Log the traceback of a defect not seen before; the one-line reason for ``src``'s FAILED line."""
+        what = f"unexpected {type(exc).__name__}: {str(exc)[:200]!r}"
+        first = self._first.setdefault(self.key(exc), src)
+        if first is src:
+            log.error("unexpected error in %s (a defect of the operator):", shown(src), exc_info=exc)
+            return f"{what} (traceback above)"
+        return f"{what} (the same defect as in {shown(first)}: traceback above)"
+
+
 def run(inputs: Sequence[Path], output: Path, cfg: OperatorConfig) -> RunSummary:
     """Process every study; a bad study is recorded in the summary, a run-level problem raises RunError."""
     summary = RunSummary()
@@ -50,7 +75,7 @@ def run(inputs: Sequence[Path], output: Path, cfg: OperatorConfig) -> RunSummary
         raise OperatorError(f"no NIfTI studies (.nii / .nii.gz) found under {names}; put studies there or"
                             " fix INPUT_DIR / NVIDIA_CLARA_INPUTPATHS")
     check_writable(output)
-    traceback_logged = False
+    defects = Defects()
     with TritonSession.open(cfg) as session:
         spec, transport = session.spec, session.transport
         assert spec is not None
@@ -70,10 +95,7 @@ def run(inputs: Sequence[Path], output: Path, cfg: OperatorConfig) -> RunSummary
                 if stop is not None:
                     done = f"{len(summary.done)} of {len(studies)} studies done before"
                     raise type(stop)(f"{stop} ({done}; their outputs are complete)") from None
-                if not traceback_logged:
-                    log.exception("unexpected error in %s (a defect of the operator):", shown(study.src))
-                    traceback_logged = True
-                summary.fail(study.src, f"unexpected {type(exc).__name__}: {str(exc)[:200]!r} (traceback above)")
+                summary.fail(study.src, defects.reason(exc, study.src))
                 continue
             for warning in report["warnings"]:
                 log.warning("%s: %s", shown(study.src.name), warning)

@@ -141,25 +141,22 @@ recorded_pid() {
     fi
 }
 
-# Services record their state the same way: $ODK_RUN_DIR/<service>/ holds <name>.pid files (a live pid)
-# and/or a key=value `mode` file (pid=, or engine= and container= for a container); `make <service>-stop`
-# stops one and removes its state.
+# Services record their state the same way: the process that `make <service>-stop` stops writes its pid to
+# $ODK_RUN_DIR/<service>/<service>.pid (service_pid_file), a container is recorded in a key=value `mode` file
+# (engine=, container=); other key=value files there are settings, not what is stopped.
+# service_pid_file SERVICE: where SERVICE's pid is recorded.
+service_pid_file() {
+    printf '%s\n' "$ODK_RUN_DIR/$1/$1.pid"
+}
+
 # live_services: one line "<service> <what>" per service whose recorded process or container still runs.
 live_services() {
-    local dir service file pid engine name
+    local dir service pid engine name
     for dir in "$ODK_RUN_DIR"/*/; do
         [[ -d "$dir" ]] || continue
         service="$(basename "$dir")"
-        for file in "$dir"*.pid; do
-            [[ -f "$file" ]] || continue
-            read -r pid <"$file" || true
-            if pid_alive "${pid:-}"; then
-                printf '%s pid %s\n' "$service" "$pid"
-                continue 2
-            fi
-        done
-        pid="$(state_value "$dir/mode" pid)"
-        if pid_alive "${pid:-}"; then
+        pid="$(recorded_pid "$(service_pid_file "$service")")"
+        if [[ -n "$pid" ]]; then
             printf '%s pid %s\n' "$service" "$pid"
             continue
         fi

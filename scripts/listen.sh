@@ -22,8 +22,9 @@ LISTEN_PARAMS="${LISTEN_PARAMS:-}"
 PIPELINE="${PIPELINE:-def/liver-dicom-pipeline.yml}"
 DICOM_DESTINATION="${DICOM_DESTINATION:-}"
 LISTEN_RUN_DIR="$ODK_RUN_DIR/listen"
+LISTEN_PID_FILE="$(service_pid_file listen)"
 
-listen_pid() { recorded_pid "$LISTEN_RUN_DIR/pid"; }
+listen_pid() { recorded_pid "$LISTEN_PID_FILE"; }
 
 cmd_start() {
     local var pid runtime engine=""
@@ -48,7 +49,7 @@ cmd_start() {
         params+=(--param "$p")
     done
     mkdir -p "$LISTEN_RUN_DIR"
-    rm -f "$LISTEN_RUN_DIR/pid" "$LISTEN_RUN_DIR/state"
+    rm -f "$LISTEN_PID_FILE" "$LISTEN_RUN_DIR/state"
     local logfile="$LISTEN_RUN_DIR/listen.log" offset
     offset="$(stat -c %s "$logfile" 2>/dev/null || echo 0)"
     setsid "$ODK_PY" -u -m kit.dicom.listen serve --run-dir "$LISTEN_RUN_DIR" --pacs-run-dir "$ODK_RUN_DIR/pacs" \
@@ -57,12 +58,12 @@ cmd_start() {
         --workers "$LISTEN_WORKERS" --runtime "$runtime" --engine "$engine" --image "${IMAGE:-clara/simple-operator}" \
         "${params[@]}" >>"$logfile" 2>&1 </dev/null &
     pid=$!
-    printf '%s\n' "$pid" >"$LISTEN_RUN_DIR/pid"
+    printf '%s\n' "$pid" >"$LISTEN_PID_FILE"
     if ! "$ODK_PY" -m kit.dicom.listen wait --run-dir "$LISTEN_RUN_DIR" --pid "$pid" --timeout "$LISTEN_READY_TIMEOUT" 2>/dev/null; then
         local why
         why="$(tail -c +"$((offset + 1))" "$logfile" | grep -m1 '^\[odk\] error:' | sed 's/^\[odk\] error: //' || true)"
         stop_pid "$pid"
-        rm -f "$LISTEN_RUN_DIR/pid"
+        rm -f "$LISTEN_PID_FILE"
         die "${why:-the listener did not answer C-ECHO within ${LISTEN_READY_TIMEOUT}s} (log: $LISTEN_RUN_DIR/listen.log)"
     fi
     log "listener ready: AE $LISTEN_AET at $LISTEN_HOST:$LISTEN_PORT, pipeline $PIPELINE, jobs in $LISTEN_RUN_DIR/jobs"
@@ -87,12 +88,12 @@ cmd_stop() {
     local pid
     pid="$(listen_pid)"
     if [[ -z "$pid" ]]; then
-        rm -f "$LISTEN_RUN_DIR/pid" "$LISTEN_RUN_DIR/state"
+        rm -f "$LISTEN_PID_FILE" "$LISTEN_RUN_DIR/state"
         log "no listener started by 'make listen' runs ($LISTEN_RUN_DIR); nothing to stop"
         return 0
     fi
     stop_pid "$pid"
-    rm -f "$LISTEN_RUN_DIR/pid" "$LISTEN_RUN_DIR/state"
+    rm -f "$LISTEN_PID_FILE" "$LISTEN_RUN_DIR/state"
     log "listener (pid $pid) stopped; jobs stay in $LISTEN_RUN_DIR/jobs"
 }
 

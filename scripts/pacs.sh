@@ -16,9 +16,10 @@ LISTEN_AET="${LISTEN_AET:-ODK}"
 LISTEN_PORT="${LISTEN_PORT:-11112}"
 PACS_READY_TIMEOUT="${PACS_READY_TIMEOUT:-30}"
 PACS_RUN_DIR="$ODK_RUN_DIR/pacs"
+PACS_PID_FILE="$(service_pid_file pacs)"
 
 # pacs_pid: the recorded pid when that process still runs, else nothing.
-pacs_pid() { recorded_pid "$PACS_RUN_DIR/pid"; }
+pacs_pid() { recorded_pid "$PACS_PID_FILE"; }
 
 cmd_start() {
     local var pid
@@ -29,19 +30,19 @@ cmd_start() {
     if [[ -n "$(pacs_pid)" ]]; then
         die "a PACS started by 'make pacs' is already running (pid $(pacs_pid)); run 'make pacs-stop' first"
     fi
-    rm -f "$PACS_RUN_DIR/pid" "$PACS_RUN_DIR/state"
+    rm -f "$PACS_PID_FILE" "$PACS_RUN_DIR/state"
     local config
     config="$("$ODK_PY" -m kit.dicom.pacs config --run-dir "$PACS_RUN_DIR" --dicom-port "$PACS_DICOM_PORT" \
         --http-port "$PACS_HTTP_PORT" --aet "$PACS_AET" --listen-aet "$LISTEN_AET" --listen-port "$LISTEN_PORT")" || exit 1
     setsid Orthanc "$config" >"$PACS_RUN_DIR/orthanc.log" 2>&1 </dev/null &
     pid=$!
-    printf '%s\n' "$pid" >"$PACS_RUN_DIR/pid"
+    printf '%s\n' "$pid" >"$PACS_PID_FILE"
     printf '%s\n' "pid=$pid" "aet=$PACS_AET" "dicom_port=$PACS_DICOM_PORT" "http_port=$PACS_HTTP_PORT" \
         >"$PACS_RUN_DIR/state"
     if ! "$ODK_PY" -m kit.dicom.pacs wait --run-dir "$PACS_RUN_DIR" --http-port "$PACS_HTTP_PORT" \
         --pid "$pid" --timeout "$PACS_READY_TIMEOUT"; then
         stop_pid "$pid"
-        rm -f "$PACS_RUN_DIR/pid" "$PACS_RUN_DIR/state"
+        rm -f "$PACS_PID_FILE" "$PACS_RUN_DIR/state"
         exit 1
     fi
     log "PACS (Orthanc) ready: AE $PACS_AET at 127.0.0.1:$PACS_DICOM_PORT, web UI http://127.0.0.1:$PACS_HTTP_PORT/app/explorer.html"
@@ -64,12 +65,12 @@ cmd_stop() {
     local pid
     pid="$(pacs_pid)"
     if [[ -z "$pid" ]]; then
-        rm -f "$PACS_RUN_DIR/pid" "$PACS_RUN_DIR/state"
+        rm -f "$PACS_PID_FILE" "$PACS_RUN_DIR/state"
         log "no PACS started by 'make pacs' runs ($PACS_RUN_DIR); nothing to stop"
         return 0
     fi
     stop_pid "$pid"
-    rm -f "$PACS_RUN_DIR/pid" "$PACS_RUN_DIR/state"
+    rm -f "$PACS_PID_FILE" "$PACS_RUN_DIR/state"
     log "PACS (Orthanc pid $pid) stopped; its studies stay in $PACS_RUN_DIR/db"
 }
 

@@ -33,7 +33,7 @@ TRITON_ADDRESS="${TRITON_ADDRESS:-127.0.0.1}"     # host address the server list
 TRITON_RUN_DIR="$ODK_RUN_DIR/triton"
 TRITON_LABEL="org.odk.role=triton"
 
-clear_state() { rm -f "$TRITON_RUN_DIR/mode" "$TRITON_RUN_DIR/triton.pid"; }
+clear_state() { rm -f "$TRITON_RUN_DIR/mode" "$(service_pid_file triton)"; }
 
 # whole_in VALUE MIN MAX: VALUE is a whole number from MIN to MAX (no sign, no nan/inf).
 whole_in() {

@@ -112,7 +112,7 @@ def test_make_demo_dicom(tmp_path: Path) -> None:
     # What it started, it stopped: no process of this run dir, no port taken, no pid files.
     assert processes_mentioning(str(run_dir)) == []
     assert all(port_free(int(p)) for p in ports.values()), log
-    for pid in ("pacs/pid", "listen/pid", "triton/triton.pid"):
+    for pid in ("pacs/pacs.pid", "listen/listen.pid", "triton/triton.pid"):
         assert not (run_dir / pid).exists(), pid
 
 

@@ -132,7 +132,7 @@ def test_listen_stop_ends_running_job_and_leaves_no_process_or_port(tmp_path: Pa
     write_ct_series(tmp_path / "study", slices=4)
     run_dir = tmp_path / "run"
     with running_listener(run_dir, PIPELINE, pytestconfig, LISTEN_PARAMS="HOLD_S=120") as listener:
-        pid = int((run_dir / "listen" / "pid").read_text())
+        pid = int((run_dir / "listen" / "listen.pid").read_text())
         assert storescu(tmp_path / "study", listener.port).returncode == 0
         (job,) = wait_jobs(listener, 1, timeout=60, final=False)
         deadline = time.monotonic() + 30
@@ -146,7 +146,7 @@ def test_listen_stop_ends_running_job_and_leaves_no_process_or_port(tmp_path: Pa
     assert processes_mentioning(str(run_dir)) == []
     assert processes_mentioning("tests/dicom_inventory.py") == []
     assert port_free(listener.port)
-    assert not (run_dir / "listen" / "pid").exists()
+    assert not (run_dir / "listen" / "listen.pid").exists()
     (job,) = jobs(listener)
     assert job["state"] == "failed" and "listener stopped while the job was running" in job["reason"], job
     assert len(received(job, listener.jobs_dir)) == 4
@@ -175,4 +175,4 @@ def test_listen_bad_settings_are_one_line(variables: dict[str, str], expected: s
     result = make("listen", pytestconfig, env={"ODK_RUN_DIR": str(run_dir)}, **settings)
     assert expected in one_error_line(result)
     assert processes_mentioning(str(run_dir)) == []
-    assert not (run_dir / "listen" / "pid").exists()
+    assert not (run_dir / "listen" / "listen.pid").exists()

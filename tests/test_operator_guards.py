@@ -69,8 +69,9 @@ def test_non_finite_or_out_of_range_settings_are_refused_at_start(triton_server,
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
-def _gzip_bomb(path: Path, shape=(1024, 1024, 1024)) -> None:
-    """A valid .nii.gz of int16 zeros: 2 GiB of voxels in about 2 MB, written without holding them."""
+def _gzip_bomb(path: Path, shape=(1024, 1024, 1024), trailing: int = 0) -> None:
+    """A .nii.gz of int16 zeros: the voxels its header describes, then ``trailing`` more bytes of zeros that no
+    header field mentions (2 GiB of voxels in about 2 MB), written without holding them."""
     hdr = nib.Nifti1Header()
     hdr.set_data_shape(shape)
     hdr.set_data_dtype(np.int16)
@@ -78,11 +79,12 @@ def _gzip_bomb(path: Path, shape=(1024, 1024, 1024)) -> None:
     hdr.set_qform(np.eye(4), code=1)
     hdr.set_sform(np.eye(4), code=1)
     hdr["vox_offset"] = 352
+    left = int(np.prod(shape)) * 2 + trailing
     chunk = bytes(64 * 1024 * 1024)
     with igzip.open(path, "wb", compresslevel=3) as fh:
         fh.write(hdr.binaryblock + bytes(4))
-        for _ in range(int(np.prod(shape)) * 2 // len(chunk)):
-            fh.write(chunk)
+        while left:
+            left -= fh.write(chunk[:left])
 
 
 def test_gzip_bomb_is_refused_from_its_header_with_memory_bounded(triton_server, tmp_path):
@@ -96,6 +98,21 @@ def test_gzip_bomb_is_refused_from_its_header_with_memory_bounded(triton_server,
     assert len(lines) == 1 and "1073741824" in lines[0].replace(",", "") and "ODK_MAX_VOXELS" in lines[0], log
     assert (tmp_path / "out" / "good.json").is_file(), log
     assert peak < 0.5 * GB, f"peak RSS {peak / GB:.2f} GB"  # reading it took 4.4 GB; refused: about 70 MB
+
+
+def test_gzip_bomb_behind_a_small_header_is_refused_with_memory_bounded(triton_server, tmp_path):
+    (tmp_path / "in").mkdir()
+    _gzip_bomb(tmp_path / "in" / "bomb.nii.gz", shape=(8, 8, 8), trailing=384 * 1024 * 1024)
+    assert (tmp_path / "in" / "bomb.nii.gz").stat().st_size < 5 * 1024 * 1024
+    write_ct(tmp_path / "in" / "good.nii.gz", ct_volume(SMALL))
+    code, log, peak = run_operator_measured(tmp_path / "in", tmp_path / "out", triton_server.grpc_url)
+    assert code == 1, log
+    lines = _failed(log, "bomb.nii.gz")
+    assert len(lines) == 1 and "holds more data than its header describes" in lines[0], log
+    assert "8x8x8 int16 voxels end at byte 1,376" in lines[0], log
+    assert not list((tmp_path / "out").glob("bomb*")), log
+    assert (tmp_path / "out" / "good.json").is_file(), log
+    assert peak < 0.4 * GB, f"peak RSS {peak / GB:.2f} GB"  # decompressing it all took 833 MB; refused: about 70 MB
 
 
 def test_tiny_model_spacing_is_refused_before_allocating(triton_server, tmp_path):
@@ -137,6 +154,21 @@ def test_plausible_ct_has_no_ct_warning(triton_server, tmp_path):
     assert run_operator(tmp_path / "in", tmp_path / "out", triton_server.grpc_url).returncode == 0
     warnings = json.loads((tmp_path / "out" / "a.json").read_text())["warnings"]
     assert not [w for w in warnings if "Hounsfield" in w or "every voxel" in w], warnings
+
+
+def test_a_study_without_a_liver_gets_the_organ_warning_in_its_report(triton_server, tmp_path):
+    """Air with scanner noise: a CT in Hounsfield units (no CT warning), but nothing a model takes for a liver
+    (below the model's window it is all zeros, so also the tiny test model finds only background)."""
+    (tmp_path / "in").mkdir()
+    air = np.random.default_rng(0).normal(-1000, 10, SMALL).astype(np.int16)
+    write_ct(tmp_path / "in" / "air.nii.gz", air)
+    proc = run_operator(tmp_path / "in", tmp_path / "out", triton_server.grpc_url)
+    assert proc.returncode == 0, proc.stdout
+    report = json.loads((tmp_path / "out" / "air.json").read_text())
+    assert report["liver_volume_ml"] == 0, report
+    assert report["warnings"] == ["no liver found"], report["warnings"]
+    warned = [ln for ln in proc.stdout.splitlines() if " WARNING " in ln]
+    assert len(warned) == 1 and "air.nii.gz" in warned[0] and "no liver found" in warned[0], proc.stdout
 
 
 @pytest.mark.parametrize("layout", ["same", "output_inside_input", "input_inside_output"])
@@ -194,6 +226,23 @@ def test_links_out_of_the_input_are_not_followed(triton_server, tmp_path):
     assert "alias.nii.gz is the same file as" in log and "real.nii.gz" in log
 
 
+def test_a_fifo_named_like_a_study_is_skipped_and_named(triton_server, tmp_path):
+    inside = tmp_path / "in"
+    (inside / "sub").mkdir(parents=True)
+    os.mkfifo(inside / "sub" / "pipe.nii.gz")  # opening it would block the operator: it must not be opened
+    (inside / "link.nii").symlink_to(inside / "sub" / "pipe.nii.gz")  # a link inside the input, to the FIFO
+    write_ct(inside / "real.nii.gz", ct_volume(SMALL))
+    proc = run_operator(inside, tmp_path / "out", triton_server.grpc_url, timeout=120)
+    log = proc.stdout
+    assert proc.returncode == 0, log
+    for name in ("pipe.nii.gz", "link.nii"):
+        lines = [ln for ln in log.splitlines() if name in ln]
+        assert len(lines) == 1 and "a FIFO, not a regular file (never opened" in lines[0], log
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*")) == ["real.json", "real_overlay.png",
+                                                                     "real_seg.nii.gz"]
+    assert "1 studies processed, 0 failed, 2 files skipped" in log, log
+
+
 def test_the_same_folder_under_two_input_names_is_processed_once(triton_server, tmp_path):
     (tmp_path / "in").mkdir()
     write_ct(tmp_path / "in" / "a.nii.gz", ct_volume(SMALL))
@@ -244,11 +293,30 @@ def test_empty_payload_paths_are_a_bad_environment(tmp_path, variable):
     assert proc.returncode == 2 and len(errors) == 1 and f"{variable} is empty or unset" in errors[0], proc.stdout
 
 
-@pytest.mark.parametrize(("fault", "run_level"), [(TypeError("a defect"), False), (MemoryError(), True)])
+def _defect_a() -> None:
+    raise TypeError("a defect")
+
+
+def _defect_b() -> None:
+    raise KeyError("another defect")
+
+
+def _defect_c() -> None:
+    raise TypeError("a defect elsewhere")  # the type of _defect_a's, raised in another place
+
+
+def _out_of_memory() -> None:
+    raise MemoryError()
+
+
+@pytest.mark.parametrize(("faults", "run_level"), [
+    ((_defect_a, _defect_b, _defect_a, _defect_c, _defect_b), False),
+    ((_out_of_memory,) * 3, True),
+])
 def test_unexpected_errors_are_logged_once_and_memory_errors_stop_the_run(triton_server, tmp_path, caplog,
-                                                                          monkeypatch, fault, run_level):
-    """Fault injection of what real inputs cannot trigger on demand: a defect in the study code, and
-    running out of memory."""
+                                                                          monkeypatch, faults, run_level):
+    """Fault injection of what real inputs cannot trigger on demand: defects in the study code (study i
+    fails with faults[i]), and running out of memory."""
     import logging
 
     import app.operator
@@ -256,11 +324,11 @@ def test_unexpected_errors_are_logged_once_and_memory_errors_stop_the_run(triton
     from app.errors import RunError
 
     (tmp_path / "in").mkdir()
-    for i in range(3):
+    for i in range(len(faults)):
         write_ct(tmp_path / "in" / f"s{i}.nii.gz", ct_volume(SMALL))
 
-    def broken(*_args, **_kwargs):
-        raise fault
+    def broken(src, *_args, **_kwargs):
+        faults[int(src.name[1])]()
 
     monkeypatch.setattr(app.operator, "process_study", broken)
     cfg = from_env({"NVIDIA_TRITON_GRPCURI": triton_server.grpc_url})
@@ -271,8 +339,19 @@ def test_unexpected_errors_are_logged_once_and_memory_errors_stop_the_run(triton
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
         return
     summary = app.operator.run([tmp_path / "in"], tmp_path / "out", cfg)
-    assert len(summary.failed) == 3 and not summary.done
-    with_traceback = [r for r in caplog.records if r.exc_info]
-    assert len(with_traceback) == 1 and "a defect of the operator" in with_traceback[0].getMessage()
+    assert len(summary.failed) == 5 and not summary.done
+    # One traceback per distinct defect (type and place), each logged with the study it first failed.
+    logged = [(r.getMessage(), r.exc_info[1]) for r in caplog.records if r.exc_info]
+    assert [(Path(m.split()[3]).name, type(e).__name__, str(e)) for m, e in logged] == [
+        ("s0.nii.gz", "TypeError", "a defect"), ("s1.nii.gz", "KeyError", "'another defect'"),
+        ("s3.nii.gz", "TypeError", "a defect elsewhere")], logged
+    assert all("a defect of the operator" in m for m, _ in logged)
     failed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("FAILED")]
-    assert len(failed) == 3 and all("unexpected TypeError: 'a defect'" in m for m in failed), failed
+    s0, s1 = tmp_path / "in" / "s0.nii.gz", tmp_path / "in" / "s1.nii.gz"
+    assert [m.split(": ", 1)[1] for m in failed] == [
+        "unexpected TypeError: 'a defect' (traceback above)",
+        "unexpected KeyError: \"'another defect'\" (traceback above)",
+        f"unexpected TypeError: 'a defect' (the same defect as in {s0}: traceback above)",
+        "unexpected TypeError: 'a defect elsewhere' (traceback above)",
+        f"unexpected KeyError: \"'another defect'\" (the same defect as in {s1}: traceback above)",
+    ], failed

@@ -1,5 +1,5 @@
-"""`make triton` as an unkind world uses it: who can reach it, `make clean` while it runs, a SIGKILLed server,
-and configuration numbers that would make a wait endless."""
+"""`make triton` as an unkind world uses it: who can reach it, `make clean` while it (or the PACS and the listener)
+runs, a SIGKILLed server, and configuration numbers that would make a wait endless."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from dicom_net_helpers import processes_mentioning, require_tools, running_listener, running_pacs
 from tiny_model import write_tiny_repository
 
 from kit.triton.embedded import is_embedded_server
@@ -21,6 +22,7 @@ from kit.triton.state import read_state
 
 ROOT = Path(__file__).resolve().parents[1]
 LISTEN = "0A"
+LISTENER_PIPELINE = ROOT / "tests" / "data" / "listener" / "inventory-pipeline.yml"
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -126,25 +128,33 @@ def test_loopback_only_clean_refused_and_killed_server_leftovers_removed(triton_
     assert sorted(p.name for p in (copy / "local" / "output").iterdir()) == [".gitkeep"]
 
 
-def test_clean_is_refused_for_any_live_service(tmp_path: Path) -> None:
+def test_clean_is_refused_for_any_live_service(tmp_path: Path, pytestconfig: pytest.Config) -> None:
+    """A real `make pacs` and `make listen`, recorded as their scripts record them: `make clean` refuses while
+    they run (naming each and its stop target) and keeps their state; once they are stopped it goes ahead."""
+    require_tools()
     run = tmp_path / "run"
-    (run / "pacs").mkdir(parents=True)
-    (run / "view").mkdir()
-    (run / "gone").mkdir()
-    sleeper = subprocess.Popen(["sleep", "60"])
-    try:
-        (run / "pacs" / "orthanc.pid").write_text(f"{sleeper.pid}\n")
-        (run / "view" / "mode").write_text(f"mode=x\npid={os.getpid()}\n")
-        (run / "gone" / "gone.pid").write_text("999999999\n")
-        refused = make("clean", {"ODK_RUN_DIR": str(run)})
+    (run / "gone").mkdir(parents=True)
+    (run / "gone" / "gone.pid").write_text("999999999\n")  # state of a server that ended: no obstacle
+    tree = tmp_path / "tree"  # `make clean` in a copy, so that this worktree keeps its outputs whatever happens
+    shutil.copytree(ROOT / "scripts", tree / "scripts")
+    shutil.copy2(ROOT / "Makefile", tree / "Makefile")
+    (tree / "local" / "output" / "study").mkdir(parents=True)
+    env = {"ODK_RUN_DIR": str(run)}
+    with running_pacs(run, pytestconfig), running_listener(run, LISTENER_PIPELINE, pytestconfig):
+        pids = {name: (run / name / f"{name}.pid").read_text().strip() for name in ("listen", "pacs")}
+        refused = make("clean", env, cwd=tree)
         assert refused.returncode != 0
         assert last_line(refused) == (
-            f"[odk] error: still running: pacs (pid {sleeper.pid}), view (pid {os.getpid()}); run "
-            "'make pacs-stop', 'make view-stop' first (make clean would lose the state needed to stop it)")
-        assert (run / "pacs" / "orthanc.pid").is_file() and (run / "view" / "mode").is_file()
-    finally:
-        sleeper.kill()
-        sleeper.wait()
+            f"[odk] error: still running: listen (pid {pids['listen']}), pacs (pid {pids['pacs']}); run "
+            "'make listen-stop', 'make pacs-stop' first (make clean would lose the state needed to stop it)")
+        assert all((run / name / "state").is_file() for name in pids)
+        assert (tree / "local" / "output" / "study").is_dir()
+    assert processes_mentioning(str(run)) == []  # the stop targets still found what to stop
+
+    cleaned = make("clean", env, cwd=tree)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert not run.exists()
+    assert sorted(p.name for p in (tree / "local" / "output").iterdir()) == [".gitkeep"]
 
 
 @pytest.mark.parametrize(("var", "value", "message"), [

@@ -1,7 +1,7 @@
 """``make pacs`` helpers: write Orthanc's config, wait for its REST API, show its state.
 
     python -m kit.dicom.pacs config|wait|status|destination --run-dir .run/pacs [...]
-The process itself is started and stopped by scripts/pacs.sh (pid in <run-dir>/pid).
+The process itself is started and stopped by scripts/pacs.sh (pid in <run-dir>/pacs.pid).
 """
 
 from __future__ import annotations
