@@ -95,6 +95,10 @@ def test_operator_limit_and_report(setup: BenchSetup) -> None:
     assert op_labels.shape == SIZES["tiny"].shape
     assert (op_labels == lim_labels).mean() > 0.999
     assert sum(limit["labels_voxels"]) == int(np.prod(SIZES["tiny"].shape))
+    # Classes and volumes as the model names them (config.pbtxt labels), not as the bench assumes them.
+    assert len(limit["labels_voxels"]) == len(setup.model.labels)
+    assert list(shm["volumes_ml"]) == list(setup.model.labels[1:]) == ["liver", "lesion"]
+    assert all(isinstance(v, float) for v in shm["volumes_ml"].values())
 
     study = {"shape": list(SIZES["tiny"].shape), "spacing_mm": list(SIZES["tiny"].spacing), "file_mb": 0.1,
              "float32_mb": SIZES["tiny"].float32_mb, "windows": 1,
