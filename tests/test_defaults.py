@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from kit.dicom import listen
+from kit.dicom.config import DEFAULT_IDLE_S
 from kit.pipeline import deploy, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +34,11 @@ def test_job_name_input_and_output_defaults_agree(clean_env: None) -> None:
     assert str(ran.output_dir) == make["OUTPUT_DIR"]
     assert str(deployed.models_dir) == make["MODELS_DIR"]
     assert ran.image == make["IMAGE"]
+
+
+def test_listen_idle_default_agrees(clean_env: None) -> None:
+    """The bench names the listener's default LISTEN_IDLE_S (kit.dicom.config) when it judges the latency."""
+    assert listen.parse_args(["serve"]).idle_s == DEFAULT_IDLE_S == float(_makefile_defaults()["LISTEN_IDLE_S"])
 
 
 def test_scripts_add_no_defaults_of_their_own() -> None:
