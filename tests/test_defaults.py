@@ -10,6 +10,8 @@ import pytest
 
 from kit.deploy import apply, play
 from kit.deploy.settings import from_env
+from kit.dicom import listen
+from kit.dicom.config import DEFAULT_IDLE_S
 from kit.pipeline import deploy, run
 from kit.view import __main__ as view
 
@@ -57,6 +59,11 @@ def test_kubernetes_defaults_agree(clean_env: None) -> None:
     applied, played = apply.parse_args([]), play.parse_args(["def/one-operator-pipeline.yml"])
     assert str(applied.models_dir) == str(played.models_dir) == make["MODELS_DIR"]
     assert str(played.input_dir) == make["INPUT_DIR"] and str(played.output_dir) == make["OUTPUT_DIR"]
+
+
+def test_listen_idle_default_agrees(clean_env: None) -> None:
+    """The bench names the listener's default LISTEN_IDLE_S (kit.dicom.config) when it judges the latency."""
+    assert listen.parse_args(["serve"]).idle_s == DEFAULT_IDLE_S == float(_makefile_defaults()["LISTEN_IDLE_S"])
 
 
 def test_scripts_add_no_defaults_of_their_own() -> None:

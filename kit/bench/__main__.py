@@ -1,4 +1,5 @@
-"""python -m kit.bench: the operator (shm, gRPC) vs. the limit vs. MONAI on phantom CTs; table + JSON."""
+"""python -m kit.bench: the operator (shm, gRPC) vs. the limit vs. MONAI on phantom CTs, then the DICOM figures
+(reader vs dcm2niix, SEG writer, storescu -> SEG in Orthanc latency); table + one JSON."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import importlib.util
 import json
 import logging
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,13 +18,14 @@ from app.config import ConfigError, OperatorConfig, from_env
 from app.niftiio import stem
 from app.sliding import window_starts
 from app.transforms import canonical_ornt, canonical_spacing, resampled_shape, voxel_spacing
-from kit.bench import dicom, report
+from kit.bench import dicom, dicom_latency, report
 from kit.bench.measure import BenchError, median_stages
 from kit.bench.model import BenchModel, load_model
 from kit.bench.runners import Job, run_operator, run_worker
 from kit.bench.serving import embedded_triton
 from kit.bench.transport import round_trips
 from kit.bench.volumes import SIZES, phantom_study
+from kit.dicom.config import DEFAULT_IDLE_S
 from kit.paths import ROOT
 from kit.triton.embedded import StartError
 
@@ -57,6 +60,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=ROOT / ".run/bench")
     p.add_argument("--no-profile", action="store_true", help="skip the pyinstrument run of the operator")
     p.add_argument("--dicom-repeats", type=int, default=3, help="DICOM reader/dcm2niix/SEG runs (0: skip)")
+    p.add_argument("--dicom-size", default="ct", choices=list(SIZES), help="the phantom the DICOM series is of")
+    p.add_argument("--dicom-latency-repeats", type=int, default=3,
+                   help="storescu -> SEG in Orthanc round trips per LISTEN_IDLE_S (0: skip)")
+    p.add_argument("--dicom-idle-s", type=dicom_latency.idle_list, default=[DEFAULT_IDLE_S, 0.0],
+                   help=f"LISTEN_IDLE_S values of the latency, comma-separated (default: {DEFAULT_IDLE_S:g},0)")
     return p.parse_args(argv)
 
 
@@ -164,8 +172,24 @@ def bench(args: argparse.Namespace) -> dict:
             study["ratios"] = report.study_ratios(study)
             study["targets"] = report.check_targets(study["ratios"])
     if args.dicom_repeats > 0:
-        result["dicom"] = dicom.bench_dicom(args.cache, work / "dicom", args.dicom_repeats, args.seed)
+        result["dicom"] = dicom.bench_dicom(args.cache, work / "dicom", args.dicom_repeats, args.seed,
+                                           args.dicom_size)
+    if args.dicom_latency_repeats > 0:
+        result["dicom_latency"] = _latency(model, work, args)
     return result
+
+
+def _latency(model: BenchModel, work: Path, args: argparse.Namespace) -> dict:
+    """The DICOM latency on the bench's model snapshot, after the bench's own Triton is gone; a failure is
+    recorded (and fails the run) instead of losing the figures measured before it."""
+    log.info("DICOM latency: storescu -> SEG in Orthanc, LISTEN_IDLE_S %s, %d pairs each",
+             ",".join(f"{v:g}" for v in args.dicom_idle_s), args.dicom_latency_repeats)
+    try:
+        return dicom_latency.bench_latency(model.model_dir.parent, work / "dicom-latency",
+                                           args.dicom_latency_repeats, args.dicom_idle_s)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        log.error("DICOM latency failed: %s", exc)
+        return {"error": str(exc) or type(exc).__name__}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,10 +217,15 @@ def main(argv: list[str] | None = None) -> int:
     if result.get("profile"):
         print(f"\noperator profile (pyinstrument): {result['profile']}")
     print(f"results: {path} (also {args.out / 'latest.json'})\n")
+    latency = result.get("dicom_latency")
+    if latency and "settings" in latency:
+        dicom_latency.print_table(latency)
     print("ratios (work = read+preprocess+inference+postprocess+write, medians; wall = process start to exit):")
     for line in report.verdict_lines(result) + dicom.report_lines(result.get("dicom")):
         print(line)
-    return 0
+    for line in dicom_latency.verdict_lines(latency):
+        print(line)
+    return 1 if latency and "error" in latency else 0
 
 
 if __name__ == "__main__":

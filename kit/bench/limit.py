@@ -110,7 +110,7 @@ def run(src: Path, model_dir: Path, out_dir: Path, overlap: float, blend: str, b
             "read_variants_s": {k: round(v, 4) for k, v in read_times.items()},
             "encode_variants_s": {k: round(v, 4) for k, v in write_times.items()},
             "session_s": round(t_session, 4), "warmup_s": round(t_warmup, 4), "batch_size": batch,
-            "labels_voxels": [int(c) for c in np.bincount(labels.ravel(), minlength=3)]}
+            "labels_voxels": [int(c) for c in np.bincount(labels.ravel(), minlength=len(model.labels))]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,21 +53,60 @@ def _study(name: str, study: dict) -> list[str]:
     if agree:
         lines += ["", "Same labels as the operator (shm): "
                   + ", ".join(f"{CONTENDERS.get(k, k)} {v * 100:.2f} %" for k, v in agree.items()) + "."]
-    targets = study.get("targets", {})
-    lines += ["", "| ratio | value | target |", "|---|---:|---|"]
-    for key, value in study.get("ratios", {}).items():
-        check = targets.get(key)
-        verdict = f"{check['target']}: {'met' if check['met'] else 'missed'}" if check else ""
-        lines.append(f"| {key} | {value:.2f} | {verdict} |")
+    lines += ["", *_ratio_table(study.get("ratios", {}), study.get("targets", {}))]
+    return lines
+
+
+def _verdict(check: dict | None) -> str:
+    """``<= 1.25: met`` / ``missed``, from a check that kit.bench.report.check_targets computed."""
+    return f"{check['target']}: {'met' if check['met'] else 'missed'}" if check else ""
+
+
+def _ratio_table(ratios: dict[str, float], targets: dict[str, dict]) -> list[str]:
+    lines = ["| ratio | value | target |", "|---|---:|---|"]
+    for key, value in ratios.items():
+        lines.append(f"| {key} | {value:.2f} | {_verdict(targets.get(key))} |")
     return lines
 
 
 def _transport(tr: dict) -> list[str]:
-    shm, grpc, check = tr["shm"], tr["grpc"], tr["target"]
+    shm, grpc = tr["shm"], tr["grpc"]
     return [f"Window traffic through the embedded Triton (no-compute model, {shm['batch']} windows = "
             f"{shm['mb_per_round_trip']:.0f} MB per round trip): shm {shm['round_trip_s'] * 1000:.0f} ms, gRPC "
             f"{grpc['round_trip_s'] * 1000:.0f} ms; shm is {tr['shm_speedup_over_grpc']:.1f}× faster "
-            f"(target {check['target']}: {'met' if check['met'] else 'missed'})."]
+            f"(target {_verdict(tr['target'])})."]
+
+
+def _dicom(fig: dict) -> list[str]:
+    series = fig["series"]
+    key = "reader/dcm2niix"
+    return [f"### DICOM: {'×'.join(map(str, series['shape']))} CT series, {series['files']} files, "
+            f"{series['mb']:g} MB (seconds, medians of {fig['runs']} runs)", "",
+            f"The dicom-reader against `dcm2niix -z n` on the same series, both as processes (start to exit): "
+            f"{fig['reader_wall_s']:.2f} s against {fig['dcm2niix_wall_s']:.2f} s; the reader's own conversion "
+            f"(scan, read, write; no start-up) {fig['reader_converting_s']:.2f} s. The DICOM SEG writer on that "
+            f"series: {fig['seg_writer_wall_s']:.2f} s as a process, {fig['seg_write_s']:.2f} s building and "
+            f"writing the {fig['seg_mb']:g} MB SEG.", "",
+            *_ratio_table({key: fig[key], f"{key} (paired)": fig[f"{key} (paired)"],
+                           "reader_converting/dcm2niix": fig["reader_converting/dcm2niix"]}, {key: fig["target"]})]
+
+
+def _dicom_latency(lat: dict) -> list[str]:
+    head = "### DICOM latency: storescu start → SEG in Orthanc"
+    if "settings" not in lat:
+        return [head, "", f"Not measured in this run: {lat.get('skipped') or lat.get('error')}."]
+    lines = [head, "",
+             f"`{lat['study']}` ({lat['instances']} instances) sent by dcmtk's storescu to `make listen` (liver "
+             f"pipeline, host), against the segmentation operator alone on the same study right before each round "
+             f"trip; medians of {lat['repeats']} pairs, latency/operator_alone the median of the pairs' own ratios "
+             "(seconds).", "",
+             "| LISTEN_IDLE_S | storescu → SEG | operator alone | latency/operator_alone | outside the operators "
+             "| target |", "|---|---:|---:|---:|---:|---|"]
+    for st in lat["settings"]:
+        default = " (default)" if st["idle_s"] == lat["default_idle_s"] else ""
+        lines.append(f"| {st['idle_s']:g}{default} | {st['latency_s']:.2f} | {st['operator_alone_s']:.2f} | "
+                     f"{st['ratio']:.2f} | {st['outside_operators_s']:.2f} | {_verdict(st['target'])} |")
+    return lines
 
 
 def render(result: dict) -> str:
@@ -77,6 +116,10 @@ def render(result: dict) -> str:
         lines += ["", *_study(name, study)]
     if result.get("transport"):
         lines += ["", *_transport(result["transport"])]
+    if result.get("dicom"):
+        lines += ["", *_dicom(result["dicom"])]
+    if result.get("dicom_latency"):
+        lines += ["", *_dicom_latency(result["dicom_latency"])]
     return "\n".join(lines) + "\n"
 
 

@@ -3,7 +3,8 @@
 LoadImaged -> EnsureChannelFirstd -> Orientationd(RAS) -> Spacingd(spacing_mm, bilinear) ->
 ScaleIntensityRanged(hu_window -> 0..1, clip) -> sliding_window_inference(roi, overlap, sw_batch_size,
 the operator's blending) with an onnxruntime predictor on torch tensors -> AsDiscreted(argmax) ->
-KeepLargestConnectedComponentd(liver + lesion) -> Invertd(nearest) onto the input grid -> SaveImaged.
+KeepLargestConnectedComponentd(every foreground class together, when the model's label_nesting is organ, as
+the operator does) -> Invertd(nearest) onto the input grid -> SaveImaged.
 
 torch and MONAI are imported here only (they live in .venv-bench, not in the operator's environment).
 
@@ -56,8 +57,9 @@ def run(src: Path, model_dir: Path, out_dir: Path, overlap: float, blend: str, b
                              b_max=1.0, clip=True),
     ])
     post = [AsDiscreted(keys="pred", argmax=True)]
-    if largest_component:
-        post.append(KeepLargestConnectedComponentd(keys="pred", applied_labels=[1, 2], independent=False))
+    if largest_component and model.spec.nested:  # the operator's rule (app.study.segment): the organ holds the rest
+        foreground = list(range(1, len(model.labels)))
+        post.append(KeepLargestConnectedComponentd(keys="pred", applied_labels=foreground, independent=False))
     post.append(Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=True, to_tensor=True))
     post_chain = Compose(post)
     save = SaveImaged(keys="pred", output_dir=str(out_dir), output_postfix="seg", output_ext=".nii.gz",
@@ -92,7 +94,7 @@ def run(src: Path, model_dir: Path, out_dir: Path, overlap: float, blend: str, b
     labels = np.asarray(data["pred"].detach().cpu().numpy()).astype(np.uint8).ravel()
     return {"timings_s": {k: round(v, 4) for k, v in stages.items()}, "import_s": round(t_import, 4),
             "warmup_s": round(t_warmup, 4), "batch_size": batch, "torch_threads": torch.get_num_threads(),
-            "labels_voxels": [int(c) for c in np.bincount(labels, minlength=3)]}
+            "labels_voxels": [int(c) for c in np.bincount(labels, minlength=len(model.labels))]}
 
 
 def main(argv: list[str] | None = None) -> int:

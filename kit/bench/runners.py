@@ -75,7 +75,13 @@ def run_operator(job: Job, grpc_url: str, transport: str, tag: str, profile_to: 
         raise BenchError(f"the operator used transport {report.get('transport')}, not {transport}")
     return {"timings_s": report["timings_s"], "wall_s": round(m.wall_s, 4),
             "peak_rss_mb": round(m.peak_rss_mb, 1), "transport": report["transport"],
-            "liver_volume_ml": report.get("liver_volume_ml"), "lesion_volume_ml": report.get("lesion_volume_ml")}
+            "volumes_ml": _class_volumes(report, job.model.labels)}
+
+
+def _class_volumes(report: dict, labels: tuple[str, ...]) -> dict[str, float | None]:
+    """The operator report's ``<class>_volume_ml`` (app.study.class_volumes) of each foreground class the
+    model names, in label order; None for a class the report lacks."""
+    return {name: report.get(f"{name}_volume_ml") for name in labels[1:]}
 
 
 def run_worker(job: Job, module: str, tag: str) -> dict:

@@ -10,6 +10,7 @@ from app.dicom.store import Destination  # the register-results operator's, shar
 
 AET_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # 16 printable characters, no backslash
 MIN_IDLE_S = 0.0  # 0: a study's job starts as soon as the association that delivered it is released
+DEFAULT_IDLE_S = 5.0  # LISTEN_IDLE_S of the Makefile (Clara's rule: wait this long for more of the study)
 
 
 class ConfigError(ValueError):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from kit.dicom import status as status_view
 from kit.dicom.collector import StudyCollector
-from kit.dicom.config import ConfigError, ListenerConfig, parse_allow_list, parse_destination
+from kit.dicom.config import DEFAULT_IDLE_S, ConfigError, ListenerConfig, parse_allow_list, parse_destination
 from kit.dicom.jobs import Job, fail_interrupted, job_name, utc_now
 from kit.dicom.pacs import running_destination
 from kit.dicom.runner import JobRunner, PipelineCommand
@@ -145,7 +145,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--aet", default="ODK")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=11112)
-    ap.add_argument("--idle-s", type=float, default=5.0)
+    ap.add_argument("--idle-s", type=float, default=DEFAULT_IDLE_S)
     ap.add_argument("--pipeline", type=Path, default=Path("def/liver-dicom-pipeline.yml"))
     ap.add_argument("--destination", default="", help="AET@host:port (empty: the running `make pacs`)")
     ap.add_argument("--allowed-aets", default="", help="calling AE titles accepted (empty: all)")
