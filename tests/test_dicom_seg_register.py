@@ -205,3 +205,26 @@ def test_seg_writer_alone_takes_the_labels_from_the_model_config(chain: dict[str
     check_seg(tmp_path / "b" / f"{stem}_seg.dcm", chain["volumes"] / f"{stem}.dicom.json",
               labels / f"{stem}_seg.nii.gz")
 
+
+
+def test_seg_writer_reads_the_model_config_as_the_operator_and_triton_do(tmp_path: Path) -> None:
+    """SEG_MODEL_CONFIG: labels as the operator splits them, and the version Triton serves from the version
+    directories beside the config (its version_policy; default the latest one), not a number of its own."""
+    from app.config import ConfigError
+    from app.dicom.segwriter import model_config
+
+    source = Path(__file__).resolve().parents[1] / "local/models/segmentation_liver_v1/config.pbtxt"
+    model = tmp_path / "segmentation_liver_v1"
+    model.mkdir()
+    config = model / "config.pbtxt"
+    config.write_text(source.read_text())
+    with pytest.raises(ConfigError, match="no version directory"):
+        model_config(str(config))
+    for version in ("1", "3", "10", "notes"):
+        (model / version).mkdir()
+    algo = model_config(str(config))
+    assert (algo.name, algo.version, algo.labels) == ("segmentation_liver_v1", "10", ("background", "liver", "lesion"))
+    config.write_text(source.read_text() + "version_policy: { specific: { versions: [1, 3, 7] } }\n")
+    assert model_config(str(config)).version == "3"  # 7 has no directory: Triton serves 1 and 3
+    config.write_text(source.read_text() + "version_policy: { all: {} }\n")
+    assert model_config(str(config)).version == "10"
