@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -10,7 +12,17 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from dicom_helpers import DCM2NIIX, SAMPLE_CT, bad_folder, load_series, needs_tools, run_operator, save, write_sample
+from dicom_helpers import (
+    DCM2NIIX,
+    SAMPLE_CT,
+    bad_folder,
+    load_series,
+    needs_tools,
+    run_operator,
+    save,
+    variant_series,
+    write_sample,
+)
 
 from kit.phantom import dicom as phantom_dicom
 
@@ -185,6 +197,43 @@ def test_bad_input_named_and_good_series_still_written(sample: Path, tmp_path: P
     assert set(report["refused"]) == {uids[k] for k in ("missing", "duplicate", "orientations", "localizer")}
     src = nib.load(SAMPLE_CT)
     assert np.array_equal(np.asarray(nib.load(volumes[0]).dataobj), np.asarray(src.dataobj))
+
+
+def test_links_out_of_the_input_and_fifos_are_not_opened(sample: Path, tmp_path: Path) -> None:
+    """As for NIfTI inputs (app/inputfiles.py): a link to a DICOM file outside the input, and FIFOs (one in the
+    input, one linked from inside, one linked from outside), are skipped and named; none is opened (a FIFO
+    opened for reading would block the reader until the timeout)."""
+    job, outside = tmp_path / "job", tmp_path / "outside"
+    shutil.copytree(sample, job / "ct")
+    stray = variant_series(load_series(sample), "outside the input", n=20)
+    for i, ds in enumerate(stray):
+        save(ds, outside / f"{i:03d}.dcm")
+        (job / f"stray-{i:03d}.dcm").symlink_to(outside / f"{i:03d}.dcm")
+    os.mkfifo(outside / "pipe")
+    os.mkfifo(job / "pipe")
+    (job / "outside-pipe.dcm").symlink_to(outside / "pipe")
+    (job / "inside-pipe.dcm").symlink_to(job / "pipe")
+    (job / "ct-link.dcm").symlink_to(job / "ct" / "CT.0001.dcm")  # inside the input: followed, the same instance
+    proc = run_operator("app.dicom.reader", f"payload:{job}", f"dicom-reader/volumes:{tmp_path / 'out'}",
+                        timeout=120)
+    log = proc.stdout
+    assert proc.returncode == 0, log
+    good = load_series(sample)[0].SeriesInstanceUID
+    assert [v.name for v in (tmp_path / "out").glob("*.nii")] == [f"{good}.nii"]
+    assert stray[0].SeriesInstanceUID not in log + (tmp_path / "out" / "reader-report.json").read_text()
+
+    def skipped(name: str) -> str:
+        lines = [line for line in log.splitlines() if f"skipping {job / name}: " in line]
+        assert len(lines) == 1, (name, log)
+        return lines[0]
+
+    for i in range(len(stray)):
+        assert "a symbolic link out of the input folder" in skipped(f"stray-{i:03d}.dcm")
+    assert "a symbolic link out of the input folder" in skipped("outside-pipe.dcm")
+    assert "not a regular file" in skipped("pipe")
+    assert "not a regular file" in skipped("inside-pipe.dcm")
+    assert "ct-link.dcm" in next(line for line in log.splitlines() if "another copy" in line)
+    assert "selected series" in log and "64 slices" in log
 
 
 def test_selection_rules_from_env(sample: Path, tmp_path: Path) -> None:
