@@ -4,24 +4,22 @@
   would overwrite studies with its outputs, or take its outputs for studies on the next run.
 - Every NIfTI file found recursively under an input entry is a study, except hidden files and the
   operator's own label maps (``*_seg.nii[.gz]``).
-- Symbolic links are not followed out of their input entry (logged, never opened); a file reached
-  twice (the same folder under several input names, or a link inside the entry) is one study.
+- Symbolic links are not followed out of their input entry, and only regular files are opened
+  (app/inputfiles.py: logged, never opened); a file reached twice (the same folder under several input
+  names, or a link inside the entry) is one study.
 - A study in a sub-folder writes into the same sub-folder of the output; two studies that would write
   the same outputs are an error naming both.
-- Only regular files are opened: a FIFO, socket or device named like a study (reading it could block
-  forever) is skipped and logged, as is a link to one.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import RunError, shown
+from .inputfiles import files_under, unsafe_reason
 from .niftiio import is_nifti, stem
 
 log = logging.getLogger("app")
@@ -71,49 +69,13 @@ def check_no_overlap(inputs: Sequence[Path], out_root: Path) -> None:
                            " choose an OUTPUT_DIR that does not contain the input")
 
 
-def _files(root: Path) -> Iterator[Path]:
-    """Files under ``root`` in sorted order, without descending into linked folders."""
-    if not root.is_dir():
-        yield root
-        return
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        here = Path(dirpath)
-        dirnames.sort()
-        for name in list(dirnames):
-            if (here / name).is_symlink():
-                log.info("not following the folder link %s", shown(here / name))
-        for name in sorted(filenames):
-            yield here / name
-
-
-def _not_regular(path: Path) -> str | None:
-    """What ``path`` (or what its link points to) is when it is not a regular file, else None; a path that
-    cannot be examined is left to fail when it is read, as before."""
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return None
-    if stat.S_ISREG(mode):
-        return None
-    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
-             (stat.S_ISBLK, "a device"), (stat.S_ISDIR, "a folder"))
-    kind = next((name for test, name in kinds if test(mode)), "a special file")
-    return f"{kind}, not a regular file (never opened: reading it could block)"
-
-
 def _refusal(path: Path, root: Path) -> str | None:
     """Why ``path`` is not a study (None: it is one)."""
     if not is_nifti(path):
         return "not a NIfTI file (.nii / .nii.gz)"
     if path.name.endswith(OUTPUT_SUFFIXES):
         return "an operator label map (*_seg.nii.gz), not a CT study"
-    if path.is_symlink():
-        target = path.resolve()
-        if not target.exists():
-            return "a broken symbolic link"
-        if not target.is_relative_to(root.resolve()):
-            return "a symbolic link out of the input folder (not followed)"
-    return _not_regular(path)
+    return unsafe_reason(path, root)
 
 
 def find_studies(inputs: Sequence[Path], out_root: Path, summary: RunSummary) -> list[Study]:
@@ -123,7 +85,7 @@ def find_studies(inputs: Sequence[Path], out_root: Path, summary: RunSummary) ->
     by_file: dict[Path, Path] = {}
     for root in inputs:
         # Real files before links, so that a link to a study inside the input is the duplicate.
-        for path in sorted(_files(root), key=lambda p: p.is_symlink()):
+        for path in sorted(files_under(root), key=lambda p: p.is_symlink()):
             if path.name.startswith("."):
                 continue
             why = _refusal(path, root if root.is_dir() else root.parent)

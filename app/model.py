@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
+from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from .config import OperatorConfig, number_list
@@ -47,6 +49,41 @@ def _param(config: model_config_pb2.ModelConfig, key: str) -> str | None:
     if key in config.parameters:
         return config.parameters[key].string_value
     return None
+
+
+def parse_config(path: Path) -> model_config_pb2.ModelConfig:
+    """Parse a config.pbtxt with Triton's ModelConfig schema (raises text_format.ParseError, OSError)."""
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def available_versions(model_dir: Path) -> list[int]:
+    """The numbered version directories of a model, ascending."""
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def select_versions(config: model_config_pb2.ModelConfig, versions: list[int]) -> list[int]:
+    """Apply the config's version_policy the way Triton does (default: latest 1)."""
+    policy = config.version_policy
+    which = policy.WhichOneof("policy_choice")
+    if which == "all":
+        return versions
+    if which == "specific":
+        wanted = set(policy.specific.versions)
+        return [v for v in versions if v in wanted]
+    count = policy.latest.num_versions if which == "latest" and policy.latest.num_versions else 1
+    return versions[-count:]
+
+
+def served_version(config: model_config_pb2.ModelConfig, model_dir: Path) -> int | None:
+    """The version Triton serves from ``model_dir`` (the newest its version_policy selects); None: none."""
+    versions = select_versions(config, available_versions(model_dir))
+    return versions[-1] if versions else None
+
+
+def model_labels(config: model_config_pb2.ModelConfig) -> tuple[str, ...] | None:
+    """The class names of the ``labels`` parameter (index = label value), or None without one."""
+    raw = _param(config, "labels")
+    return tuple(s.strip() for s in raw.split(",")) if raw else None
 
 
 def _floats(model: str, key: str, raw: str | None, n: int) -> tuple[float, ...]:
@@ -99,9 +136,7 @@ def build_spec(metadata: object, config: model_config_pb2.ModelConfig, cfg: Oper
                             f" {roi[1]}, {roi[2]}] with C >= 2 classes")
     spacing = cfg.spacing_mm or _floats(name, "spacing_mm", _param(config, "spacing_mm"), 3)
     window = cfg.hu_window or _floats(name, "hu_window", _param(config, "hu_window"), 2)
-    labels_raw = _param(config, "labels")
-    labels = tuple(s.strip() for s in labels_raw.split(",")) if labels_raw else tuple(
-        f"label{i}" for i in range(out_dims[0]))
+    labels = model_labels(config) or tuple(f"label{i}" for i in range(out_dims[0]))
     if len(labels) != out_dims[0]:
         raise ModelMismatch(f"model {name}: parameter labels lists {len(labels)} names for {out_dims[0]} channels")
     axes = (_param(config, "axes") or "RAS").upper()

@@ -5,7 +5,7 @@
 # Variables: LISTEN_AET (ODK), LISTEN_HOST (127.0.0.1), LISTEN_PORT (11112), LISTEN_IDLE_S (5),
 # LISTEN_ALLOWED_AETS (calling AE titles accepted; empty: all), LISTEN_WORKERS (1), LISTEN_PARAMS (NAME=VALUE
 # overrides of pipeline parameters for every job, space-separated), PIPELINE
-# (def/liver-dicom-pipeline.yml), DICOM_DESTINATION (AET@host:port; default: the running `make pacs`),
+# (def/liver-dicom-pipeline.yml), DICOM_DESTINATION (AET@host:port, comma-separated; default: the running `make pacs`),
 # RUNTIME/ENGINE/IMAGE (as for `make run-pipeline`), LISTEN_READY_TIMEOUT (30 s).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh source-path=SCRIPTDIR

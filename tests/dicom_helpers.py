@@ -1,7 +1,9 @@
-"""Real DICOM files and tools for the DICOM tests: the sample series, dciodvfy, dcmtk's storescp."""
+"""Real DICOM files and tools for the DICOM tests: the sample series, a job folder of bad input beside a good
+series, dciodvfy, dcmtk's storescp."""
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import socket
@@ -12,8 +14,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
+from pydicom.uid import BasicTextSRStorage, generate_uid
 
 from kit.phantom import dicom as phantom_dicom
 from kit.triton.readiness import free_ports
@@ -91,3 +95,66 @@ def save(ds: pydicom.Dataset, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def variant_series(datasets: list[pydicom.Dataset], description: str, n: int = 20) -> list[pydicom.Dataset]:
+    """The first ``n`` slices as a new series of the same study."""
+    series_uid = generate_uid()
+    out = []
+    for ds in datasets[:n]:
+        ds = copy.deepcopy(ds)
+        ds.SeriesInstanceUID = series_uid
+        ds.SeriesDescription = description
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        out.append(ds)
+    return out
+
+
+def bad_folder(sample: Path, root: Path) -> dict[str, str]:
+    """A job folder with one good series and every kind of bad input; returns name -> series UID / file."""
+    good = load_series(sample)
+    uids: dict[str, str] = {"good": good[0].SeriesInstanceUID}
+    for ds in good:
+        save(ds, root / "study" / "good" / f"IM{ds.InstanceNumber:05d}")  # no suffix, nested
+    shutil.copy(next(sample.glob("*.dcm")), root / "copy-of-a-good-slice.dcm")  # the same instance twice
+
+    missing = variant_series(good, "missing slice")
+    del missing[7]
+    dup = variant_series(good, "duplicate slice")
+    extra = copy.deepcopy(dup[5])
+    extra.SOPInstanceUID = extra.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    dup.append(extra)
+    orient = variant_series(good, "two orientations")
+    for ds in orient[10:]:
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+    loc = variant_series(good, "with localizer")
+    scout = copy.deepcopy(loc[0])
+    scout.SOPInstanceUID = scout.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    scout.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    scout.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+    loc.append(scout)
+    mr = variant_series(good, "an MR series")
+    for ds in mr:
+        ds.Modality = "MR"
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.MRImageStorage
+    for name, series in (("missing", missing), ("duplicate", dup), ("orientations", orient), ("localizer", loc),
+                         ("mr", mr)):
+        uids[name] = series[0].SeriesInstanceUID
+        for i, ds in enumerate(series):
+            save(ds, root / name / f"{i:03d}.dcm")
+
+    sr = pydicom.Dataset()
+    sr.file_meta = pydicom.dataset.FileMetaDataset()
+    sr.SOPClassUID = sr.file_meta.MediaStorageSOPClassUID = BasicTextSRStorage
+    sr.SOPInstanceUID = sr.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    sr.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    sr.StudyInstanceUID, sr.SeriesInstanceUID, sr.Modality = good[0].StudyInstanceUID, generate_uid(), "SR"
+    sr.PatientID = good[0].PatientID
+    uids["sr"] = sr.SeriesInstanceUID
+    save(sr, root / "report.dcm")
+
+    (root / "corrupt.dcm").write_bytes(b"\0" * 128 + b"DICM" + np.random.default_rng(2).bytes(3000))
+    (root / "notes.txt").write_text("not DICOM\n")
+    truncated = (sample / "CT.0001.dcm").read_bytes()[:700]
+    (root / "truncated.dcm").write_bytes(truncated)
+    return uids

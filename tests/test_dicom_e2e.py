@@ -1,6 +1,7 @@
 """The DICOM chain end to end with real parts: dcmtk storescu sends the sample CT series to `make listen`,
 the listener runs def/liver-dicom-pipeline.yml on the session's Triton, and the SEG arrives in a real
-Orthanc (`make pacs`), checked through Orthanc's REST API; then `make demo-dicom` once, on its own ports."""
+Orthanc (`make pacs`), checked through Orthanc's REST API; then `make demo-dicom` once, on its own ports, and
+`make pacs-status` with the PACS running and stopped."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 import pydicom
 import pytest
 from conftest import TritonServer
-from container_helpers import ROOT, output_of
+from container_helpers import ROOT, make, output_of
 from dicom_net_helpers import (
     jobs,
     port_free,
@@ -25,6 +26,7 @@ from dicom_net_helpers import (
     storescu,
     triton_env,
     wait_jobs,
+    write_ct_series,
 )
 
 from kit.dicom.seg_check import labels_on_grid, seg_label_image, truth_dice, wait_new_seg
@@ -140,3 +142,29 @@ def test_liver_job_without_triton_fails_and_keeps_the_study(sample_series: Path,
     assert not (folder / "output" / "dicom-seg-writer").exists()  # skipped: nothing half-written
     assert "cannot reach Triton" in (folder / "job.log").read_text()
     assert f"job {job['job']}: failed after" in log and job["reason"] in log, log
+
+
+def own_lines(text: str) -> list[str]:
+    """What a target printed itself (make's own 'Entering directory' lines of `make -C` aside)."""
+    return [line for line in text.splitlines() if not line.startswith("make")]
+
+
+def test_pacs_status_is_one_line_running_and_stopped(tmp_path: Path, pytestconfig: pytest.Config) -> None:
+    require_tools()
+    run_dir = tmp_path / "run"
+    env = {"ODK_RUN_DIR": str(run_dir)}
+    write_ct_series(tmp_path / "study", slices=3)
+    with running_pacs(run_dir, pytestconfig) as pacs:
+        pid = (run_dir / "pacs" / "pid").read_text().strip()
+        sent = storescu(tmp_path / "study", pacs.dicom_port, called=pacs.aet)
+        assert sent.returncode == 0, sent.stderr
+        up = make("pacs-status", pytestconfig, env=env)
+    down = make("pacs-status", pytestconfig, env=env)
+    assert up.returncode == 0 and not own_lines(up.stderr), output_of(up)
+    (line,) = own_lines(up.stdout)
+    for part in (f"Orthanc pid {pid}", f"AE {pacs.aet}", f"DICOM 127.0.0.1:{pacs.dicom_port}",
+                 f"http://127.0.0.1:{pacs.http_port}/app/explorer.html", "1 studies, 1 series, 3 instances"):
+        assert part in line, line
+    assert down.returncode != 0 and not own_lines(down.stderr), output_of(down)  # make's own 'Error 3' aside
+    (line,) = own_lines(down.stdout)
+    assert line.startswith("pacs: not running") and "start it with 'make pacs'" in line, line

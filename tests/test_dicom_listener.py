@@ -163,8 +163,19 @@ def test_listen_refuses_a_taken_port_in_one_line(tmp_path: Path, pytestconfig: p
     assert processes_mentioning(str(tmp_path / "other")) == []
 
 
+def test_listen_takes_several_destinations(tmp_path: Path, pytestconfig: pytest.Config) -> None:
+    """`make listen DICOM_DESTINATION=A@h:1,B@h:2`: the comma-separated list register-results reads."""
+    first, second = free_ports(2)
+    destinations = f"PACS_A@127.0.0.1:{first},PACS_B@127.0.0.1:{second}"
+    with running_listener(tmp_path / "run", PIPELINE, pytestconfig, DICOM_DESTINATION=destinations) as listener:
+        status = make("listen-status", pytestconfig, env=listener.env)
+        log = listener.log.read_text()
+    assert f"results to {destinations}" in log, log
+    assert status.returncode == 0 and f"results to {destinations}" in status.stdout, status.stdout
+
+
 @pytest.mark.parametrize(("variables", "expected"), [
-    ({"DICOM_DESTINATION": "ORTHANC-4242"}, "DICOM_DESTINATION 'ORTHANC-4242' is not AET@host:port"),
+    ({"DICOM_DESTINATION": "ORTHANC-4242"}, "DICOM_DESTINATION entry 'ORTHANC-4242' is not AET@host:port"),
     ({"LISTEN_PARAMS": "NOPE=1"}, "no parameter named NOPE"),
     ({"PIPELINE": "def/none.yml"}, "PIPELINE=def/none.yml is not a file"),
 ])

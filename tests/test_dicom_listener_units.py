@@ -10,22 +10,44 @@ from pathlib import Path
 import pytest
 
 from kit.dicom.collector import StudyCollector
-from kit.dicom.config import ConfigError, Destination, parse_allow_list, parse_destination
+from kit.dicom.config import ConfigError, Destination, parse_allow_list, parse_destinations
 from kit.dicom.jobs import Job, fail_interrupted, job_name, read_jobs
+from kit.dicom.listen import config_from, parse_args, pipeline_command
 from kit.dicom.orthanc import PacsConfig, orthanc_config
 from kit.dicom.runner import failure_reason
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def test_destination_and_allow_list() -> None:
-    assert parse_destination("ORTHANC@127.0.0.1:4242") == Destination("ORTHANC", "127.0.0.1", 4242)
-    assert str(parse_destination(" PACS@pacs.example.org:104 ")) == "PACS@pacs.example.org:104"
-    for bad in ("ORTHANC", "ORTHANC@host", "@host:1", "A@h:0", "A@h:70000", "WAYTOOLONGAETITLE1@h:1"):
+    assert parse_destinations("ORTHANC@127.0.0.1:4242") == (Destination("ORTHANC", "127.0.0.1", 4242),)
+    assert parse_destinations(" PACS@pacs.example.org:104 , B@h:2,") == (
+        Destination("PACS", "pacs.example.org", 104), Destination("B", "h", 2))
+    assert parse_destinations("") == parse_destinations(" , ") == ()
+    for bad in ("ORTHANC", "ORTHANC@host", "@host:1", "A@h:0", "A@h:70000", "WAYTOOLONGAETITLE1@h:1",
+                "A B@h:1", "A\\B@h:1", "A@h:1;B@h:2", "A@h:1,nope"):
         with pytest.raises(ConfigError, match="DICOM_DESTINATION"):
-            parse_destination(bad)
+            parse_destinations(bad)
     assert parse_allow_list("") == ()
     assert parse_allow_list("CT1, MR_2  PACS") == ("CT1", "MR_2", "PACS")
     with pytest.raises(ConfigError, match="LISTEN_ALLOWED_AETS"):
         parse_allow_list("GOOD,BAD\\AE")
+
+
+def test_listener_hands_several_destinations_to_the_pipeline(tmp_path: Path) -> None:
+    """DICOM_DESTINATION with two entries: the listener takes both, and gives the liver pipeline's jobs the same
+    comma-separated text, as its parameter and as a variable, which register-results reads back the same."""
+    from app.dicom.store import StoreConfig
+
+    args = parse_args(["serve", "--run-dir", str(tmp_path / "listen"), "--pacs-run-dir", str(tmp_path / "pacs"),
+                       "--pipeline", str(ROOT / "def" / "liver-dicom-pipeline.yml"),
+                       "--destination", "A@h:1, B@h2.example:2"])
+    cfg = config_from(args)
+    assert cfg.destinations == (Destination("A", "h", 1), Destination("B", "h2.example", 2))
+    command, _ = pipeline_command(cfg)
+    assert "DICOM_DESTINATION=A@h:1,B@h2.example:2" in command.params
+    env = dict(command.env)
+    assert StoreConfig.from_env(env).destinations == cfg.destinations
 
 
 def test_job_name_is_clara_style_and_unique() -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import copy
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,8 +12,17 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from dicom_helpers import DCM2NIIX, SAMPLE_CT, load_series, needs_tools, run_operator, save, write_sample
-from pydicom.uid import BasicTextSRStorage, generate_uid
+from dicom_helpers import (
+    DCM2NIIX,
+    SAMPLE_CT,
+    bad_folder,
+    load_series,
+    needs_tools,
+    run_operator,
+    save,
+    variant_series,
+    write_sample,
+)
 
 from kit.phantom import dicom as phantom_dicom
 
@@ -156,72 +165,9 @@ def test_compressed_transfer_syntaxes_decode_equal(sample: Path, tmp_path: Path)
         assert np.allclose(affine, ref_affine), name
 
 
-def _variant(datasets: list[pydicom.Dataset], description: str, n: int = 20) -> list[pydicom.Dataset]:
-    """The first ``n`` slices as a new series of the same study."""
-    series_uid = generate_uid()
-    out = []
-    for ds in datasets[:n]:
-        ds = copy.deepcopy(ds)
-        ds.SeriesInstanceUID = series_uid
-        ds.SeriesDescription = description
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        out.append(ds)
-    return out
-
-
-def _bad_folder(sample: Path, root: Path) -> dict[str, str]:
-    """A job folder with one good series and every kind of bad input; returns name -> series UID / file."""
-    good = load_series(sample)
-    uids: dict[str, str] = {"good": good[0].SeriesInstanceUID}
-    for ds in good:
-        save(ds, root / "study" / "good" / f"IM{ds.InstanceNumber:05d}")  # no suffix, nested
-    shutil.copy(next(sample.glob("*.dcm")), root / "copy-of-a-good-slice.dcm")  # the same instance twice
-
-    missing = _variant(good, "missing slice")
-    del missing[7]
-    dup = _variant(good, "duplicate slice")
-    extra = copy.deepcopy(dup[5])
-    extra.SOPInstanceUID = extra.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    dup.append(extra)
-    orient = _variant(good, "two orientations")
-    for ds in orient[10:]:
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
-    loc = _variant(good, "with localizer")
-    scout = copy.deepcopy(loc[0])
-    scout.SOPInstanceUID = scout.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    scout.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
-    scout.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
-    loc.append(scout)
-    mr = _variant(good, "an MR series")
-    for ds in mr:
-        ds.Modality = "MR"
-        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.MRImageStorage
-    for name, series in (("missing", missing), ("duplicate", dup), ("orientations", orient), ("localizer", loc),
-                         ("mr", mr)):
-        uids[name] = series[0].SeriesInstanceUID
-        for i, ds in enumerate(series):
-            save(ds, root / name / f"{i:03d}.dcm")
-
-    sr = pydicom.Dataset()
-    sr.file_meta = pydicom.dataset.FileMetaDataset()
-    sr.SOPClassUID = sr.file_meta.MediaStorageSOPClassUID = BasicTextSRStorage
-    sr.SOPInstanceUID = sr.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    sr.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-    sr.StudyInstanceUID, sr.SeriesInstanceUID, sr.Modality = good[0].StudyInstanceUID, generate_uid(), "SR"
-    sr.PatientID = good[0].PatientID
-    uids["sr"] = sr.SeriesInstanceUID
-    save(sr, root / "report.dcm")
-
-    (root / "corrupt.dcm").write_bytes(b"\0" * 128 + b"DICM" + np.random.default_rng(2).bytes(3000))
-    (root / "notes.txt").write_text("not DICOM\n")
-    truncated = (sample / "CT.0001.dcm").read_bytes()[:700]
-    (root / "truncated.dcm").write_bytes(truncated)
-    return uids
-
-
 def test_bad_input_named_and_good_series_still_written(sample: Path, tmp_path: Path) -> None:
     job = tmp_path / "job"
-    uids = _bad_folder(sample, job)
+    uids = bad_folder(sample, job)
     out = tmp_path / "out"
     proc, volumes = read(job, out)
     log = proc.stdout
@@ -251,6 +197,43 @@ def test_bad_input_named_and_good_series_still_written(sample: Path, tmp_path: P
     assert set(report["refused"]) == {uids[k] for k in ("missing", "duplicate", "orientations", "localizer")}
     src = nib.load(SAMPLE_CT)
     assert np.array_equal(np.asarray(nib.load(volumes[0]).dataobj), np.asarray(src.dataobj))
+
+
+def test_links_out_of_the_input_and_fifos_are_not_opened(sample: Path, tmp_path: Path) -> None:
+    """As for NIfTI inputs (app/inputfiles.py): a link to a DICOM file outside the input, and FIFOs (one in the
+    input, one linked from inside, one linked from outside), are skipped and named; none is opened (a FIFO
+    opened for reading would block the reader until the timeout)."""
+    job, outside = tmp_path / "job", tmp_path / "outside"
+    shutil.copytree(sample, job / "ct")
+    stray = variant_series(load_series(sample), "outside the input", n=20)
+    for i, ds in enumerate(stray):
+        save(ds, outside / f"{i:03d}.dcm")
+        (job / f"stray-{i:03d}.dcm").symlink_to(outside / f"{i:03d}.dcm")
+    os.mkfifo(outside / "pipe")
+    os.mkfifo(job / "pipe")
+    (job / "outside-pipe.dcm").symlink_to(outside / "pipe")
+    (job / "inside-pipe.dcm").symlink_to(job / "pipe")
+    (job / "ct-link.dcm").symlink_to(job / "ct" / "CT.0001.dcm")  # inside the input: followed, the same instance
+    proc = run_operator("app.dicom.reader", f"payload:{job}", f"dicom-reader/volumes:{tmp_path / 'out'}",
+                        timeout=120)
+    log = proc.stdout
+    assert proc.returncode == 0, log
+    good = load_series(sample)[0].SeriesInstanceUID
+    assert [v.name for v in (tmp_path / "out").glob("*.nii")] == [f"{good}.nii"]
+    assert stray[0].SeriesInstanceUID not in log + (tmp_path / "out" / "reader-report.json").read_text()
+
+    def skipped(name: str) -> str:
+        lines = [line for line in log.splitlines() if f"skipping {job / name}: " in line]
+        assert len(lines) == 1, (name, log)
+        return lines[0]
+
+    for i in range(len(stray)):
+        assert "a symbolic link out of the input folder" in skipped(f"stray-{i:03d}.dcm")
+    assert "a symbolic link out of the input folder" in skipped("outside-pipe.dcm")
+    assert "not a regular file" in skipped("pipe")
+    assert "not a regular file" in skipped("inside-pipe.dcm")
+    assert "ct-link.dcm" in next(line for line in log.splitlines() if "another copy" in line)
+    assert "selected series" in log and "64 slices" in log
 
 
 def test_selection_rules_from_env(sample: Path, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import pydicom
 import pytest
 from dicom_helpers import SAMPLE_TRUTH, dciodvfy_problems, needs_tools, run_operator, storescp, write_sample
+from dicom_net_helpers import write_ct_series
 
 from kit.triton.readiness import free_ports
 
@@ -135,6 +136,36 @@ def test_register_results_unreachable_and_refusing(chain: dict[str, Path], tmp_p
     assert proc.returncode != 0 and "is not AET@host:port" in proc.stdout
 
 
+@needs_tools
+def test_register_results_to_two_destinations_one_refusing(chain: dict[str, Path], tmp_path: Path) -> None:
+    """DICOM_DESTINATION with two storescp, the first refusing every association: the second still gets every
+    object, the report has a status per object for each, and the run fails naming only the refusing one."""
+    objects = tmp_path / "objects"
+    write_ct_series(objects / "ct", slices=3)
+    shutil.copy(chain["seg"] / f"{chain['stem']}_seg.dcm", objects)
+    sent = {pydicom.dcmread(p).SOPInstanceUID for p in objects.rglob("*") if p.is_file()}
+    with storescp(tmp_path / "never", "REFUSER", "--refuse") as bad, storescp(tmp_path / "got", "GOOD") as good:
+        refusing, accepting = f"REFUSER@127.0.0.1:{bad}", f"GOOD@127.0.0.1:{good}"
+        proc = register(objects, tmp_path / "out", f"{refusing},{accepting}")
+    assert proc.returncode != 0, proc.stdout
+    assert {pydicom.dcmread(p).SOPInstanceUID for p in (tmp_path / "got").iterdir()} == sent
+    assert not list((tmp_path / "never").iterdir())
+    report = json.loads((tmp_path / "out" / "register-report.json").read_text())
+    assert report["objects"] == len(sent) == 4
+    by_dest = {d["destination"]: d for d in report["destinations"]}
+    assert list(by_dest) == [refusing, accepting]
+    assert by_dest[accepting]["ok"] and not by_dest[accepting]["error"]
+    assert {(o["sop_instance_uid"], o["status"], o["ok"]) for o in by_dest[accepting]["objects"]} == \
+        {(uid, "0x0000", True) for uid in sent}
+    assert not by_dest[refusing]["ok"] and "rejected the association" in by_dest[refusing]["error"]
+    assert {(o["sop_instance_uid"], o["status"], o["ok"]) for o in by_dest[refusing]["objects"]} == \
+        {(uid, "not sent", False) for uid in sent}
+    errors = [line for line in proc.stdout.splitlines() if "clara" in line and "failed" in line]
+    assert len(errors) == 1, proc.stdout
+    assert f"{refusing} rejected the association" in errors[0] and accepting not in errors[0], errors[0]
+    assert "Traceback" not in proc.stdout
+
+
 def test_register_results_without_destination_says_so(chain: dict[str, Path], tmp_path: Path) -> None:
     proc = register(chain["seg"], tmp_path / "out", "")
     assert proc.returncode == 0, proc.stdout
@@ -177,3 +208,27 @@ def test_seg_writer_alone_takes_the_labels_from_the_model_config(chain: dict[str
     assert proc.returncode == 0, proc.stdout
     check_seg(tmp_path / "b" / f"{stem}_seg.dcm", chain["volumes"] / f"{stem}.dicom.json",
               labels / f"{stem}_seg.nii.gz")
+
+
+
+def test_seg_writer_reads_the_model_config_as_the_operator_and_triton_do(tmp_path: Path) -> None:
+    """SEG_MODEL_CONFIG: labels as the operator splits them, and the version Triton serves from the version
+    directories beside the config (its version_policy; default the latest one), not a number of its own."""
+    from app.config import ConfigError
+    from app.dicom.segwriter import model_config
+
+    source = Path(__file__).resolve().parents[1] / "local/models/segmentation_liver_v1/config.pbtxt"
+    model = tmp_path / "segmentation_liver_v1"
+    model.mkdir()
+    config = model / "config.pbtxt"
+    config.write_text(source.read_text())
+    with pytest.raises(ConfigError, match="no version directory"):
+        model_config(str(config))
+    for version in ("1", "3", "10", "notes"):
+        (model / version).mkdir()
+    algo = model_config(str(config))
+    assert (algo.name, algo.version, algo.labels) == ("segmentation_liver_v1", "10", ("background", "liver", "lesion"))
+    config.write_text(source.read_text() + "version_policy: { specific: { versions: [1, 3, 7] } }\n")
+    assert model_config(str(config)).version == "3"  # 7 has no directory: Triton serves 1 and 3
+    config.write_text(source.read_text() + "version_policy: { all: {} }\n")
+    assert model_config(str(config)).version == "10"

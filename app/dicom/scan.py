@@ -10,6 +10,9 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from app.errors import shown
+from app.inputfiles import files_under, unsafe_reason
+
 log = logging.getLogger("app.dicom")
 
 # Modalities of objects that hold no image volume: structured reports, segmentations, presentation
@@ -56,13 +59,22 @@ class Series:
 
 
 def dicom_files(roots: Iterable[Path]) -> list[Path]:
+    """The files under each input entry that may be opened (app/inputfiles.py: no link out of the entry, no
+    FIFO or other non-regular file; each skipped one is logged), hidden files left out."""
     files: list[Path] = []
     for root in roots:
         if root.is_file():
             files.append(root)
         elif root.is_dir():
-            files.extend(sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")))
+            files.extend(sorted(p for p in files_under(root) if not p.name.startswith(".") and _openable(p, root)))
     return files
+
+
+def _openable(path: Path, root: Path) -> bool:
+    why = unsafe_reason(path, root)
+    if why:
+        log.info("skipping %s: %s", shown(path), why)
+    return why is None
 
 
 def read_instance(path: Path, pixels: bool = True) -> Instance | None:

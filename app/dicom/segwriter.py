@@ -2,8 +2,9 @@
 
 Inputs (any number of entries, told apart by content): the original DICOM instances, the dicom-reader's
 output (``<stem>.dicom.json`` sidecars) and the segmentation's output (``<stem>_seg.nii.gz`` and
-``<stem>.json``). Env: SEG_MODEL_CONFIG, a config.pbtxt whose name and ``labels`` are used when a label map has
-no segmentation report beside it. Exits non-zero when a label map could not be written as SEG.
+``<stem>.json``). Env: SEG_MODEL_CONFIG, a config.pbtxt in its model directory, whose name, ``labels`` and
+served version are used when a label map has no segmentation report beside it. Exits non-zero when a label map
+could not be written as SEG.
 """
 
 from __future__ import annotations
@@ -21,22 +22,29 @@ from .segwrite import write_all
 
 
 def model_config(path: str) -> Algorithm | None:
+    """Name, served version and labels of the model whose config.pbtxt is ``path``, read as the operator reads
+    them (app.model): the version is the one Triton serves from the version directories beside it."""
     if not path:
         return None
     # Only here: the model-config parser (tritonclient.grpc, protobuf) costs ~0.2 s of start-up, and a label
     # map with its segmentation report beside it (as the pipeline gives) never needs it.
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
+    from google.protobuf.text_format import ParseError
 
+    from app.model import model_labels, parse_config, served_version
+
+    config_path = Path(path)
     try:
-        cfg = text_format.Parse(Path(path).read_text(), model_config_pb2.ModelConfig())
-    except (OSError, text_format.ParseError) as exc:
+        cfg = parse_config(config_path)
+    except (OSError, ParseError) as exc:
         raise ConfigError(f"SEG_MODEL_CONFIG={path}: not a readable config.pbtxt ({exc})") from None
-    if "labels" not in cfg.parameters:
+    labels = model_labels(cfg)
+    if labels is None:
         raise ConfigError(f"SEG_MODEL_CONFIG={path} has no 'labels' parameter")
-    labels = tuple(s.strip() for s in cfg.parameters["labels"].string_value.split(","))
-    version = str(max(cfg.version_policy.specific.versions, default=1))
-    return Algorithm(name=cfg.name or Path(path).parent.name, version=version, labels=labels)
+    version = served_version(cfg, config_path.parent)
+    if version is None:
+        raise ConfigError(f"SEG_MODEL_CONFIG={path}: no version directory (e.g. 1/) beside it that its "
+                          "version_policy selects, so Triton would serve no version of this model")
+    return Algorithm(name=cfg.name or config_path.parent.name, version=str(version), labels=labels)
 
 
 def execute(driver: clara.Driver, payload: clara.Payload) -> bool:

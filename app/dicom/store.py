@@ -23,7 +23,8 @@ from app.config import ConfigError
 from .scan import Instance
 
 log = logging.getLogger("app.dicom.register")
-DEST_RE = re.compile(r"^(?P<aet>[^@\s\\]{1,16})@(?P<host>[^:\s]+):(?P<port>\d{1,5})$")
+# AE title: 1-16 printable characters without space, backslash or '@'; host: no space, ':' or '@'
+DEST_RE = re.compile(r"^(?P<aet>[\x21-\x3f\x41-\x5b\x5d-\x7e]{1,16})@(?P<host>[^:@\s]+):(?P<port>\d{1,5})$")
 MAX_CONTEXTS = 128
 
 
@@ -49,7 +50,7 @@ class StoreConfig:
     def from_env(cls, env: Mapping[str, str]) -> StoreConfig:
         """DICOM_DESTINATION (AET@host:port, comma-separated), DICOM_CALLING_AET (ODK), DICOM_RETRIES (2),
         DICOM_RETRY_DELAY_S (1), DICOM_TIMEOUT_S (30)."""
-        dests = tuple(parse_destination(d.strip()) for d in env.get("DICOM_DESTINATION", "").split(",") if d.strip())
+        dests = parse_destinations(env.get("DICOM_DESTINATION", ""))
         try:
             retries = int(env.get("DICOM_RETRIES", "2"))
             delay = float(env.get("DICOM_RETRY_DELAY_S", "1"))
@@ -65,10 +66,17 @@ class StoreConfig:
 
 
 def parse_destination(text: str) -> Destination:
-    m = DEST_RE.match(text)
+    """One ``AET@host:port`` (spaces around it ignored); ConfigError naming the expected form otherwise."""
+    m = DEST_RE.match(text.strip())
     if not m or not 0 < int(m["port"]) < 65536:
         raise ConfigError(f"DICOM_DESTINATION entry {text!r} is not AET@host:port (e.g. ORTHANC@127.0.0.1:4242)")
     return Destination(m["aet"], m["host"], int(m["port"]))
+
+
+def parse_destinations(text: str) -> tuple[Destination, ...]:
+    """DICOM_DESTINATION: ``AET@host:port`` entries, comma-separated; empty: none. The one reading of it, for
+    register-results and for the listener that hands it on."""
+    return tuple(parse_destination(d) for d in text.split(",") if d.strip())
 
 
 @dataclass

@@ -6,15 +6,16 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.dicom.store import Destination  # the register-results operator's, shared
+# DICOM_DESTINATION is read as the register-results operator reads it (the operator image has no kit): one
+# parser, one error type, for `make listen` and for the operator it hands the destinations to.
+from app.config import ConfigError
+from app.dicom.store import Destination, parse_destinations
+
+__all__ = ["ConfigError", "Destination", "ListenerConfig", "check_aet", "parse_allow_list", "parse_destinations"]
 
 AET_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # 16 printable characters, no backslash
 MIN_IDLE_S = 0.0  # 0: a study's job starts as soon as the association that delivered it is released
 DEFAULT_IDLE_S = 5.0  # LISTEN_IDLE_S of the Makefile (Clara's rule: wait this long for more of the study)
-
-
-class ConfigError(ValueError):
-    """A setting that cannot work; the message says which and what to do."""
 
 
 def check_aet(value: str, what: str) -> str:
@@ -22,14 +23,6 @@ def check_aet(value: str, what: str) -> str:
     if not AET_RE.match(value):
         raise ConfigError(f"{what} '{value}' is not a DICOM AE title (1-16 printable characters, no backslash)")
     return value
-
-
-def parse_destination(text: str) -> Destination:
-    """``AET@host:port`` -> Destination; ConfigError naming the expected form otherwise."""
-    m = re.match(r"^([^@]+)@([^:@]+):(\d+)$", text.strip())
-    if not m or not 0 < int(m[3]) < 65536:
-        raise ConfigError(f"DICOM_DESTINATION '{text}' is not AET@host:port (e.g. ORTHANC@127.0.0.1:4242)")
-    return Destination(check_aet(m[1], "DICOM_DESTINATION AE title"), m[2], int(m[3]))
 
 
 def parse_allow_list(text: str) -> tuple[str, ...]:
@@ -45,7 +38,7 @@ class ListenerConfig:
     idle_s: float
     pipeline: Path
     run_dir: Path  # .run/listen: pid, state, log, jobs/
-    destination: Destination | None
+    destinations: tuple[Destination, ...]  # empty: results stay in each job's output/
     allowed_aets: tuple[str, ...] = ()
     runtime: str = "host"
     engine: str = ""

@@ -18,7 +18,14 @@ from pathlib import Path
 
 from kit.dicom import status as status_view
 from kit.dicom.collector import StudyCollector
-from kit.dicom.config import DEFAULT_IDLE_S, ConfigError, ListenerConfig, parse_allow_list, parse_destination
+from kit.dicom.config import (
+    DEFAULT_IDLE_S,
+    ConfigError,
+    Destination,
+    ListenerConfig,
+    parse_allow_list,
+    parse_destinations,
+)
 from kit.dicom.jobs import Job, fail_interrupted, job_name, utc_now
 from kit.dicom.pacs import running_destination
 from kit.dicom.runner import JobRunner, PipelineCommand
@@ -43,6 +50,11 @@ def triton_hint() -> str | None:
     return triton_warning(local_triton())
 
 
+def destination_text(destinations: tuple[Destination, ...]) -> str:
+    """DICOM_DESTINATION as the operators read it: ``AET@host:port`` entries, comma-separated."""
+    return ",".join(map(str, destinations))
+
+
 def pipeline_command(cfg: ListenerConfig) -> tuple[PipelineCommand, str]:
     bad = [p for p in cfg.extra_params if "=" not in p]
     if bad:
@@ -50,10 +62,11 @@ def pipeline_command(cfg: ListenerConfig) -> tuple[PipelineCommand, str]:
     pipeline = load_pipeline(cfg.pipeline, dict(p.split("=", 1) for p in cfg.extra_params))
     params = list(cfg.extra_params)
     env: list[tuple[str, str]] = []
-    if cfg.destination is not None:
-        env.append(("DICOM_DESTINATION", str(cfg.destination)))
+    destinations = destination_text(cfg.destinations)
+    if destinations:
+        env.append(("DICOM_DESTINATION", destinations))
         if "DICOM_DESTINATION" in pipeline.parameters:
-            params.append(f"DICOM_DESTINATION={cfg.destination}")
+            params.append(f"DICOM_DESTINATION={destinations}")
     command = PipelineCommand(cfg.pipeline.resolve(), cfg.runtime, cfg.engine, cfg.image, tuple(params), tuple(env))
     return command, pipeline.name
 
@@ -61,7 +74,7 @@ def pipeline_command(cfg: ListenerConfig) -> tuple[PipelineCommand, str]:
 def write_state(cfg: ListenerConfig, pipeline_name: str) -> None:
     lines = [f"pid={os.getpid()}", f"aet={cfg.aet}", f"host={cfg.host}", f"port={cfg.port}",
              f"idle_s={cfg.idle_s:g}", f"pipeline={cfg.pipeline}", f"pipeline_name={pipeline_name}",
-             f"destination={cfg.destination or ''}", f"allowed_aets={','.join(cfg.allowed_aets)}",
+             f"destination={destination_text(cfg.destinations)}", f"allowed_aets={','.join(cfg.allowed_aets)}",
              f"runtime={cfg.runtime}", f"started_at={utc_now()}"]
     tmp = cfg.run_dir / f".{STATE_FILE}.part"
     tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -100,7 +113,7 @@ def serve(cfg: ListenerConfig) -> int:
     write_state(cfg, pipeline_name)
     log(f"listening as {cfg.aet} on {cfg.host}:{cfg.port}; a study becomes a job {cfg.idle_s:g} s after its "
         f"last instance; pipeline {cfg.pipeline}; jobs in {cfg.jobs_dir}")
-    log(f"results to {cfg.destination}" if cfg.destination else
+    log(f"results to {destination_text(cfg.destinations)}" if cfg.destinations else
         "no DICOM_DESTINATION and no 'make pacs' running: results stay in each job's output/")
     if cfg.allowed_aets:
         log(f"calling AE titles allowed: {', '.join(cfg.allowed_aets)}")
@@ -126,12 +139,14 @@ def serve(cfg: ListenerConfig) -> int:
 
 
 def config_from(args: argparse.Namespace) -> ListenerConfig:
-    destination = parse_destination(args.destination) if args.destination else None
-    if destination is None:
-        destination = running_destination(args.pacs_run_dir)
+    destinations = parse_destinations(args.destination)
+    if not destinations:
+        pacs = running_destination(args.pacs_run_dir)
+        destinations = (pacs,) if pacs is not None else ()
     return ListenerConfig(
         aet=args.aet, host=args.host, port=args.port, idle_s=args.idle_s, pipeline=args.pipeline,
-        run_dir=args.run_dir.resolve(), destination=destination, allowed_aets=parse_allow_list(args.allowed_aets),
+        run_dir=args.run_dir.resolve(), destinations=destinations,
+        allowed_aets=parse_allow_list(args.allowed_aets),
         runtime=args.runtime, engine=args.engine, image=args.image, workers=args.workers,
         extra_params=tuple(args.param)).check()
 
@@ -147,7 +162,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--port", type=int, default=11112)
     ap.add_argument("--idle-s", type=float, default=DEFAULT_IDLE_S)
     ap.add_argument("--pipeline", type=Path, default=Path("def/liver-dicom-pipeline.yml"))
-    ap.add_argument("--destination", default="", help="AET@host:port (empty: the running `make pacs`)")
+    ap.add_argument("--destination", default="",
+                    help="AET@host:port, comma-separated for several (empty: the running `make pacs`)")
     ap.add_argument("--allowed-aets", default="", help="calling AE titles accepted (empty: all)")
     ap.add_argument("--runtime", choices=("auto", "host", "container"), default="host")
     ap.add_argument("--engine", default="")

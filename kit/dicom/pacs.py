@@ -42,20 +42,21 @@ def wait(rest: Rest, pid: int, timeout: float) -> str | None:
 
 
 def status(run_dir: Path) -> int:
+    """`make pacs-status`: one line; exit 0 running, 1 running but its REST API does not answer, 3 not running."""
     state = read_state(run_dir)
     if not state or not pid_alive(int(state.get("pid", "0") or 0)):
         print(f"pacs: not running (nothing recorded in {run_dir}, or its process is gone); start it with 'make pacs'")
         return 3
     rest = Rest(f"http://127.0.0.1:{state['http_port']}")
-    print(f"pacs: Orthanc pid {state['pid']}, AE {state['aet']}, DICOM 127.0.0.1:{state['dicom_port']}, "
-          f"REST/UI {rest.url}/app/explorer.html, storage {run_dir / 'db'}")
+    where = (f"pacs: Orthanc pid {state['pid']}, AE {state['aet']}, DICOM 127.0.0.1:{state['dicom_port']}, "
+             f"REST/UI {rest.url}/app/explorer.html, storage {run_dir / 'db'}")
     try:
         stats = rest.get("/statistics")
     except OSError as exc:
-        print(f"pacs: REST API does not answer ({exc})")
+        print(f"{where}; its REST API does not answer ({exc})")
         return 1
     assert isinstance(stats, dict)
-    print(f"pacs: {stats['CountStudies']} studies, {stats['CountSeries']} series, "
+    print(f"{where}; {stats['CountStudies']} studies, {stats['CountSeries']} series, "
           f"{stats['CountInstances']} instances ({stats['TotalDiskSizeMB']} MB)")
     return 0
 

@@ -15,6 +15,9 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import triton_to_np_dtype
 
+# The operator's reading of config.pbtxt and of the version policy: the one the SEG writer uses too.
+from app.model import available_versions, parse_config, select_versions
+
 ONNX_PLATFORM = "onnxruntime_onnx"
 ONNX_BACKEND = "onnxruntime"
 DEFAULT_ONNX_FILENAME = "model.onnx"
@@ -82,11 +85,6 @@ class Repository:
         return [m.name for m in self.models]
 
 
-def parse_config(path: Path) -> mc.ModelConfig:
-    """Parse a config.pbtxt with Triton's ModelConfig schema (raises text_format.ParseError)."""
-    return text_format.Parse(path.read_text(), mc.ModelConfig())
-
-
 def triton_dtype(data_type: int) -> str:
     """TYPE_FP32 -> "FP32"; TYPE_STRING -> "BYTES" (the protocol name)."""
     name = mc.DataType.Name(data_type).removeprefix("TYPE_")
@@ -96,23 +94,6 @@ def triton_dtype(data_type: int) -> str:
 def tensor_specs(tensors) -> tuple[TensorSpec, ...]:
     return tuple(TensorSpec(t.name, triton_dtype(t.data_type), tuple(int(d) for d in t.dims))
                  for t in tensors)
-
-
-def available_versions(model_dir: Path) -> list[int]:
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
-
-
-def select_versions(config: mc.ModelConfig, versions: list[int]) -> list[int]:
-    """Apply the config's version_policy the way Triton does (default: latest 1)."""
-    policy = config.version_policy
-    which = policy.WhichOneof("policy_choice")
-    if which == "all":
-        return versions
-    if which == "specific":
-        wanted = set(policy.specific.versions)
-        return [v for v in versions if v in wanted]
-    count = policy.latest.num_versions if which == "latest" and policy.latest.num_versions else 1
-    return versions[-count:]
 
 
 def unsupported_features(config: mc.ModelConfig) -> list[str]:
