@@ -87,6 +87,26 @@ def storescp(out_dir: Path, aet: str = "STORESCP", *options: str) -> Iterator[in
             proc.wait()
 
 
+@contextmanager
+def rejecting_scp(aet: str = "REJECTS") -> Iterator[int]:
+    """A Storage SCP on a free port that rejects every association (no calling AE title is allowed).
+
+    dcmtk's ``storescp --refuse`` closes the connection right after its A-ASSOCIATE-RJ, and pynetdicom then
+    reports the association as aborted instead of rejected now and then (11 to 26 times in 60 here); this
+    peer waits for the caller to close, so a rejection always reads as one.
+    """
+    from pynetdicom import AE, AllStoragePresentationContexts
+
+    ae = AE(ae_title=aet)
+    ae.supported_contexts = AllStoragePresentationContexts
+    ae.require_calling_aet = ["NOBODY-CALLS"]
+    server = ae.start_server(("127.0.0.1", 0), block=False)
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+
+
 def load_series(folder: Path) -> list[pydicom.Dataset]:
     return [pydicom.dcmread(p) for p in sorted(folder.glob("*.dcm"))]
 

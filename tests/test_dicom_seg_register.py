@@ -11,7 +11,15 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from dicom_helpers import SAMPLE_TRUTH, dciodvfy_problems, needs_tools, run_operator, storescp, write_sample
+from dicom_helpers import (
+    SAMPLE_TRUTH,
+    dciodvfy_problems,
+    needs_tools,
+    rejecting_scp,
+    run_operator,
+    storescp,
+    write_sample,
+)
 from dicom_net_helpers import write_ct_series
 
 from kit.triton.readiness import free_ports
@@ -126,8 +134,8 @@ def test_register_results_unreachable_and_refusing(chain: dict[str, Path], tmp_p
     report = json.loads((tmp_path / "a" / "register-report.json").read_text())
     assert report["destinations"][0]["objects"][0]["status"] == "not sent"
 
-    with storescp(tmp_path / "never", "STORESCP", "--refuse") as port:
-        proc = register(chain["seg"], tmp_path / "b", f"STORESCP@127.0.0.1:{port}")
+    with rejecting_scp("REJECTS") as port:
+        proc = register(chain["seg"], tmp_path / "b", f"REJECTS@127.0.0.1:{port}")
     assert proc.returncode != 0
     assert "rejected the association" in proc.stdout and "attempt " not in proc.stdout, proc.stdout
     assert "Traceback" not in proc.stdout
@@ -144,12 +152,11 @@ def test_register_results_to_two_destinations_one_refusing(chain: dict[str, Path
     write_ct_series(objects / "ct", slices=3)
     shutil.copy(chain["seg"] / f"{chain['stem']}_seg.dcm", objects)
     sent = {pydicom.dcmread(p).SOPInstanceUID for p in objects.rglob("*") if p.is_file()}
-    with storescp(tmp_path / "never", "REFUSER", "--refuse") as bad, storescp(tmp_path / "got", "GOOD") as good:
+    with rejecting_scp("REFUSER") as bad, storescp(tmp_path / "got", "GOOD") as good:
         refusing, accepting = f"REFUSER@127.0.0.1:{bad}", f"GOOD@127.0.0.1:{good}"
         proc = register(objects, tmp_path / "out", f"{refusing},{accepting}")
     assert proc.returncode != 0, proc.stdout
     assert {pydicom.dcmread(p).SOPInstanceUID for p in (tmp_path / "got").iterdir()} == sent
-    assert not list((tmp_path / "never").iterdir())
     report = json.loads((tmp_path / "out" / "register-report.json").read_text())
     assert report["objects"] == len(sent) == 4
     by_dest = {d["destination"]: d for d in report["destinations"]}
