@@ -26,7 +26,7 @@ from .deadline import DeadlineExpired, bounded
 from .errors import TritonUnavailable
 from .model import ModelSpec, build_spec
 from .shm_regions import Regions
-from .triton_text import is_local_address, not_ready_message, short_reason
+from .triton_text import is_local_address, not_ready_message, short_reason, unknown_model_message
 
 log = logging.getLogger("app")
 # Retried with backoff: the server unreachable or busy, a request the server cancelled (the operator's own
@@ -41,6 +41,12 @@ GRACE_S = 2.0  # on top of gRPC's own deadline, before the operator stops waitin
 CLEANUP_TIMEOUT_S = 5.0  # at most this per clean-up call (unregistering regions, closing)
 IN_USE_WAIT_S = 30.0  # at most this for a request in flight to release the regions
 SHM_LOST = "Unable to find shared memory region"  # Triton restarted: our regions are unknown to it
+# Triton has no model (or version) of that name: "Request for unknown model: 'x' is not found"; one that is still
+# loading or unloading says "... has no available versions" instead.
+UNKNOWN_MODEL = ("Request for unknown model", "is not found")
+# A ready server that keeps saying it does not know the model is answered after this long (at most a quarter of
+# TRITON_READY_TIMEOUT), not after the whole wait: a server that is starting loads its models within seconds.
+UNKNOWN_MODEL_GRACE_S = 30.0
 __all__ = ["TritonSession", "TritonUnavailable", "is_local_address"]
 
 
@@ -109,6 +115,7 @@ class TritonSession:
         deadline = time.monotonic() + cfg.ready_timeout_s
         next_report = time.monotonic()
         answered = server_up = False
+        unknown_since: float | None = None  # since when the ready server has said it does not know the model
         last_error = "no answer"
         while True:
             probe_s = max(0.5, min(5.0, deadline - time.monotonic()))
@@ -124,6 +131,12 @@ class TritonSession:
                 server_up = False
                 last_error = short_reason(exc)
             now = time.monotonic()
+            if server_up and self._unknown_model(probe_s):
+                unknown_since = unknown_since if unknown_since is not None else now
+                if now - unknown_since >= min(UNKNOWN_MODEL_GRACE_S, cfg.ready_timeout_s / 4):
+                    raise TritonUnavailable(unknown_model_message(cfg))
+            else:
+                unknown_since = None
             if now >= deadline:
                 raise TritonUnavailable(not_ready_message(cfg, answered, server_up, last_error))
             if now >= next_report:
@@ -131,6 +144,17 @@ class TritonSession:
                 next_report = now + progress_every_s
             if stopping.wait(0.5):
                 stopping.check()
+
+    def _unknown_model(self, timeout_s: float) -> bool:
+        """True when the server says it has no model of that name at all (not merely one still loading)."""
+        try:
+            self._call("metadata", lambda t: self.client.get_model_metadata(
+                self.cfg.model_name, self.cfg.model_version, client_timeout=t), timeout_s)
+        except InferenceServerException as exc:
+            return all(part in exc.message() for part in UNKNOWN_MODEL)
+        except DeadlineExpired:
+            return False
+        return False
 
     def describe_model(self) -> ModelSpec:
         """Fetch metadata + config and check them against what the operator needs."""

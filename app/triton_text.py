@@ -48,3 +48,10 @@ def not_ready_message(cfg: OperatorConfig, answered: bool, server_up: bool, reas
     version = f" version {cfg.model_version}" if cfg.model_version else ""
     return (f"Triton at {cfg.triton_url} serves no ready model '{cfg.model_name}'{version} after {wait};"
             " fix TRITON_MODEL_NAME / TRITON_MODEL_VERSION in env.list or check 'make triton-status'")
+
+
+def unknown_model_message(cfg: OperatorConfig) -> str:
+    version = f" (version {cfg.model_version})" if cfg.model_version else ""
+    return (f"Triton at {cfg.triton_url} is ready but has no model '{cfg.model_name}'{version}; 'make triton-status'"
+            " lists the models it serves: fix TRITON_MODEL_NAME / TRITON_MODEL_VERSION, or serve that model"
+            " (MODELS_DIR)")

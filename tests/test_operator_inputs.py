@@ -116,7 +116,11 @@ def test_unreachable_triton_times_out_with_one_line(tmp_path):
 @pytest.mark.parametrize(("env", "expected"), [
     ({"TRITON_MODEL_INPUT": "WRONG"}, "has no input named 'WRONG'"),
     ({"TRITON_MODEL_OUTPUT": "NOPE"}, "has no output named 'NOPE'"),
-    ({"TRITON_MODEL_NAME": "no_such_model", "TRITON_READY_TIMEOUT": "1"}, "serves no ready model 'no_such_model'"),
+    # A ready server that does not know the model: said after a quarter of TRITON_READY_TIMEOUT, not all of it.
+    ({"TRITON_MODEL_NAME": "no_such_model", "TRITON_READY_TIMEOUT": "20"},
+     "is ready but has no model 'no_such_model'; 'make triton-status' lists the models it serves"),
+    ({"TRITON_MODEL_VERSION": "7", "TRITON_READY_TIMEOUT": "20"},
+     "is ready but has no model 'segmentation_liver_v1' (version 7)"),
     ({"NVIDIA_TRITON_GRPCURI": "localhost"}, "expected host:port"),
     ({"ODK_OVERLAY": "maybe"}, "ODK_OVERLAY='maybe'"),
     ({"ODK_LOG_LEVEL": "LOUD"}, "ODK_LOG_LEVEL='LOUD'"),
