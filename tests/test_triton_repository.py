@@ -97,3 +97,25 @@ def test_missing_model_file_and_config_are_reported(tmp_path):
 def test_missing_repository_raises(tmp_path):
     with pytest.raises(FileNotFoundError):
         read_repository(tmp_path / "nope")
+
+
+def test_a_fixed_batch_dimension_is_refused_as_triton_refuses_it(tmp_path):
+    """An ONNX export without dynamic_axes has batch 1 fixed in its graph: with max_batch_size > 0 Triton's
+    onnxruntime backend does not load it, and the embedded server says why before serving it."""
+    import onnx
+    from tiny_model import tiny_onnx
+
+    from kit.triton.server import check_models
+
+    repo = _repo(tmp_path)
+    model = tiny_onnx()
+    for tensor in (*model.graph.input, *model.graph.output):
+        tensor.type.tensor_type.shape.dim[0].dim_value = 1  # what torch.onnx.export writes without dynamic_axes
+    onnx.save(model, str(repo / NAME / "1" / "model.onnx"))
+    ok, bad = check_models(read_repository(repo).models, 1)
+    assert ok == [] and len(bad) == 1
+    assert "input 'NV_MODEL_INPUT' has a fixed batch dimension 1 in the graph" in str(bad[0])
+    assert "output 'NV_MODEL_OUTPUT' has a fixed batch dimension 1" in str(bad[0])
+    assert "dynamic_axes" in str(bad[0])
+    ok, bad = check_models(read_repository(_repo(tmp_path / "dynamic")).models, 1)  # the tiny model's own: dynamic
+    assert len(ok) == 1 and bad == []

@@ -65,6 +65,10 @@ def _check_tensors(kind: str, declared: tuple[TensorSpec, ...], actual, batched:
         if batched and len(a.shape) == len(t.dims):
             problems.append(f"{where} has no batch dimension in the graph but max_batch_size > 0")
             continue
+        if batched and isinstance(a.shape[0], int):  # Triton's onnxruntime backend refuses to load it too
+            problems.append(f"{where} has a fixed batch dimension {a.shape[0]} in the graph {a.shape}; with"
+                            " max_batch_size > 0 it must be dynamic (export with dynamic_axes={..: {0: 'batch'}})")
+            continue
         if len(shape) != len(t.dims):
             problems.append(f"{where} has rank {len(a.shape)} in the graph, config.pbtxt dims {t.dims}")
             continue
