@@ -72,7 +72,11 @@ if [[ "$runtime" != host ]]; then
         [[ -n "$engine" ]] || require_engine >/dev/null
         die "image $image is not built (not in $engine's images); run 'make build' (or set IMAGE/TAG)"
     else
-        log "auto: ${engine:+image $image not built}${engine:-no working container engine} -> RUNTIME=host"
+        if [[ -n "$engine" ]]; then
+            log "auto: image $image not built for $engine -> RUNTIME=host"
+        else
+            log "auto: no working container engine -> RUNTIME=host"
+        fi
         runtime=host
     fi
 fi
