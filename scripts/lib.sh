@@ -149,6 +149,36 @@ service_pid_file() {
     printf '%s\n' "$ODK_RUN_DIR/$1/$1.pid"
 }
 
+# stop_process PID WHAT: SIGTERM, wait up to 30 s for PID to end, then SIGKILL its process group (services are
+# started with setsid, so PID leads one) or PID alone.
+stop_process() {
+    local pid="$1" what="$2" i
+    kill "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < 300; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    warn "$what (pid $pid) did not stop within 30 s; killing it"
+    kill -9 -- "-$pid" 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
+}
+
+# stop_service SERVICE WHAT KEPT: stop the process recorded for SERVICE (`make SERVICE`) and remove its pid and
+# state files; WHAT names it in the messages, KEPT says what stays behind.
+stop_service() {
+    local service="$1" what="$2" kept="$3" pid_file pid
+    pid_file="$(service_pid_file "$service")"
+    pid="$(recorded_pid "$pid_file")"
+    if [[ -n "$pid" ]]; then
+        stop_process "$pid" "$what"
+    fi
+    rm -f "$pid_file" "$ODK_RUN_DIR/$service/state"
+    if [[ -z "$pid" ]]; then
+        log "no $what started by 'make $service' runs ($ODK_RUN_DIR/$service); nothing to stop"
+    else
+        log "$what (pid $pid) stopped; $kept"
+    fi
+}
+
 # live_services: one line "<service> <what>" per service whose recorded process or container still runs.
 live_services() {
     local dir service pid engine name

@@ -62,7 +62,7 @@ cmd_start() {
     if ! "$ODK_PY" -m kit.dicom.listen wait --run-dir "$LISTEN_RUN_DIR" --pid "$pid" --timeout "$LISTEN_READY_TIMEOUT" 2>/dev/null; then
         local why
         why="$(tail -c +"$((offset + 1))" "$logfile" | grep -m1 '^\[odk\] error:' | sed 's/^\[odk\] error: //' || true)"
-        stop_pid "$pid"
+        stop_process "$pid" listener
         rm -f "$LISTEN_PID_FILE"
         die "${why:-the listener did not answer C-ECHO within ${LISTEN_READY_TIMEOUT}s} (log: $LISTEN_RUN_DIR/listen.log)"
     fi
@@ -71,30 +71,9 @@ cmd_start() {
         | sed 's/^\[odk\] [0-9:]* /[odk] /' >&2 || true
 }
 
-# stop_pid PID: SIGTERM (the listener ends its running jobs and fails them, keeping their instances), wait,
-# SIGKILL its process group after 30 s.
-stop_pid() {
-    local pid="$1" i
-    kill "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < 300; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    warn "listener (pid $pid) did not stop within 30 s; killing it"
-    kill -9 -- "-$pid" 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
-}
-
+# The listener ends its running jobs on SIGTERM and fails them, keeping their instances.
 cmd_stop() {
-    local pid
-    pid="$(listen_pid)"
-    if [[ -z "$pid" ]]; then
-        rm -f "$LISTEN_PID_FILE" "$LISTEN_RUN_DIR/state"
-        log "no listener started by 'make listen' runs ($LISTEN_RUN_DIR); nothing to stop"
-        return 0
-    fi
-    stop_pid "$pid"
-    rm -f "$LISTEN_PID_FILE" "$LISTEN_RUN_DIR/state"
-    log "listener (pid $pid) stopped; jobs stay in $LISTEN_RUN_DIR/jobs"
+    stop_service listen listener "jobs stay in $LISTEN_RUN_DIR/jobs"
 }
 
 require_venv

@@ -41,7 +41,7 @@ cmd_start() {
         >"$PACS_RUN_DIR/state"
     if ! "$ODK_PY" -m kit.dicom.pacs wait --run-dir "$PACS_RUN_DIR" --http-port "$PACS_HTTP_PORT" \
         --pid "$pid" --timeout "$PACS_READY_TIMEOUT"; then
-        stop_pid "$pid"
+        stop_process "$pid" "Orthanc PACS"
         rm -f "$PACS_PID_FILE" "$PACS_RUN_DIR/state"
         exit 1
     fi
@@ -49,29 +49,9 @@ cmd_start() {
     log "note: Orthanc listens on all interfaces (it has no bind option); its REST API answers this machine only"
 }
 
-# stop_pid PID: SIGTERM, wait for the process to end (Orthanc takes ~3.5 s), SIGKILL after 30 s.
-stop_pid() {
-    local pid="$1" i
-    kill "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < 300; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    warn "Orthanc (pid $pid) did not stop within 30 s; killing it"
-    kill -9 "$pid" 2>/dev/null || true
-}
-
+# Orthanc takes ~3.5 s to stop.
 cmd_stop() {
-    local pid
-    pid="$(pacs_pid)"
-    if [[ -z "$pid" ]]; then
-        rm -f "$PACS_PID_FILE" "$PACS_RUN_DIR/state"
-        log "no PACS started by 'make pacs' runs ($PACS_RUN_DIR); nothing to stop"
-        return 0
-    fi
-    stop_pid "$pid"
-    rm -f "$PACS_PID_FILE" "$PACS_RUN_DIR/state"
-    log "PACS (Orthanc pid $pid) stopped; its studies stay in $PACS_RUN_DIR/db"
+    stop_service pacs "Orthanc PACS" "its studies stay in $PACS_RUN_DIR/db"
 }
 
 require_venv
