@@ -155,7 +155,7 @@ def test_pacs_status_is_one_line_running_and_stopped(tmp_path: Path, pytestconfi
     env = {"ODK_RUN_DIR": str(run_dir)}
     write_ct_series(tmp_path / "study", slices=3)
     with running_pacs(run_dir, pytestconfig) as pacs:
-        pid = (run_dir / "pacs" / "pid").read_text().strip()
+        pid = (run_dir / "pacs" / "pacs.pid").read_text().strip()
         sent = storescu(tmp_path / "study", pacs.dicom_port, called=pacs.aet)
         assert sent.returncode == 0, sent.stderr
         up = make("pacs-status", pytestconfig, env=env)
