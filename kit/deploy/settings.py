@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from kit.pipeline.launch import DEFAULT_JOB_NAME
 
 DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.08-py3"
+DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:26.05-py3"  # the image of make triton TRITON_MODE=container
 DEFAULT_KUBE_VERSION = "1.34"
 
 
