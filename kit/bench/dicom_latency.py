@@ -27,7 +27,6 @@ import sys
 import time
 from pathlib import Path
 
-from app.config import number_list
 from kit.bench import report
 from kit.dicom.config import DEFAULT_IDLE_S, MIN_IDLE_S
 from kit.dicom.orthanc import Rest
@@ -37,6 +36,7 @@ from kit.phantom.dicom import write_series
 from kit.triton import embedded
 from kit.triton.readiness import free_ports
 from kit.triton.state import Ports
+from odk import number_list
 
 SAMPLE = ROOT / "local" / "input" / "synthetic_phantom_001.nii.gz"
 STAGE_RE = re.compile(r"^(\S+)\s+ok\s+([0-9.]+)s", re.M)

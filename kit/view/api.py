@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
 
-from app.overlay import colour_of
+from odk import colour_of
 
 from . import runs
 from .studies import Source, Study, scan

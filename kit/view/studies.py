@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from app.niftiio import is_nifti, stem
+from odk import is_nifti, stem
 
 from .paths import Missing, Outside, real_file_inside
 
