@@ -61,7 +61,7 @@ def script(name: str, action: str, env: dict[str, str]) -> None:
 
 
 def idle_list(raw: str) -> list[float]:
-    """``--idle-s``: LISTEN_IDLE_S values, comma-separated (app.config.number_list), each >= 0 s."""
+    """``--idle-s``: LISTEN_IDLE_S values, comma-separated (odk.number_list), each >= 0 s."""
     values = number_list(raw)
     if not values or not all(math.isfinite(v) and v >= MIN_IDLE_S for v in values):
         raise argparse.ArgumentTypeError(f"{raw!r}: expected LISTEN_IDLE_S seconds >= {MIN_IDLE_S:g}, "

@@ -27,6 +27,7 @@ __version__ = "0.2.0"
 _WHERE = {
     # the entry point and the study loop
     "main": "operator", "study_operator": "operator", "run_studies": "operator", "Run": "operator",
+    "summary_line": "operator",
     "OperatorError": "operator",
     # configuration from the environment
     "OperatorConfig": "config", "ConfigError": "config", "from_env": "config", "flag": "config",
