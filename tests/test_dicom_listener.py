@@ -64,7 +64,7 @@ def test_two_studies_sent_concurrently_make_two_jobs(tmp_path: Path, pytestconfi
     for job in done:
         assert job["state"] == "succeeded", job
         assert set(job) == {"job", "study_instance_uid", "calling_aet", "instances", "state", "reason",
-                            "received_at", "started_at", "finished_at", "pipeline"}
+                            "received_at", "started_at", "finished_at", "pipeline", "supersedes", "superseded_by"}
         assert job["job"].startswith("ODK-dicom-inventory-"), job
         assert job["received_at"] <= job["started_at"] <= job["finished_at"]
         folder = listener.jobs_dir / job["job"]
