@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from kit.dicom.collector import Stored, StudyCollector
-from kit.dicom.intake import Received
 from kit.dicom.config import ConfigError, Destination, parse_allow_list, parse_destinations
+from kit.dicom.intake import Received
 from kit.dicom.jobs import Job, fail_interrupted, job_name, read_jobs
 from kit.dicom.listen import config_from, parse_args, pipeline_command
 from kit.dicom.orthanc import PacsConfig, orthanc_config
