@@ -29,7 +29,7 @@ from typing import Any
 
 from kit.dicom.intake import shown
 
-A_ASSOCIATE_RQ, A_ASSOCIATE_RJ, P_DATA_TF, A_ABORT = 0x01, 0x03, 0x04, 0x07
+A_ASSOCIATE_RQ, A_ASSOCIATE_RJ, P_DATA_TF, A_RELEASE_RQ, A_ABORT = 0x01, 0x03, 0x04, 0x05, 0x07
 HEADER = 6
 CONTROL_PDU_LIMIT = 1 << 20  # an A-ASSOCIATE-RQ proposing every storage class is ~20 KB
 AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable, no backslash
@@ -117,6 +117,7 @@ class PduGate:
         self.pending: tuple[int, int] | None = None  # (type, length) of the PDU whose body comes next
         self.requested = False  # an A-ASSOCIATE-RQ was seen
         self.calling = ""
+        self.seen: set[int] = set()  # PDU types the peer sent (A-RELEASE-RQ: it finished; A-ABORT: it gave up)
         self.refusal = ""  # why the gate ended the connection, for the association's closing line
         if self.closed:
             self.refusal = "connection refused"
@@ -148,6 +149,7 @@ class PduGate:
                              f"more than the {limit} the listener accepts; nothing of it was kept")
                     return self._close(abort_pdu(), "aborted: PDU too long")
                 self.pending = (pdu_type, length)
+                self.seen.add(pdu_type)
             return data
         pdu_type, _ = self.pending
         self.pending = None

@@ -79,7 +79,7 @@ def _truncated(ds: pydicom.Dataset, size: int) -> str | None:
     """The first element whose declared length runs past the end of the file (values not read)."""
     tags = list(ds.keys())  # not iterating the data set: that would read the deferred values
     for tag in tags:
-        raw = ds.get_item(tag)
+        raw = ds.get_item(tag, keep_deferred=True)
         length = getattr(raw, "length", None)
         tell = getattr(raw, "value_tell", None)
         if length is None or tell is None or length == UNDEFINED_LENGTH:
@@ -90,7 +90,7 @@ def _truncated(ds: pydicom.Dataset, size: int) -> str | None:
 
 
 def _pixel_fault(ds: pydicom.Dataset, syntax: pydicom.uid.UID | None) -> str | None:
-    raw = ds.get_item(PIXEL_DATA)
+    raw = ds.get_item(PIXEL_DATA, keep_deferred=True)
     if raw is None:
         return None
     missing = [k for k in IMAGE_PIXEL if ds.get(k) in (None, "")]

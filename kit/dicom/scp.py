@@ -18,7 +18,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
 from kit.dicom.collector import StudyCollector
-from kit.dicom.door import Admission, Limits, PduGate
+from kit.dicom.door import A_ABORT, A_RELEASE_RQ, Admission, Limits, PduGate
 from kit.dicom.intake import OUT_OF_RESOURCES, Refused, check_instance, shown
 
 SUCCESS = 0x0000
@@ -207,11 +207,16 @@ class StorageSCP:
         with self.lock:
             count = self.assocs.pop(key, None)
             gate = self.gates.pop(key, None)
-            self.threads.pop(key, None)
+            assoc = self.threads.pop(key, None)
         if gate is None and count is None:
             return  # already ended
         self.admission.release(key)
         broken = ""
+        if count is not None and gate is not None:  # what the peer sent, seen before pynetdicom's events settle
+            count.released = count.released or A_RELEASE_RQ in gate.seen
+            count.aborted = count.aborted or A_ABORT in gate.seen
+        if count is not None and assoc is not None:
+            count.released = count.released or bool(getattr(assoc, "is_released", False))
         if count is not None and not count.released:
             how = gate.refusal if gate is not None and gate.refusal else ("aborted" if count.aborted else
                                                                           "closed without A-RELEASE")
