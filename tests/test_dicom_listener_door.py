@@ -163,25 +163,33 @@ def blank(files: list[Path], **values: str) -> list[pydicom.Dataset]:
 
 def test_two_patients_with_empty_study_uids_are_refused_not_mixed(listener: Listener, sample: Path,
                                                                   tmp_path: Path) -> None:
-    _, a = new_study(sample, tmp_path / "a")
-    _, b = new_study(sample, tmp_path / "b")
-    series_a = blank(a[:20], StudyInstanceUID="", PatientID="PATIENT-A")
-    series_b = blank(b[:20], StudyInstanceUID="", PatientID="PATIENT-B")
-    results: dict[str, list[int | None]] = {}
-    senders = [threading.Thread(target=lambda n=n, s=s: results.__setitem__(n, send(s, listener, calling=n)))
-               for n, s in (("SENDER_A", series_a), ("SENDER_B", series_b))]
+    series: dict[str, str] = {}
+    for name, patient in (("SENDER_A", "PATIENT-A"), ("SENDER_B", "PATIENT-B")):
+        _, files = new_study(sample, tmp_path / f"{name}-src")
+        (tmp_path / name).mkdir()
+        for i, ds in enumerate(blank(files[:20], StudyInstanceUID="", PatientID=patient)):
+            ds.save_as(tmp_path / name / f"IM{i:04d}.dcm", enforce_file_format=True)
+            series[name] = ds.SeriesInstanceUID
+    results: dict[str, subprocess.CompletedProcess[str]] = {}
+    def storescu_no_halt(name: str) -> None:  # dcmtk's storescu, going on after a refused instance
+        results[name] = subprocess.run(["storescu", "--no-halt", "+sd", "-aet", name, "-aec", listener.aet,
+                                        "127.0.0.1", str(listener.port), str(tmp_path / name)],
+                                       capture_output=True, text=True, timeout=120, check=False)
+
+    senders = [threading.Thread(target=storescu_no_halt, args=(n,)) for n in series]
     for t in senders:
         t.start()
     for t in senders:
         t.join()
-    assert results == {"SENDER_A": [0xC000] * 20, "SENDER_B": [0xC000] * 20}
+    assert set(results) == set(series)
     time.sleep(1.5)
     assert study_jobs(listener, "") == []
     log = log_text(listener)
-    for name, series in (("SENDER_A", series_a), ("SENDER_B", series_b)):
-        line = (f"association from {name} (127.0.0.1): 20 instance(s) of series {series[0].SeriesInstanceUID} "
+    for name, uid in series.items():
+        line = (f"association from {name} (127.0.0.1): 20 instance(s) of series {uid} "
                 "refused: no StudyInstanceUID; re-export them with UIDs")
         assert log.count(line) == 1, log
+        assert f"association from {name} (127.0.0.1) released: nothing stored" in log, log
 
 
 def test_blanked_uids_get_one_clear_line_with_the_count(listener: Listener, sample: Path, tmp_path: Path) -> None:
@@ -217,7 +225,7 @@ def test_command_and_data_set_uids_must_agree(listener: Listener, sample: Path, 
 
 @pytest.mark.parametrize(("keyword", "value"), [
     ("SOPInstanceUID", "1.2.3/4"), ("SOPInstanceUID", "1.2.3 4"), ("SeriesInstanceUID", ".."),
-    ("SeriesInstanceUID", "../../../etc"), ("SOPInstanceUID", "1." + "2" * 300), ("StudyInstanceUID", "1.02.3"),
+    ("SeriesInstanceUID", "../../../etc"), ("SeriesInstanceUID", "1." + "2" * 300), ("StudyInstanceUID", "1.02.3"),
 ])
 def test_uids_that_are_not_uids_are_refused_and_nothing_leaves_input(keyword: str, value: str, listener: Listener,
                                                                      sample: Path, tmp_path: Path) -> None:
@@ -241,7 +249,8 @@ def test_uids_that_are_not_uids_are_refused_and_nothing_leaves_input(keyword: st
 def test_distinct_sop_uids_never_share_a_file(listener: Listener, sample: Path, tmp_path: Path) -> None:
     study, files = new_study(sample, tmp_path / "s")
     series = blank(files[:3])
-    series[1].SOPInstanceUID = series[0].SOPInstanceUID + "1"  # valid, distinct UIDs that differ in one digit
+    uid = series[0].SOPInstanceUID
+    series[1].SOPInstanceUID = uid[:-1] + ("1" if uid[-1] != "1" else "2")  # valid, distinct, one digit apart
     assert send(series, listener, calling="DISTINCT") == [0, 0, 0]
     (job,) = wait_study(listener, study)
     assert job["state"] == "succeeded" and job["instances"] == 3 == len(job_files(listener, job))

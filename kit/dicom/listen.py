@@ -55,6 +55,20 @@ def log(message: str) -> None:
         print(f"[odk] {stamp} {message.translate(_ESCAPES)}", file=sys.stderr, flush=True)
 
 
+def quiet_libraries() -> None:
+    """Warnings of pydicom and pynetdicom go to the log as escaped lines of their own (a received value in them
+    can hold a newline); pydicom does not check what it reads (the listener checks, kit/dicom/intake.py)."""
+    import logging
+    import warnings
+
+    import pydicom
+
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    warnings.showwarning = lambda message, category, *_a, **_k: log(f"warning: {category.__name__}: {message}")
+    logging.getLogger("pynetdicom").propagate = False  # its own NullHandler: nothing on stderr
+    logging.getLogger("pydicom").propagate = False
+
+
 def triton_hint() -> str | None:
     """A warning when the jobs will find no Triton: the address they will use, where it comes from, what to do."""
     return triton_warning(local_triton())
@@ -95,6 +109,7 @@ def write_state(cfg: ListenerConfig, pipeline_name: str) -> None:
 
 def serve(cfg: ListenerConfig) -> int:
     command, pipeline_name = pipeline_command(cfg)
+    quiet_libraries()
     cfg.jobs_dir.mkdir(parents=True, exist_ok=True)
     for name in fail_interrupted(cfg.jobs_dir):
         log(f"job {name}: failed: interrupted by an earlier stop; instances kept")
