@@ -210,3 +210,24 @@ def test_orthanc_config(tmp_path: Path) -> None:
     assert cfg["RemoteAccessAllowed"] is False
     assert cfg["StorageDirectory"].startswith(str(tmp_path.resolve()))
     assert cfg["DicomModalities"] == {"odk": ["ODK2", "127.0.0.1", 11113]}
+
+
+def test_a_restarted_listener_knows_held_and_finished_studies(tmp_path: Path) -> None:
+    s = Studies(tmp_path)
+    done = s.store("6.1", "6.1.1", assoc=1, data=b"a").job
+    held = s.store("6.2", "6.2.1", assoc=1).job
+    s.c.refused("6.2", 1, "1 instance(s) refused: too little free disk space")
+    s.c.closed(1)
+    s.clock.now += 6
+    assert s.c.complete() == [done]
+    done.update(state="succeeded")
+    again = Studies(tmp_path)  # the next run of the listener, on the same jobs
+    assert [j.name for j in again.c.adopt(tmp_path / "jobs")] == [held.name]
+    assert again.c.pending["6.2"].job.name == held.name
+    assert again.store("6.1", "6.1.1", assoc=2, data=b"a").outcome == "same"  # re-sent as it was: nothing new
+    joined = again.store("6.2", "6.2.2", assoc=2)  # the rest of the held study joins its job
+    assert joined.job.name == held.name and joined.job.status.state == "receiving"
+    again.c.closed(2)
+    again.clock.now += 6
+    assert [j.name for j in again.c.complete()] == [held.name]
+    assert again.made == []

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kit.dicom.intake import Received
+from kit.dicom.intake import Received, file_digest
 from kit.dicom.jobs import FINAL_STATES, HELD_STATES, Job, read_jobs
 
 
@@ -41,7 +41,6 @@ class Held:
 
     def same_bytes(self, digest: str) -> bool:
         if not self.digest:
-            from kit.dicom.intake import file_digest
             try:
                 self.digest = file_digest(self.path)
             except OSError:
@@ -53,7 +52,7 @@ class Held:
 class Study:
     uid: str
     job: Job
-    patient_id: str
+    patient_id: str | None  # None: not known (a study adopted from files that could not be read)
     last_arrival: float
     instances: dict[str, Held] = field(default_factory=dict)  # SOP Instance UID -> held instance
     open_assocs: set[int] = field(default_factory=set)
@@ -69,6 +68,11 @@ class Study:
 
     def why(self) -> str:
         return "; ".join(dict.fromkeys(w for listed in self.faults.values() for w in listed))
+
+
+# finished studies remembered (for re-sends and follow-ups); older ones are forgotten, and more of them then
+# opens a job of its own as if the study were new
+REMEMBERED_STUDIES = 256
 
 
 @dataclass(frozen=True)
@@ -106,14 +110,14 @@ class StudyCollector:
             if study is None:
                 earlier = self.handed_on.get(inst.study)
                 if earlier is not None:
-                    if earlier.patient_id != inst.patient_id:
+                    if earlier.patient_id not in (None, inst.patient_id):
                         return self._drop(received, Stored("conflict", None, "it claims a study of another "
                                                            "patient (PatientID differs)"))
                     known = earlier.instances.get(inst.sop)
                     if known is not None and known.series == inst.series and known.same_bytes(inst.digest):
                         return self._drop(received, Stored("same", earlier.job))
                 study = self._open(inst, calling_aet, earlier)
-            elif study.patient_id != inst.patient_id:
+            elif study.patient_id not in (None, inst.patient_id):
                 return self._drop(received, Stored("conflict", None, "it claims a study of another patient "
                                                    "(PatientID differs)"))
             known = study.instances.get(inst.sop)
@@ -209,9 +213,18 @@ class StudyCollector:
                 if study.faults:
                     self._hold(study)
                     continue
-                self.handed_on[uid] = self.pending.pop(uid)
+                self._remember(self.pending.pop(uid))
                 done.append(study.job)
         return done
+
+    def _remember(self, study: Study) -> None:
+        self.handed_on.pop(study.uid, None)
+        self.handed_on[study.uid] = study  # the newest last
+        while len(self.handed_on) > REMEMBERED_STUDIES:
+            old = self.handed_on.pop(next(iter(self.handed_on)))
+            if old.uid not in self.pending:
+                for sop in old.instances:
+                    self.sop_study.pop(sop, None)
 
     def _hold(self, study: Study) -> None:
         why = study.why()
@@ -263,11 +276,11 @@ class StudyCollector:
                 self.pending[study.uid] = study
                 held.append(job)
             else:
-                self.handed_on[study.uid] = study
+                self._remember(study)
         return held
 
     @staticmethod
-    def _patient_of(job: Job) -> str:
+    def _patient_of(job: Job) -> str | None:
         import pydicom
 
         for path in job.input_dir.glob("*/*.dcm"):
@@ -276,4 +289,4 @@ class StudyCollector:
                            .get("PatientID", "") or "")
             except Exception:  # an unreadable file: the next one
                 continue
-        return ""
+        return None

@@ -199,7 +199,7 @@ class StorageSCP:
     def sweep(self) -> None:
         """Associations whose threads ended without a close event (pynetdicom's hard abort path): ended now."""
         with self.lock:
-            gone = [k for k, t in self.threads.items() if not t.is_alive()]
+            gone = [k for k, t in self.threads.items() if t.ident is not None and not t.is_alive()]
         for key in gone:
             self._ended(key)
 
