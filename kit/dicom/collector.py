@@ -20,6 +20,7 @@ The rules (docs/dicom-listener.md, "Jobs"):
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import threading
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kit.dicom.intake import Received, file_digest
-from kit.dicom.jobs import FINAL_STATES, HELD_STATES, Job, read_jobs
+from kit.dicom.jobs import FINAL_STATES, HELD_STATES, STATUS_FILE, Job, read_jobs
 
 
 @dataclass
@@ -106,9 +107,11 @@ class StudyCollector:
             if other is not None and other != inst.study:
                 return self._drop(received, Stored("conflict", None, "its SOP Instance UID is an instance of "
                                                    "another study already received"))
-            study = self.pending.get(inst.study)
+            study = self._still_pending(inst.study)
             if study is None:
                 earlier = self.handed_on.get(inst.study)
+                if earlier is not None and not earlier.job.folder.is_dir():  # discarded: the study starts afresh
+                    earlier = None
                 if earlier is not None:
                     if earlier.patient_id not in (None, inst.patient_id):
                         return self._drop(received, Stored("conflict", None, "it claims a study of another "
@@ -139,6 +142,23 @@ class StudyCollector:
             study.instances[inst.sop] = Held(inst.series, path, inst.digest)
             self.sop_study[inst.sop] = inst.study
             return Stored("stored", study.job)
+
+    def _still_pending(self, uid: str) -> Study | None:
+        """The pending study, unless an operator acted on its held job meanwhile (``make listen-retry`` or
+        ``listen-discard`` change or remove the job folder): then it is no longer this listener's to fill."""
+        study = self.pending.get(uid)
+        if study is None or not study.held:
+            return study
+        try:
+            state = json.loads((study.job.folder / STATUS_FILE).read_text(encoding="utf-8")).get("state")
+        except (OSError, ValueError):
+            state = None
+        if state == "incomplete":
+            return study
+        del self.pending[uid]
+        if state is not None:  # retried: handed on as if complete
+            self._remember(study)
+        return None
 
     def _drop(self, received: Path, result: Stored) -> Stored:
         with contextlib.suppress(OSError):
