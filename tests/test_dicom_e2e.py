@@ -118,6 +118,15 @@ def test_make_demo_dicom(tmp_path: Path) -> None:
     assert all(port_free(int(p)) for p in ports.values()), log
     for pid in ("pacs/pacs.pid", "listen/listen.pid", "triton/triton.pid"):
         assert not (run_dir / pid).exists(), pid
+    # again: the PACS holds the study's SEG already (the listener would make no new job of it): it is shown
+    again = subprocess.run(["make", "-C", str(ROOT), "demo-dicom"], env=env, capture_output=True, text=True,
+                           timeout=900, check=False)
+    log = output_of(again)
+    assert again.returncode == 0, log
+    assert "the PACS already holds a SEG of this study (sent before); not sending it again" in log, log
+    assert f"SEG in the PACS: study {study}" in again.stdout, log
+    assert len([j for j in jobs_in(run_dir) if j["study_instance_uid"] == study]) == 1
+    assert processes_mentioning(str(run_dir)) == []
 
 
 def jobs_in(run_dir: Path) -> list[dict]:
