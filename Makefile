@@ -45,7 +45,18 @@ LISTEN_AET        ?= ODK
 LISTEN_PORT       ?= 11112
 LISTEN_IDLE_S     ?= 5
 DICOM_DESTINATION ?=
+# The listener's limits (docs/dicom-listener.md, "Limits"): associations at once, of them per calling AE title,
+# TCP connections at once, timeouts in seconds, and the free space below which stores are refused.
+LISTEN_MAX_ASSOCIATIONS  ?= 16
+LISTEN_MAX_PER_CALLER    ?= 4
+LISTEN_MAX_CONNECTIONS   ?= 64
+LISTEN_ACSE_TIMEOUT_S    ?= 10
+LISTEN_DIMSE_TIMEOUT_S   ?= 30
+LISTEN_NETWORK_TIMEOUT_S ?= 30
+LISTEN_MIN_FREE_MB       ?= 100
 export PACS_DICOM_PORT PACS_HTTP_PORT PACS_AET LISTEN_AET LISTEN_PORT LISTEN_IDLE_S DICOM_DESTINATION
+export LISTEN_MAX_ASSOCIATIONS LISTEN_MAX_PER_CALLER LISTEN_MAX_CONNECTIONS LISTEN_ACSE_TIMEOUT_S \
+       LISTEN_DIMSE_TIMEOUT_S LISTEN_NETWORK_TIMEOUT_S LISTEN_MIN_FREE_MB
 
 .PHONY: help venv demo test lint triton triton-stop triton-status build wrap run-local \
         validate run-pipeline deploy bench bench-report phantoms train evaluate wheel clean \

@@ -6,7 +6,9 @@
 # LISTEN_ALLOWED_AETS (calling AE titles accepted; empty: all), LISTEN_WORKERS (1), LISTEN_PARAMS (NAME=VALUE
 # overrides of pipeline parameters for every job, space-separated), PIPELINE
 # (def/liver-dicom-pipeline.yml), DICOM_DESTINATION (AET@host:port, comma-separated; default: the running `make pacs`),
-# RUNTIME/ENGINE/IMAGE (as for `make run-pipeline`), LISTEN_READY_TIMEOUT (30 s).
+# RUNTIME/ENGINE/IMAGE (as for `make run-pipeline`), LISTEN_READY_TIMEOUT (30 s); limits: LISTEN_MAX_ASSOCIATIONS (16),
+# LISTEN_MAX_PER_CALLER (4), LISTEN_MAX_CONNECTIONS (64), LISTEN_ACSE_TIMEOUT_S (10), LISTEN_DIMSE_TIMEOUT_S (30),
+# LISTEN_NETWORK_TIMEOUT_S (30), LISTEN_MIN_FREE_MB (100).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh source-path=SCRIPTDIR
 source "$(dirname "$0")/lib.sh"
@@ -21,6 +23,13 @@ LISTEN_READY_TIMEOUT="${LISTEN_READY_TIMEOUT:-30}"
 LISTEN_PARAMS="${LISTEN_PARAMS:-}"
 PIPELINE="${PIPELINE:-def/liver-dicom-pipeline.yml}"
 DICOM_DESTINATION="${DICOM_DESTINATION:-}"
+LISTEN_MAX_ASSOCIATIONS="${LISTEN_MAX_ASSOCIATIONS:-16}"
+LISTEN_MAX_PER_CALLER="${LISTEN_MAX_PER_CALLER:-4}"
+LISTEN_MAX_CONNECTIONS="${LISTEN_MAX_CONNECTIONS:-64}"
+LISTEN_ACSE_TIMEOUT_S="${LISTEN_ACSE_TIMEOUT_S:-10}"
+LISTEN_DIMSE_TIMEOUT_S="${LISTEN_DIMSE_TIMEOUT_S:-30}"
+LISTEN_NETWORK_TIMEOUT_S="${LISTEN_NETWORK_TIMEOUT_S:-30}"
+LISTEN_MIN_FREE_MB="${LISTEN_MIN_FREE_MB:-100}"
 LISTEN_RUN_DIR="$ODK_RUN_DIR/listen"
 LISTEN_PID_FILE="$(service_pid_file listen)"
 
@@ -28,10 +37,13 @@ listen_pid() { recorded_pid "$LISTEN_PID_FILE"; }
 
 cmd_start() {
     local var pid runtime engine=""
-    for var in LISTEN_PORT LISTEN_WORKERS LISTEN_READY_TIMEOUT; do
+    for var in LISTEN_PORT LISTEN_WORKERS LISTEN_READY_TIMEOUT LISTEN_MAX_ASSOCIATIONS LISTEN_MAX_PER_CALLER \
+        LISTEN_MAX_CONNECTIONS LISTEN_MIN_FREE_MB; do
         [[ "${!var}" =~ ^[0-9]+$ ]] || die "$var must be a number, not '${!var}'"
     done
-    [[ "$LISTEN_IDLE_S" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "LISTEN_IDLE_S must be a number of seconds, not '$LISTEN_IDLE_S'"
+    for var in LISTEN_IDLE_S LISTEN_ACSE_TIMEOUT_S LISTEN_DIMSE_TIMEOUT_S LISTEN_NETWORK_TIMEOUT_S; do
+        [[ "${!var}" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "$var must be a number of seconds, not '${!var}'"
+    done
     [[ -f "$PIPELINE" ]] || die "PIPELINE=$PIPELINE is not a file; e.g. make listen PIPELINE=def/liver-dicom-pipeline.yml"
     if [[ -n "$(listen_pid)" ]]; then
         die "a listener started by 'make listen' is already running (pid $(listen_pid)); run 'make listen-stop' first"
@@ -56,6 +68,10 @@ cmd_start() {
         --aet "$LISTEN_AET" --host "$LISTEN_HOST" --port "$LISTEN_PORT" --idle-s "$LISTEN_IDLE_S" \
         --pipeline "$PIPELINE" --destination "$DICOM_DESTINATION" --allowed-aets "$LISTEN_ALLOWED_AETS" \
         --workers "$LISTEN_WORKERS" --runtime "$runtime" --engine "$engine" --image "${IMAGE:-clara/simple-operator}" \
+        --max-associations "$LISTEN_MAX_ASSOCIATIONS" --max-per-caller "$LISTEN_MAX_PER_CALLER" \
+        --max-connections "$LISTEN_MAX_CONNECTIONS" --acse-timeout "$LISTEN_ACSE_TIMEOUT_S" \
+        --dimse-timeout "$LISTEN_DIMSE_TIMEOUT_S" --network-timeout "$LISTEN_NETWORK_TIMEOUT_S" \
+        --min-free-mb "$LISTEN_MIN_FREE_MB" \
         "${params[@]}" >>"$logfile" 2>&1 </dev/null &
     pid=$!
     printf '%s\n' "$pid" >"$LISTEN_PID_FILE"

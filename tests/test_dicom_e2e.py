@@ -5,9 +5,11 @@ Orthanc (`make pacs`), checked through Orthanc's REST API; then `make demo-dicom
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -116,6 +118,15 @@ def test_make_demo_dicom(tmp_path: Path) -> None:
     assert all(port_free(int(p)) for p in ports.values()), log
     for pid in ("pacs/pacs.pid", "listen/listen.pid", "triton/triton.pid"):
         assert not (run_dir / pid).exists(), pid
+    # again: the PACS holds the study's SEG already (the listener would make no new job of it): it is shown
+    again = subprocess.run(["make", "-C", str(ROOT), "demo-dicom"], env=env, capture_output=True, text=True,
+                           timeout=900, check=False)
+    log = output_of(again)
+    assert again.returncode == 0, log
+    assert "the PACS already holds a SEG of this study (sent before); not sending it again" in log, log
+    assert f"SEG in the PACS: study {study}" in again.stdout, log
+    assert len([j for j in jobs_in(run_dir) if j["study_instance_uid"] == study]) == 1
+    assert processes_mentioning(str(run_dir)) == []
 
 
 def jobs_in(run_dir: Path) -> list[dict]:
@@ -168,3 +179,59 @@ def test_pacs_status_is_one_line_running_and_stopped(tmp_path: Path, pytestconfi
     assert down.returncode != 0 and not own_lines(down.stderr), output_of(down)  # make's own 'Error 3' aside
     (line,) = own_lines(down.stdout)
     assert line.startswith("pacs: not running") and "start it with 'make pacs'" in line, line
+
+
+def test_partial_sends_publish_no_partial_seg_and_a_rerun_replaces_it(
+        sample_series: Path, triton_server: TritonServer, tmp_path: Path, pytestconfig: pytest.Config) -> None:
+    """The liver pipeline into a real Orthanc: a study whose association was aborted reaches the PACS not at all
+    (its job is held); a sender that paused past LISTEN_IDLE_S gets one SEG series, the re-run's instance (on all
+    64 slices) beside the first; the whole study sent again adds nothing."""
+    from dicom_door_helpers import send
+    from dicom_net_helpers import copy_as_new_study
+
+    aborted_study = copy_as_new_study(sample_series, tmp_path / "other")
+    files = sorted(sample_series.glob("*.dcm"))
+    first, rest = tmp_path / "first", tmp_path / "rest"
+    for folder, part in ((first, files[:40]), (rest, files[40:])):
+        folder.mkdir()
+        for f in part:
+            os.link(f, folder / f.name)
+    ct = pydicom.dcmread(files[0], stop_before_pixels=True)
+    run_dir = tmp_path / "run"
+    listen_port = free_ports(1)[0]
+
+    def of(study: str, states: tuple[str, ...], count: int, timeout: float) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = sorted((j for j in jobs(listener) if j["study_instance_uid"] == study),
+                           key=lambda j: j["received_at"])
+            if len(found) >= count and all(j["state"] in states for j in found):
+                return found
+            time.sleep(0.2)
+        raise AssertionError(f"{study}: {jobs(listener)}\n{listener.log.read_text()}")
+
+    with running_pacs(run_dir, pytestconfig, listen_port=listen_port) as pacs, \
+            running_listener(run_dir, PIPELINE, pytestconfig, extra_env=triton_env(triton_server),
+                             port=listen_port) as listener:
+        other = sorted((tmp_path / "other").glob("*.dcm"))[:40]
+        assert send(other, listener, calling="ABORTS", abort=True) == [0] * 40
+        of(aborted_study, ("incomplete",), 1, 60)
+        assert storescu(first, listener.port, calling="PAUSES").returncode == 0
+        of(str(ct.StudyInstanceUID), ("queued", "running", "succeeded"), 1, 60)
+        assert storescu(rest, listener.port, calling="PAUSES").returncode == 0
+        done = of(str(ct.StudyInstanceUID), ("succeeded", "failed"), 2, 600)
+        assert [j["state"] for j in done] == ["succeeded"] * 2, done
+        deadline = time.monotonic() + 30
+        while sum(len(s.get("Instances", [])) for s in pacs.rest.series("SEG")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert storescu(sample_series, listener.port, calling="PAUSES").returncode == 0  # identical: nothing new
+        time.sleep(3)
+        after = jobs(listener)
+        seg_series = pacs.rest.series("SEG")
+        segs = [pydicom.dcmread(io.BytesIO(pacs.rest.get_bytes(f"/instances/{i}/file")), stop_before_pixels=True)
+                for s in seg_series for i in s["Instances"]]
+    assert len(after) == 3, after  # the held one and the study's two
+    assert [j["state"] for j in after if j["study_instance_uid"] == aborted_study] == ["incomplete"]
+    assert len(seg_series) == 1 and seg_series[0]["StudyInstanceUID"] == ct.StudyInstanceUID, seg_series
+    # the partial result and the one that replaces it, in one series: 40 and 64 source slices referenced
+    assert sorted(len(ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence) for ds in segs) == [40, 64]

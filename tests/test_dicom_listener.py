@@ -64,7 +64,7 @@ def test_two_studies_sent_concurrently_make_two_jobs(tmp_path: Path, pytestconfi
     for job in done:
         assert job["state"] == "succeeded", job
         assert set(job) == {"job", "study_instance_uid", "calling_aet", "instances", "state", "reason",
-                            "received_at", "started_at", "finished_at", "pipeline"}
+                            "received_at", "started_at", "finished_at", "pipeline", "supersedes", "superseded_by"}
         assert job["job"].startswith("ODK-dicom-inventory-"), job
         assert job["received_at"] <= job["started_at"] <= job["finished_at"]
         folder = listener.jobs_dir / job["job"]
@@ -178,6 +178,9 @@ def test_listen_takes_several_destinations(tmp_path: Path, pytestconfig: pytest.
     ({"DICOM_DESTINATION": "ORTHANC-4242"}, "DICOM_DESTINATION entry 'ORTHANC-4242' is not AET@host:port"),
     ({"LISTEN_PARAMS": "NOPE=1"}, "no parameter named NOPE"),
     ({"PIPELINE": "def/none.yml"}, "PIPELINE=def/none.yml is not a file"),
+    ({"LISTEN_MAX_ASSOCIATIONS": "0"}, "LISTEN_MAX_ASSOCIATIONS must be at least 1, not 0"),
+    ({"LISTEN_MAX_CONNECTIONS": "4"}, "LISTEN_MAX_CONNECTIONS (4) must be at least LISTEN_MAX_ASSOCIATIONS (16)"),
+    ({"LISTEN_ACSE_TIMEOUT_S": "soon"}, "LISTEN_ACSE_TIMEOUT_S must be a number of seconds, not 'soon'"),
 ])
 def test_listen_bad_settings_are_one_line(variables: dict[str, str], expected: str, tmp_path: Path,
                                           pytestconfig: pytest.Config) -> None:

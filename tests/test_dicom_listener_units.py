@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from datetime import UTC, datetime
@@ -9,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from kit.dicom.collector import StudyCollector
+from kit.dicom.collector import Stored, StudyCollector
 from kit.dicom.config import ConfigError, Destination, parse_allow_list, parse_destinations
+from kit.dicom.intake import Received
 from kit.dicom.jobs import Job, fail_interrupted, job_name, read_jobs
 from kit.dicom.listen import config_from, parse_args, pipeline_command
 from kit.dicom.orthanc import PacsConfig, orthanc_config
@@ -66,43 +68,115 @@ class Clock:
         return self.now
 
 
+class Studies:
+    """A collector on real job folders, fed with instance files as the SCP hands them over."""
+
+    def __init__(self, tmp_path: Path, idle_s: float = 5.0) -> None:
+        self.tmp = tmp_path
+        self.clock = Clock()
+        self.made: list[Job] = []
+        self.lines: list[str] = []
+        self.c = StudyCollector(idle_s, self.new_job, self.lines.append, self.clock)
+
+    def new_job(self, study: str, calling: str) -> Job:
+        self.made.append(Job.create(self.tmp / "jobs", f"job{len(self.made)}", study, calling, "p.yml"))
+        return self.made[-1]
+
+    def store(self, study: str, sop: str, assoc: int, data: bytes = b"x", series: str = "1.9",
+              patient: str = "P1", calling: str = "CT1") -> Stored:
+        (self.tmp / "in").mkdir(exist_ok=True)
+        received = self.tmp / "in" / f"{sop}-{assoc}"
+        received.write_bytes(data)
+        digest = hashlib.sha256(data).hexdigest()
+        return self.c.store(Received(study, series, sop, "1.2.840.10008.5.1.4.1.1.2", patient, digest), received,
+                            calling, assoc)
+
+
 def test_study_completes_after_release_and_idle(tmp_path: Path) -> None:
-    clock = Clock()
-    made: list[Job] = []
-
-    def new_job(study: str, calling: str) -> Job:
-        made.append(Job.create(tmp_path, f"job{len(made)}", study, calling, "p.yml"))
-        return made[-1]
-
-    c = StudyCollector(5.0, new_job, clock)
-    a = c.job_for("1.2.3", "CT1", assoc_id=1)
-    assert c.job_for("1.2.3", "CT1", assoc_id=1) is a  # same study, same job
-    b = c.job_for("1.2.4", "CT1", assoc_id=1)  # last instance at t=100
-    clock.now = 110.0
-    assert c.complete() == []  # idle for 10 s, but the association is still open
-    c.job_for("1.2.4", "CT1", assoc_id=1)  # one more instance of b at t=110
-    c.closed(1)
-    assert c.complete() == [a]  # released, and a's last instance is 10 s old
-    clock.now = 114.9
-    assert c.complete() == []  # b's last instance is 4.9 s old
-    clock.now = 115.0
-    assert c.complete() == [b]
-    assert c.complete() == []
-    later = c.job_for("1.2.3", "CT1", assoc_id=2)  # the same study again: a new job
-    assert later is not a and len(made) == 3
+    s = Studies(tmp_path)
+    a = s.store("1.2.3", "1.2.3.1", assoc=1).job
+    assert s.store("1.2.3", "1.2.3.2", assoc=1).job is a  # same study, same job
+    b = s.store("1.2.4", "1.2.4.1", assoc=1).job  # last instance at t=100
+    s.clock.now = 110.0
+    assert s.c.complete() == []  # idle for 10 s, but the association is still open
+    s.store("1.2.4", "1.2.4.2", assoc=1)  # one more instance of b at t=110
+    s.c.closed(1)
+    assert s.c.complete() == [a]  # released, and a's last instance is 10 s old
+    s.clock.now = 114.9
+    assert s.c.complete() == []  # b's last instance is 4.9 s old
+    s.clock.now = 115.0
+    assert s.c.complete() == [b]
+    assert s.c.complete() == []
+    assert sorted(p.name for p in a.input_dir.rglob("*.dcm")) == ["1.2.3.1.dcm", "1.2.3.2.dcm"]
 
 
 def test_second_association_keeps_study_open(tmp_path: Path) -> None:
-    clock = Clock()
-    c = StudyCollector(5.0, lambda s, a: Job.create(tmp_path, f"j-{a}", s, a, "p.yml"), clock)
-    job = c.job_for("9.9", "A", assoc_id=1)
-    c.job_for("9.9", "B", assoc_id=2)
-    c.closed(1)
-    clock.now += 6
-    assert c.complete() == []  # association 2 is still delivering
-    c.closed(2)
-    assert c.complete() == [job]
+    s = Studies(tmp_path)
+    job = s.store("9.9", "9.9.1", assoc=1, calling="A").job
+    s.store("9.9", "9.9.2", assoc=2, calling="B")
+    s.c.closed(1)
+    s.clock.now += 6
+    assert s.c.complete() == []  # association 2 is still delivering
+    s.c.closed(2)
+    assert s.c.complete() == [job]
     assert job.status.calling_aet == "A"
+
+
+def test_aborted_association_holds_the_study_until_more_of_it_comes(tmp_path: Path) -> None:
+    s = Studies(tmp_path)
+    job = s.store("7.7", "7.7.1", assoc=1).job
+    s.c.closed(1, "the association from CT1 (127.0.0.1) aborted")
+    s.clock.now += 6
+    assert s.c.complete() == []
+    assert job.status.state == "incomplete" and "aborted" in job.status.reason
+    assert any("held incomplete with 1 instance(s)" in line for line in s.lines), s.lines
+    assert s.store("7.7", "7.7.2", assoc=2).job is job  # the rest: the same job receives again
+    assert job.status.state == "receiving"
+    s.c.closed(2)
+    s.clock.now += 6
+    assert s.c.complete() == [job] and job.status.instances == 2
+
+
+def test_refused_instances_leave_the_study_incomplete(tmp_path: Path) -> None:
+    s = Studies(tmp_path)
+    s.c.refused("5.5", 1, "1 instance(s) refused: too little free disk space")  # before the study has a job
+    job = s.store("5.5", "5.5.2", assoc=1).job
+    s.c.closed(1)
+    s.clock.now += 6
+    assert s.c.complete() == [] and job.status.state == "incomplete"
+    assert "too little free disk space" in job.status.reason
+
+
+def test_later_instances_rerun_the_study_and_identical_ones_change_nothing(tmp_path: Path) -> None:
+    s = Studies(tmp_path)
+    first = s.store("3.3", "3.3.1", assoc=1, data=b"a").job
+    s.c.closed(1)
+    s.clock.now += 6
+    assert s.c.complete() == [first]
+    assert s.store("3.3", "3.3.1", assoc=2, data=b"a").outcome == "same"  # re-sent as it was: no new job
+    s.c.closed(2)
+    s.clock.now += 6
+    assert s.c.complete() == [] and len(s.made) == 1
+    later = s.store("3.3", "3.3.2", assoc=3, data=b"b").job  # a new instance: a follow-up job, all instances
+    assert later is not first
+    s.c.closed(3)
+    s.clock.now += 6
+    assert s.c.complete() == [later]
+    assert sorted(p.name for p in later.input_dir.rglob("*.dcm")) == ["3.3.1.dcm", "3.3.2.dcm"]
+    assert later.status.instances == 2 and later.status.supersedes == first.name
+    assert first.status.superseded_by == later.name
+    changed = s.store("3.3", "3.3.1", assoc=4, data=b"changed")  # same UID, other bytes: re-run again
+    assert changed.outcome == "stored" and changed.job not in (first, later)
+
+
+def test_instances_never_join_another_patients_or_studys_job(tmp_path: Path) -> None:
+    s = Studies(tmp_path)
+    s.store("4.4", "4.4.1", assoc=1, patient="P1")
+    assert s.store("4.4", "4.4.2", assoc=2, patient="P2").outcome == "conflict"  # same study UID, other patient
+    assert s.store("4.5", "4.4.1", assoc=2).outcome == "conflict"  # a SOP UID of another study
+    assert s.store("4.4", "4.4.1", assoc=1, series="1.8").outcome == "conflict"  # the same SOP UID, other series
+    assert len(s.made) == 1 and s.made[0].status.instances == 1
+    assert not list((tmp_path / "in").iterdir())  # what was refused is not kept
 
 
 def test_status_file_and_interrupted_jobs(tmp_path: Path) -> None:
@@ -136,3 +210,24 @@ def test_orthanc_config(tmp_path: Path) -> None:
     assert cfg["RemoteAccessAllowed"] is False
     assert cfg["StorageDirectory"].startswith(str(tmp_path.resolve()))
     assert cfg["DicomModalities"] == {"odk": ["ODK2", "127.0.0.1", 11113]}
+
+
+def test_a_restarted_listener_knows_held_and_finished_studies(tmp_path: Path) -> None:
+    s = Studies(tmp_path)
+    done = s.store("6.1", "6.1.1", assoc=1, data=b"a").job
+    held = s.store("6.2", "6.2.1", assoc=1).job
+    s.c.refused("6.2", 1, "1 instance(s) refused: too little free disk space")
+    s.c.closed(1)
+    s.clock.now += 6
+    assert s.c.complete() == [done]
+    done.update(state="succeeded")
+    again = Studies(tmp_path)  # the next run of the listener, on the same jobs
+    assert [j.name for j in again.c.adopt(tmp_path / "jobs")] == [held.name]
+    assert again.c.pending["6.2"].job.name == held.name
+    assert again.store("6.1", "6.1.1", assoc=2, data=b"a").outcome == "same"  # re-sent as it was: nothing new
+    joined = again.store("6.2", "6.2.2", assoc=2)  # the rest of the held study joins its job
+    assert joined.job.name == held.name and joined.job.status.state == "receiving"
+    again.c.closed(2)
+    again.clock.now += 6
+    assert [j.name for j in again.c.complete()] == [held.name]
+    assert again.made == []

@@ -75,6 +75,25 @@ def check_seg(seg_path: Path, sidecar: Path, label_map: Path, model: str = "segm
     assert np.array_equal(back.transpose(2, 1, 0), expected)  # (slice, row, column) -> NIfTI (i, j, k)
 
 
+def test_seg_uids_are_derived_so_a_rerun_replaces_the_earlier_seg(chain: dict[str, Path], tmp_path: Path) -> None:
+    """The same series segmented again: the same SEG series; the same result is the same instance, another result
+    (e.g. more instances arrived) a new instance of that series."""
+    from app.dicom.seg import Algorithm, seg_uids
+
+    sources = [pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(chain["dicom"].rglob("*.dcm"))]
+    algo = Algorithm("segmentation_liver_v1", "1", ("background", "liver", "lesion"))
+    labels = np.zeros((4, 4, 4), np.uint8)
+    first = seg_uids(sources, labels, algo)
+    assert seg_uids(list(reversed(sources)), labels.copy(), algo) == first
+    labels[1, 1, 1] = 1
+    other = seg_uids(sources[:40], labels, algo)
+    assert other[0] == first[0] and other[1] != first[1]
+    assert seg_uids(sources, labels, Algorithm("another_model", "1", algo.labels))[0] != first[0]
+    seg = pydicom.dcmread(next(chain["seg"].glob("*.dcm")), stop_before_pixels=True)
+    assert seg.SeriesInstanceUID == seg_uids(sources, np.zeros(1), algo)[0]
+    assert all(pydicom.uid.UID(u).is_valid for u in (*first, *other))
+
+
 @needs_tools
 def test_seg_passes_dciodvfy_and_reads_back_equal(chain: dict[str, Path]) -> None:
     stem = str(chain["stem"])

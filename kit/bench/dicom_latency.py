@@ -83,7 +83,27 @@ def operator_alone(work: Path, env: dict[str, str]) -> float:
     return next(iter(times.values()))
 
 
+def fresh_study(series: Path, target: Path) -> Path:
+    """The series as a study never sent before (new Study, Series, SOP Instance and Frame of Reference UIDs, one
+    per old one): the listener makes no new job of a study it already received unchanged, and the SEG writer
+    puts a re-run of a series into the same SEG series, so each round trip sends a study of its own."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    new: dict[str, str] = {}
+    target.mkdir(parents=True, exist_ok=True)
+    for path in sorted(p for p in series.rglob("*") if p.is_file()):
+        ds = pydicom.dcmread(path)
+        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID"):
+            if keyword in ds:
+                setattr(ds, keyword, new.setdefault(str(ds.get(keyword)), generate_uid()))
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.save_as(target / path.name, enforce_file_format=True)
+    return target
+
+
 def one_round_trip(series: Path, rest: Rest, listen_port: int, jobs_dir: Path) -> dict:
+    series = fresh_study(series, series.parent / "rounds" / f"{time.time_ns()}")
     study = study_uid_of(series)
     known = seg_ids(rest, study)
     before = set(jobs_dir.glob("*")) if jobs_dir.is_dir() else set()

@@ -1,24 +1,30 @@
 """Job folders of the listener: ``<jobs>/<job>/{input/, output/, logs/, job.log, status.json}``.
 
 status.json keys (read by other tools; keep them): job, study_instance_uid, calling_aet, instances, state
-(receiving | queued | running | succeeded | failed), reason, received_at, started_at, finished_at, pipeline.
+(receiving | incomplete | queued | running | succeeded | failed), reason, received_at, started_at, finished_at,
+pipeline, supersedes / superseded_by (the job of the same study that this one re-runs with more instances, and
+the one that re-runs it).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
 from odk import atomic_write_bytes
 
 STATUS_FILE = "status.json"
-STATES = ("receiving", "queued", "running", "succeeded", "failed")
+STATES = ("receiving", "incomplete", "queued", "running", "succeeded", "failed")
 FINAL_STATES = ("succeeded", "failed")
+# held, not run: part of the study is missing (an association ended without release, instances were refused);
+# more instances of the study join the job, or an operator decides
+HELD_STATES = ("incomplete",)
 
 
 def utc_now() -> str:
@@ -44,6 +50,8 @@ class JobStatus:
     started_at: str = ""
     finished_at: str = ""
     pipeline: str = ""
+    supersedes: str = ""
+    superseded_by: str = ""
 
 
 class Job:
@@ -62,6 +70,15 @@ class Job:
         job = cls(folder, JobStatus(job=name, study_instance_uid=study_uid, calling_aet=calling_aet,
                                     received_at=utc_now(), pipeline=pipeline))
         job.save()
+        return job
+
+    @classmethod
+    def load(cls, folder: Path) -> Job:
+        """A job folder written earlier: its status and the SOP Instance UIDs its input/ holds (file names)."""
+        data = json.loads((folder / STATUS_FILE).read_text(encoding="utf-8"))
+        known = {f.name for f in fields(JobStatus)}
+        job = cls(folder, JobStatus(**{k: v for k, v in data.items() if k in known}))
+        job.sop_uids = {p.stem for p in job.input_dir.glob("*/*.dcm")}
         return job
 
     @property
@@ -89,6 +106,21 @@ class Job:
             self.sop_uids.add(sop_uid)
             self.status.instances = len(self.sop_uids)
         self.save()
+
+    def add_instance_file(self, series_uid: str, sop_uid: str, received: Path) -> Path:
+        """Move a received instance's file to input/<series>/<sop>.dcm (the UIDs are checked valid, so the name is
+        the UID itself and stays inside input/); a resent one replaces it. Returns where it is now."""
+        folder = self.input_dir / series_uid
+        dest = folder / f"{sop_uid}.dcm"
+        if dest.resolve().parent != folder.resolve() or folder.resolve().parent != self.input_dir.resolve():
+            raise ValueError(f"UIDs {series_uid!r} / {sop_uid!r} do not name a file in {self.input_dir}")
+        folder.mkdir(parents=True, exist_ok=True)
+        os.replace(received, dest)
+        with self.lock:
+            self.sop_uids.add(sop_uid)
+            self.status.instances = len(self.sop_uids)
+        self.save()
+        return dest
 
     def update(self, **changes: object) -> None:
         with self.lock:
@@ -122,7 +154,7 @@ def fail_interrupted(jobs_dir: Path) -> list[str]:
     """Jobs a previous listener left unfinished become failed (their instances stay); returns their names."""
     names = []
     for status in read_jobs(jobs_dir):
-        if status.get("state") in FINAL_STATES:
+        if status.get("state") in FINAL_STATES + HELD_STATES:
             continue
         status.update(state="failed", finished_at=utc_now(),
                       reason=f"the listener stopped while the job was {status.get('state')}; "

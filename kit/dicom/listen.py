@@ -9,10 +9,13 @@ writes <run-dir>/state (key=value lines) once it accepts associations, and remov
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
+import tempfile
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,29 +23,50 @@ from kit.dicom import status as status_view
 from kit.dicom.collector import StudyCollector
 from kit.dicom.config import (
     DEFAULT_IDLE_S,
+    MAX_PDU,
     ConfigError,
     Destination,
+    DoorSettings,
     ListenerConfig,
     parse_allow_list,
     parse_destinations,
 )
+from kit.dicom.door import Limits
 from kit.dicom.jobs import Job, fail_interrupted, job_name, utc_now
 from kit.dicom.pacs import running_destination
 from kit.dicom.runner import JobRunner, PipelineCommand
 from kit.dicom.runstate import STATE_FILE
-from kit.dicom.scp import StorageSCP
+from kit.dicom.scp import StorageSCP, Timeouts
 from kit.paths import run_dir
 from kit.pipeline.model import PipelineError, load_pipeline
 from kit.pipeline.run import local_triton
 from kit.pipeline.triton_hint import triton_warning
 
 _log_lock = threading.Lock()
+# control characters a peer may have put in a value (a UID, an AE title) are written escaped: one message is
+# one line of the log, never a forged second one
+_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
 
 
 def log(message: str) -> None:
+    """One line of listen.log; never raises (a full disk must not stop the listener)."""
     stamp = datetime.now(UTC).strftime("%H:%M:%S")
-    with _log_lock:
-        print(f"[odk] {stamp} {message}", file=sys.stderr, flush=True)
+    with _log_lock, contextlib.suppress(OSError, ValueError):
+        print(f"[odk] {stamp} {message.translate(_ESCAPES)}", file=sys.stderr, flush=True)
+
+
+def quiet_libraries() -> None:
+    """Warnings of pydicom and pynetdicom go to the log as escaped lines of their own (a received value in them
+    can hold a newline); pydicom does not check what it reads (the listener checks, kit/dicom/intake.py)."""
+    import logging
+    import warnings
+
+    import pydicom
+
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    warnings.showwarning = lambda message, category, *_a, **_k: log(f"warning: {category.__name__}: {message}")
+    logging.getLogger("pynetdicom").propagate = False  # its own NullHandler: nothing on stderr
+    logging.getLogger("pydicom").propagate = False
 
 
 def triton_hint() -> str | None:
@@ -75,7 +99,9 @@ def write_state(cfg: ListenerConfig, pipeline_name: str) -> None:
     lines = [f"pid={os.getpid()}", f"aet={cfg.aet}", f"host={cfg.host}", f"port={cfg.port}",
              f"idle_s={cfg.idle_s:g}", f"pipeline={cfg.pipeline}", f"pipeline_name={pipeline_name}",
              f"destination={destination_text(cfg.destinations)}", f"allowed_aets={','.join(cfg.allowed_aets)}",
-             f"runtime={cfg.runtime}", f"started_at={utc_now()}"]
+             f"runtime={cfg.runtime}", f"max_associations={cfg.door.max_associations}",
+             f"max_per_caller={cfg.door.max_per_caller}", f"min_free_mb={cfg.door.min_free_mb}",
+             f"started_at={utc_now()}"]
     tmp = cfg.run_dir / f".{STATE_FILE}.part"
     tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     os.replace(tmp, cfg.run_dir / STATE_FILE)
@@ -83,6 +109,7 @@ def write_state(cfg: ListenerConfig, pipeline_name: str) -> None:
 
 def serve(cfg: ListenerConfig) -> int:
     command, pipeline_name = pipeline_command(cfg)
+    quiet_libraries()
     cfg.jobs_dir.mkdir(parents=True, exist_ok=True)
     for name in fail_interrupted(cfg.jobs_dir):
         log(f"job {name}: failed: interrupted by an earlier stop; instances kept")
@@ -93,7 +120,10 @@ def serve(cfg: ListenerConfig) -> int:
         log(f"job {job.name}: receiving study {study_uid} from {calling_aet}")
         return job
 
-    collector = StudyCollector(cfg.idle_s, new_job)
+    collector = StudyCollector(cfg.idle_s, new_job, log)
+    for job in collector.adopt(cfg.jobs_dir):
+        log(f"job {job.name}: still held incomplete ({job.status.instances} instance(s) of study "
+            f"{job.status.study_instance_uid}); more of the study joins it")
 
     def on_signal(*_: object) -> None:
         stop.set()
@@ -102,9 +132,15 @@ def serve(cfg: ListenerConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     runner = JobRunner(command, cfg.workers, log, triton_hint)
-    scp = StorageSCP(cfg.aet, cfg.allowed_aets, collector, log)
+    door = cfg.door
+    limits = Limits(MAX_PDU, door.max_associations, door.max_per_caller, door.max_connections)
+    timeouts = Timeouts(door.acse_timeout_s, door.dimse_timeout_s, door.network_timeout_s)
+    clear_incoming(cfg)
+    tempfile.tempdir = str(cfg.incoming_dir)  # pynetdicom streams received instances to temporary files
+    scp = StorageSCP(cfg.aet, cfg.allowed_aets, collector, log, limits, timeouts, cfg.incoming_dir, door.min_free_mb)
     try:
-        scp.start(cfg.host, cfg.port)
+        # DICOM TLS: an ssl.SSLContext given here makes the listener accept TLS associations only
+        scp.start(cfg.host, cfg.port, ssl_context=None)
     except OSError as exc:
         runner.stop()
         print(f"[odk] error: cannot listen on {cfg.host}:{cfg.port} ({exc}); stop what uses it or set "
@@ -117,13 +153,25 @@ def serve(cfg: ListenerConfig) -> int:
         "no DICOM_DESTINATION and no 'make pacs' running: results stay in each job's output/")
     if cfg.allowed_aets:
         log(f"calling AE titles allowed: {', '.join(cfg.allowed_aets)}")
+    log(f"at most {door.max_associations} associations at once ({door.max_per_caller} per calling AE title), "
+        f"{door.max_connections} connections; PDUs up to {MAX_PDU} bytes; stores refused below "
+        f"{door.min_free_mb} MB free")
     hint = triton_hint()
     if hint:
         log(f"warning: {hint}")
     try:
+        next_sweep = 0.0
         while not stop.is_set():
             for job in collector.complete():
-                runner.submit(job)
+                try:
+                    runner.submit(job)
+                except OSError as exc:  # e.g. the disk is full: the job is kept and queued again later
+                    log(f"job {job.name}: cannot be queued now ({exc}); trying again")
+                    collector.give_back(job)
+            if time.monotonic() >= next_sweep:
+                scp.sweep()
+                sweep_incoming(cfg, door.network_timeout_s + 5)
+                next_sweep = time.monotonic() + 2.0
             # a closed association is seen at once (LISTEN_IDLE_S=0: the job starts then); the idle time of
             # other studies is checked every 0.2 s
             collector.wait(0.2)
@@ -138,6 +186,24 @@ def serve(cfg: ListenerConfig) -> int:
     return 0
 
 
+def clear_incoming(cfg: ListenerConfig) -> None:
+    """Partial instances an earlier run was receiving when it stopped (never acknowledged): removed."""
+    cfg.incoming_dir.mkdir(parents=True, exist_ok=True)
+    for path in cfg.incoming_dir.iterdir():
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def sweep_incoming(cfg: ListenerConfig, stale_s: float) -> None:
+    """Files of transfers that stopped mid-instance (their association was aborted): removed once stale."""
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for path in cfg.incoming_dir.iterdir():
+            with contextlib.suppress(OSError):
+                if now - path.stat().st_mtime > stale_s:
+                    path.unlink()
+
+
 def config_from(args: argparse.Namespace) -> ListenerConfig:
     destinations = parse_destinations(args.destination)
     if not destinations:
@@ -148,7 +214,9 @@ def config_from(args: argparse.Namespace) -> ListenerConfig:
         run_dir=args.run_dir.resolve(), destinations=destinations,
         allowed_aets=parse_allow_list(args.allowed_aets),
         runtime=args.runtime, engine=args.engine, image=args.image, workers=args.workers,
-        extra_params=tuple(args.param)).check()
+        extra_params=tuple(args.param),
+        door=DoorSettings(args.max_associations, args.max_per_caller, args.max_connections, args.acse_timeout,
+                          args.dimse_timeout, args.network_timeout, args.min_free_mb)).check()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -170,6 +238,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--image", default=os.environ.get("IMAGE") or "clara/simple-operator")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    d = DoorSettings()
+    ap.add_argument("--max-associations", type=int, default=d.max_associations)
+    ap.add_argument("--max-per-caller", type=int, default=d.max_per_caller)
+    ap.add_argument("--max-connections", type=int, default=d.max_connections)
+    ap.add_argument("--acse-timeout", type=float, default=d.acse_timeout_s, help="seconds")
+    ap.add_argument("--dimse-timeout", type=float, default=d.dimse_timeout_s, help="seconds")
+    ap.add_argument("--network-timeout", type=float, default=d.network_timeout_s, help="seconds")
+    ap.add_argument("--min-free-mb", type=int, default=d.min_free_mb)
     ap.add_argument("--timeout", type=float, default=30.0, help="wait: seconds")
     ap.add_argument("--pid", type=int, default=0, help="wait: give up when this process ends")
     return ap.parse_args(argv)

@@ -1,9 +1,11 @@
 """Wait for a study's new SEG series in the PACS, describe it, and score it against a truth label map.
 
     python -m kit.dicom.seg_check --pacs-url URL --series-dir DIR [--known FILE] [--truth NIFTI] [--jobs-dir DIR]
+                                  [--existing]
 --known: a file of Orthanc series IDs that existed before (``--list-known`` writes it); the first SEG
 series of the study not in it is the answer. Exit 1 with one line when none arrives in --timeout seconds,
-or as soon as the listener's job for the study failed (its reason is the line).
+or as soon as the listener's job for the study failed (its reason is the line). --existing: describe the SEG
+the PACS already holds for the study (none: exit 1).
 """
 
 from __future__ import annotations
@@ -117,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--truth", type=Path)
     ap.add_argument("--jobs-dir", type=Path)
     ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--existing", action="store_true", help="describe a SEG of the study the PACS holds already")
     args = ap.parse_args(argv)
     rest = Rest(args.pacs_url)
     study = study_uid_of(args.series_dir)
@@ -126,7 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     known = set(args.known.read_text().split()) if args.known and args.known.is_file() else set()
     try:
-        result = wait_new_seg(rest, study, known, args.timeout, args.jobs_dir)
+        if args.existing:
+            result = wait_new_seg(rest, study, set(), 0.5)
+        else:
+            result = wait_new_seg(rest, study, known, args.timeout, args.jobs_dir)
     except RuntimeError as exc:
         print(f"[odk] error: {exc}", file=sys.stderr)
         return 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -10,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
 
 from .geometry import SeriesGeometry
 
@@ -67,16 +69,30 @@ def labels_on_series(img: nib.Nifti1Image, geom: SeriesGeometry, frame_uid: str)
         raise SegError(f"the label map is not on the grid of its series ({exc})") from exc
 
 
+def seg_uids(sources: Sequence[pydicom.Dataset], labels: np.ndarray, algo: Algorithm) -> tuple[str, str]:
+    """(SeriesInstanceUID, SOPInstanceUID) of the SEG, derived rather than random: the series from the source
+    series and the model, so that a re-run of the same series (more instances arrived, a retry) is a new instance
+    of the same SEG series that replaces the earlier one; the instance from the source instances and the labels,
+    so that the same result sent again is the same instance (a PACS keeps it once)."""
+    series_uid = str(sources[0].SeriesInstanceUID)
+    series = generate_uid(entropy_srcs=["odk-seg-series", series_uid, algo.name])
+    sops = sorted(str(ds.SOPInstanceUID) for ds in sources)
+    instance = generate_uid(entropy_srcs=["odk-seg-instance", series, algo.version, *sops,
+                                   hashlib.sha256(np.ascontiguousarray(labels).tobytes()).hexdigest()])
+    return series, instance
+
+
 def build_seg(sources: Sequence[pydicom.Dataset], labels: hd.Volume, algo: Algorithm, series_number: int,
               series_description: str) -> hd.seg.Segmentation:
     counts = np.bincount(np.asarray(labels.array).ravel())  # uint8: at most 256 bins, far faster than unique
     unknown = [v for v in np.flatnonzero(counts).tolist() if v >= len(algo.labels)]
     if unknown:
         raise SegError(f"label value(s) {unknown} have no name in the model's labels {list(algo.labels)}")
+    series_uid, instance_uid = seg_uids(sources, np.asarray(labels.array), algo)
     seg = hd.seg.Segmentation(
         source_images=list(sources), pixel_array=labels, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=segment_descriptions(algo), series_instance_uid=hd.UID(),
-        series_number=series_number, sop_instance_uid=hd.UID(), instance_number=1, manufacturer="ODK",
+        segment_descriptions=segment_descriptions(algo), series_instance_uid=series_uid,
+        series_number=series_number, sop_instance_uid=instance_uid, instance_number=1, manufacturer="ODK",
         manufacturer_model_name=algo.name, software_versions=SOFTWARE,
         device_serial_number="0", series_description=series_description[:64], content_label="SEGMENTATION",
         content_description=f"{algo.name} v{algo.version}"[:64], content_creator_name="ODK^Operator")
