@@ -78,7 +78,7 @@ def check_seg(seg_path: Path, sidecar: Path, label_map: Path, model: str = "segm
 def test_seg_uids_are_derived_so_a_rerun_replaces_the_earlier_seg(chain: dict[str, Path], tmp_path: Path) -> None:
     """The same series segmented again: the same SEG series; the same result is the same instance, another result
     (e.g. more instances arrived) a new instance of that series."""
-    from app.dicom.seg import Algorithm, seg_uids
+    from odk.dicom.seg import Algorithm, seg_uids
 
     sources = [pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(chain["dicom"].rglob("*.dcm"))]
     algo = Algorithm("segmentation_liver_v1", "1", ("background", "liver", "lesion"))
