@@ -35,7 +35,8 @@ KUBE_TRITON_IMAGE ?=
 export PLATFORM MANIFESTS_DIR NAMESPACE KUBE_CONTEXT KUBE_VERSION KUBE_TRITON_IMAGE
 # Results viewer (docs/viewer.md).
 VIEW_PORT    ?= 8090
-export VIEW_PORT
+VIEW_HOST    ?=
+export VIEW_PORT VIEW_HOST
 # DICOM: the local PACS (Orthanc) and the listener (see docs/dicom-listener.md). PIPELINE empty: the listener
 # runs def/liver-dicom-pipeline.yml; DICOM_DESTINATION empty: the PACS of `make pacs` when it runs.
 PACS_DICOM_PORT   ?= 4242
