@@ -245,9 +245,9 @@ def save_blanked(ds: pydicom.Dataset, path: Path) -> None:
 
 
 def test_a_series_with_its_uids_blanked_is_refused_as_such(sample: Path, tmp_path: Path) -> None:
-    """An anonymiser that empties the UIDs (made here from the sample) leaves files that cannot be told apart: the reader says that, once per
-    series with the count of files, not that each is "another copy of instance ''"; a series without its SOP
-    Instance UIDs only (its Series UID kept) is named by that UID."""
+    """An anonymiser that empties the UIDs (a series made here from the sample) leaves files that cannot be told
+    apart: the reader says that, once per series with the count of files, not that each is "another copy of
+    instance ''"; a series without its SOP Instance UIDs only (its Series UID kept) is named by that UID."""
     datasets = load_series(sample)
     blank, sop_only = tmp_path / "job" / "blank", tmp_path / "job" / "sop-only"
     kept = variant_series(datasets, "sop uids removed", n=20)
