@@ -46,7 +46,9 @@ LISTEN_AET        ?= ODK
 LISTEN_PORT       ?= 11112
 LISTEN_IDLE_S     ?= 5
 DICOM_DESTINATION ?=
-export PACS_DICOM_PORT PACS_HTTP_PORT PACS_AET LISTEN_AET LISTEN_PORT LISTEN_IDLE_S DICOM_DESTINATION
+# The calling AE titles the PACS accepts besides the listener's (dcmtk's defaults; AET[@host[:port]], comma-separated).
+PACS_ALLOWED_AETS ?= STORESCU,FINDSCU,ECHOSCU
+export PACS_DICOM_PORT PACS_HTTP_PORT PACS_AET LISTEN_AET LISTEN_PORT LISTEN_IDLE_S DICOM_DESTINATION PACS_ALLOWED_AETS
 
 .PHONY: help venv demo test lint triton triton-stop triton-status build wrap run-local \
         validate run-pipeline deploy bench bench-report phantoms train evaluate wheel clean \

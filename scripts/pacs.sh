@@ -4,7 +4,9 @@
 # listens on every interface; its REST API answers only this machine (RemoteAccessAllowed false).
 #   scripts/pacs.sh start|stop|status
 # Variables: PACS_DICOM_PORT (4242), PACS_HTTP_PORT (8042), PACS_AET (ORTHANC), LISTEN_AET/LISTEN_PORT (the
-# listener, registered as a modality), PACS_READY_TIMEOUT (30 s).
+# listener, registered as a modality), PACS_ALLOWED_AETS (STORESCU,FINDSCU,ECHOSCU: the other calling AE titles it
+# accepts, each AET[@host[:port]], host 127.0.0.1 when not given), DICOM_CALLING_AET (ODK: register-results'),
+# PACS_READY_TIMEOUT (30 s). DICOM from any other AE title, or from another host, is rejected at association.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh source-path=SCRIPTDIR
 source "$(dirname "$0")/lib.sh"
@@ -15,6 +17,8 @@ PACS_AET="${PACS_AET:-ORTHANC}"
 LISTEN_AET="${LISTEN_AET:-ODK}"
 LISTEN_PORT="${LISTEN_PORT:-11112}"
 PACS_READY_TIMEOUT="${PACS_READY_TIMEOUT:-30}"
+PACS_ALLOWED_AETS="${PACS_ALLOWED_AETS-STORESCU,FINDSCU,ECHOSCU}"
+DICOM_CALLING_AET="${DICOM_CALLING_AET:-ODK}"
 PACS_RUN_DIR="$ODK_RUN_DIR/pacs"
 PACS_PID_FILE="$(service_pid_file pacs)"
 
@@ -33,7 +37,8 @@ cmd_start() {
     rm -f "$PACS_PID_FILE" "$PACS_RUN_DIR/state"
     local config
     config="$("$ODK_PY" -m kit.dicom.pacs config --run-dir "$PACS_RUN_DIR" --dicom-port "$PACS_DICOM_PORT" \
-        --http-port "$PACS_HTTP_PORT" --aet "$PACS_AET" --listen-aet "$LISTEN_AET" --listen-port "$LISTEN_PORT")" || exit 1
+        --http-port "$PACS_HTTP_PORT" --aet "$PACS_AET" --listen-aet "$LISTEN_AET" --listen-port "$LISTEN_PORT" \
+        --allowed-aets "$PACS_ALLOWED_AETS" --results-aet "$DICOM_CALLING_AET")" || exit 1
     setsid Orthanc "$config" >"$PACS_RUN_DIR/orthanc.log" 2>&1 </dev/null &
     pid=$!
     printf '%s\n' "$pid" >"$PACS_PID_FILE"
@@ -46,7 +51,8 @@ cmd_start() {
         exit 1
     fi
     log "PACS (Orthanc) ready: AE $PACS_AET at 127.0.0.1:$PACS_DICOM_PORT, web UI http://127.0.0.1:$PACS_HTTP_PORT/app/explorer.html"
-    log "note: Orthanc listens on all interfaces (it has no bind option); its REST API answers this machine only"
+    log "note: Orthanc listens on all interfaces (it has no bind option); it accepts DICOM only from the AE titles it" \
+        "knows, each from its host ($LISTEN_AET, $DICOM_CALLING_AET, PACS_ALLOWED_AETS=${PACS_ALLOWED_AETS:-}), its REST API from this machine only"
 }
 
 # Orthanc takes ~3.5 s to stop.

@@ -64,12 +64,14 @@ class Listener:
 
 
 @contextmanager
-def running_pacs(run_dir: Path, config: pytest.Config | None = None, listen_port: int = 11112) -> Iterator[Pacs]:
-    """`make pacs` on free ports in run_dir; `make pacs-stop` afterwards, whatever happens."""
+def running_pacs(run_dir: Path, config: pytest.Config | None = None, listen_port: int = 11112,
+                 **settings: str) -> Iterator[Pacs]:
+    """`make pacs` on free ports in run_dir (more make variables in settings); `make pacs-stop` afterwards,
+    whatever happens."""
     dicom_port, http_port = free_ports(2)
     env = {"ODK_RUN_DIR": str(run_dir)}
     variables = {"PACS_DICOM_PORT": str(dicom_port), "PACS_HTTP_PORT": str(http_port),
-                 "LISTEN_PORT": str(listen_port)}
+                 "LISTEN_PORT": str(listen_port), **settings}
     try:
         check(make("pacs", config, env=env, timeout=60, **variables))
         yield Pacs(dicom_port, http_port, "ORTHANC", Rest(f"http://127.0.0.1:{http_port}"))
