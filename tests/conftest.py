@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+# requires.py: the one guard for outside tools (requires("dicom"), ...), and STRICT=1 turning skips into failures.
+pytest_plugins = ["requires"]
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_MODEL = "segmentation_liver_v1"
 
@@ -97,7 +100,7 @@ def makefile_defaults() -> dict[str, str]:
 # -- images, built once per session for every test that needs them ------------------------------------------
 @pytest.fixture(scope="session")
 def engine() -> str:
-    """The working container engine (skip without one; fail under ODK_REQUIRE_CONTAINERS=1)."""
+    """The working container engine (skipped without one, tests/requires.py's group 'containers')."""
     from container_helpers import require_engine
 
     return require_engine()

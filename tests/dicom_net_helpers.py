@@ -4,8 +4,6 @@ free ports with their own run dir, dcmtk clients, and small real CT series writt
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -19,20 +17,15 @@ import pytest
 from container_helpers import check, make
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from requires import requires
 
 from kit.dicom.orthanc import Rest
 from kit.triton.readiness import free_ports, port_in_use
 
-TOOLS = ("Orthanc", "storescu", "echoscu")
-
 
 def require_tools() -> None:
-    """Orthanc and dcmtk are installed by scripts/setup-dicom.sh (CI runs it): fail in CI, skip elsewhere."""
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing:
-        if os.environ.get("CI"):
-            pytest.fail(f"{', '.join(missing)} missing; .ci/run must run scripts/setup-dicom.sh")
-        pytest.skip(f"{', '.join(missing)} not installed (scripts/setup-dicom.sh)")
+    """Orthanc and dcmtk (tests/requires.py's group 'dicom', installed by scripts/setup-dicom.sh)."""
+    requires("dicom")
 
 
 @dataclass(frozen=True)
