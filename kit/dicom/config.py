@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 # parser, one error type, for `make listen` and for the operator it hands the destinations to.
 from app.config import ConfigError
 from app.dicom.store import Destination, parse_destinations
+from kit.dicom.tls import ServerTls, listener_tls
 
 __all__ = ["ConfigError", "Destination", "ListenerConfig", "check_aet", "parse_allow_list", "parse_destinations"]
 
@@ -45,6 +47,8 @@ class ListenerConfig:
     image: str = "clara/simple-operator"
     workers: int = 1
     extra_params: tuple[str, ...] = field(default_factory=tuple)
+    # DICOM TLS: LISTEN_TLS_CERT/LISTEN_TLS_KEY (+ LISTEN_TLS_CA: client certificates required); None: plain.
+    tls: ServerTls | None = field(default_factory=lambda: listener_tls(os.environ))
 
     @property
     def jobs_dir(self) -> Path:
@@ -60,4 +64,6 @@ class ListenerConfig:
             raise ConfigError(f"PIPELINE={self.pipeline} is not a file; e.g. PIPELINE=def/liver-dicom-pipeline.yml")
         if self.workers < 1:
             raise ConfigError("LISTEN_WORKERS must be at least 1")
+        if self.tls is not None:
+            self.tls.context()  # unreadable or mismatched files: one line now, not at the first association
         return self

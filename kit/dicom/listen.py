@@ -104,7 +104,7 @@ def serve(cfg: ListenerConfig) -> int:
     runner = JobRunner(command, cfg.workers, log, triton_hint)
     scp = StorageSCP(cfg.aet, cfg.allowed_aets, collector, log)
     try:
-        scp.start(cfg.host, cfg.port)
+        scp.start(cfg.host, cfg.port, cfg.tls)
     except OSError as exc:
         runner.stop()
         print(f"[odk] error: cannot listen on {cfg.host}:{cfg.port} ({exc}); stop what uses it or set "

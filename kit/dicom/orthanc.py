@@ -59,7 +59,7 @@ class PacsConfig:
     listen_port: int = 11112
     allowed: tuple[Caller, ...] = parse_callers(DEFAULT_ALLOWED_AETS)  # PACS_ALLOWED_AETS: the user's tools
     results_aet: str = "ODK"  # DICOM_CALLING_AET: register-results stores its SEG objects as this AE
-    tls: dict[str, str] | None = None  # PACS_TLS=1: Orthanc's DicomTls* options (kit.dicom.tls.orthanc_options)
+    tls: dict[str, object] | None = None  # PACS_TLS=1: Orthanc's DicomTls* options (kit.dicom.tls.orthanc_options)
 
     @property
     def url(self) -> str:

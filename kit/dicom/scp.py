@@ -10,6 +10,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
 from kit.dicom.collector import StudyCollector
+from kit.dicom.tls import ServerTls
 
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
@@ -44,8 +45,14 @@ class StorageSCP:
                 (evt.EVT_C_ECHO, self.on_echo), (evt.EVT_C_STORE, self.on_store),
                 (evt.EVT_CONN_CLOSE, self.on_close)]
 
-    def start(self, host: str, port: int) -> None:
-        self.server = self.ae.start_server((host, port), block=False, evt_handlers=self.handlers())
+    def start(self, host: str, port: int, tls: ServerTls | None = None) -> None:
+        context = tls.context(self.log) if tls is not None else None
+        self.server = self.ae.start_server((host, port), block=False, evt_handlers=self.handlers(),
+                                           ssl_context=context)
+        if tls is not None:
+            self.log(f"DICOM TLS only on {host}:{port} (certificate {tls.cert}); "
+                     + (f"client certificates from the CA in {tls.ca} required" if tls.ca else
+                        "no client certificate asked for (LISTEN_TLS_CA unset)"))
 
     def stop(self) -> None:
         if self.server is not None:
