@@ -99,7 +99,7 @@ GROUPS: dict[str, Group] = {g.name: g for g in (
     Group("kubectl", "a real kubectl against an unreachable cluster",
           "curl -fLo kubectl https://dl.k8s.io/release/v1.34.0/bin/linux/amd64/kubectl && sudo install kubectl "
           "/usr/local/bin/", lambda: _tools("kubectl"), auto=""),
-    Group("openssl", "certificates made here for the DICOM TLS tests", "sudo apt-get install openssl",
+    Group("openssl", "certificates made here for the DICOM TLS tests", "sudo apt-get install -y openssl",
           lambda: _tools("openssl")),
 )}
 
