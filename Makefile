@@ -35,7 +35,8 @@ KUBE_TRITON_IMAGE ?=
 export PLATFORM MANIFESTS_DIR NAMESPACE KUBE_CONTEXT KUBE_VERSION KUBE_TRITON_IMAGE
 # Results viewer (docs/viewer.md).
 VIEW_PORT    ?= 8090
-export VIEW_PORT
+VIEW_HOST    ?=
+export VIEW_PORT VIEW_HOST
 # DICOM: the local PACS (Orthanc) and the listener (see docs/dicom-listener.md). PIPELINE empty: the listener
 # runs def/liver-dicom-pipeline.yml; DICOM_DESTINATION empty: the PACS of `make pacs` when it runs.
 PACS_DICOM_PORT   ?= 4242
@@ -45,6 +46,8 @@ LISTEN_AET        ?= ODK
 LISTEN_PORT       ?= 11112
 LISTEN_IDLE_S     ?= 5
 DICOM_DESTINATION ?=
+# The calling AE titles the PACS accepts besides the listener's (dcmtk's defaults; AET[@host[:port]], comma-separated).
+PACS_ALLOWED_AETS ?= STORESCU,FINDSCU,ECHOSCU
 # The listener's limits (docs/dicom-listener.md, "Limits"): associations at once, of them per calling AE title,
 # TCP connections at once, timeouts in seconds, and the free space below which stores are refused.
 LISTEN_MAX_ASSOCIATIONS  ?= 16
@@ -54,7 +57,7 @@ LISTEN_ACSE_TIMEOUT_S    ?= 10
 LISTEN_DIMSE_TIMEOUT_S   ?= 30
 LISTEN_NETWORK_TIMEOUT_S ?= 30
 LISTEN_MIN_FREE_MB       ?= 100
-export PACS_DICOM_PORT PACS_HTTP_PORT PACS_AET LISTEN_AET LISTEN_PORT LISTEN_IDLE_S DICOM_DESTINATION
+export PACS_DICOM_PORT PACS_HTTP_PORT PACS_AET LISTEN_AET LISTEN_PORT LISTEN_IDLE_S DICOM_DESTINATION PACS_ALLOWED_AETS
 export LISTEN_MAX_ASSOCIATIONS LISTEN_MAX_PER_CALLER LISTEN_MAX_CONNECTIONS LISTEN_ACSE_TIMEOUT_S \
        LISTEN_DIMSE_TIMEOUT_S LISTEN_NETWORK_TIMEOUT_S LISTEN_MIN_FREE_MB
 

@@ -4,7 +4,11 @@
 # listens on every interface; its REST API answers only this machine (RemoteAccessAllowed false).
 #   scripts/pacs.sh start|stop|status
 # Variables: PACS_DICOM_PORT (4242), PACS_HTTP_PORT (8042), PACS_AET (ORTHANC), LISTEN_AET/LISTEN_PORT (the
-# listener, registered as a modality), PACS_READY_TIMEOUT (30 s).
+# listener, registered as a modality), PACS_ALLOWED_AETS (STORESCU,FINDSCU,ECHOSCU: the other calling AE titles it
+# accepts, each AET[@host[:port]], host 127.0.0.1 when not given), DICOM_CALLING_AET (ODK: register-results'),
+# PACS_READY_TIMEOUT (30 s). DICOM from any other AE title, or from another host, is rejected at association.
+# PACS_TLS=1: its DICOM port speaks TLS only, with the certificates of $ODK_RUN_DIR/tls (made here with openssl
+# when missing: ca.crt, server.crt/.key, client.crt/.key); callers need a client certificate of that CA.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh source-path=SCRIPTDIR
 source "$(dirname "$0")/lib.sh"
@@ -15,6 +19,10 @@ PACS_AET="${PACS_AET:-ORTHANC}"
 LISTEN_AET="${LISTEN_AET:-ODK}"
 LISTEN_PORT="${LISTEN_PORT:-11112}"
 PACS_READY_TIMEOUT="${PACS_READY_TIMEOUT:-30}"
+PACS_ALLOWED_AETS="${PACS_ALLOWED_AETS-STORESCU,FINDSCU,ECHOSCU}"
+DICOM_CALLING_AET="${DICOM_CALLING_AET:-ODK}"
+PACS_TLS="${PACS_TLS:-0}"
+TLS_DIR="$ODK_RUN_DIR/tls"
 PACS_RUN_DIR="$ODK_RUN_DIR/pacs"
 PACS_PID_FILE="$(service_pid_file pacs)"
 
@@ -30,15 +38,21 @@ cmd_start() {
     if [[ -n "$(pacs_pid)" ]]; then
         die "a PACS started by 'make pacs' is already running (pid $(pacs_pid)); run 'make pacs-stop' first"
     fi
+    [[ "$PACS_TLS" == 0 || "$PACS_TLS" == 1 ]] || die "PACS_TLS must be 0 or 1, not '$PACS_TLS'"
     rm -f "$PACS_PID_FILE" "$PACS_RUN_DIR/state"
-    local config
+    local config tls_args=()
+    if [[ "$PACS_TLS" == 1 ]]; then
+        "$ODK_PY" -m kit.dicom.tls certs --dir "$TLS_DIR" >/dev/null || exit 1
+        tls_args=(--tls-dir "$TLS_DIR")
+    fi
     config="$("$ODK_PY" -m kit.dicom.pacs config --run-dir "$PACS_RUN_DIR" --dicom-port "$PACS_DICOM_PORT" \
-        --http-port "$PACS_HTTP_PORT" --aet "$PACS_AET" --listen-aet "$LISTEN_AET" --listen-port "$LISTEN_PORT")" || exit 1
+        --http-port "$PACS_HTTP_PORT" --aet "$PACS_AET" --listen-aet "$LISTEN_AET" --listen-port "$LISTEN_PORT" \
+        --allowed-aets "$PACS_ALLOWED_AETS" --results-aet "$DICOM_CALLING_AET" "${tls_args[@]}")" || exit 1
     setsid Orthanc "$config" >"$PACS_RUN_DIR/orthanc.log" 2>&1 </dev/null &
     pid=$!
     printf '%s\n' "$pid" >"$PACS_PID_FILE"
     printf '%s\n' "pid=$pid" "aet=$PACS_AET" "dicom_port=$PACS_DICOM_PORT" "http_port=$PACS_HTTP_PORT" \
-        >"$PACS_RUN_DIR/state"
+        "tls=$PACS_TLS" >"$PACS_RUN_DIR/state"
     if ! "$ODK_PY" -m kit.dicom.pacs wait --run-dir "$PACS_RUN_DIR" --http-port "$PACS_HTTP_PORT" \
         --pid "$pid" --timeout "$PACS_READY_TIMEOUT"; then
         stop_process "$pid" "Orthanc PACS"
@@ -46,7 +60,14 @@ cmd_start() {
         exit 1
     fi
     log "PACS (Orthanc) ready: AE $PACS_AET at 127.0.0.1:$PACS_DICOM_PORT, web UI http://127.0.0.1:$PACS_HTTP_PORT/app/explorer.html"
-    log "note: Orthanc listens on all interfaces (it has no bind option); its REST API answers this machine only"
+    if [[ "$PACS_TLS" == 1 ]]; then
+        log "DICOM TLS only on port $PACS_DICOM_PORT: callers trust $TLS_DIR/ca.crt and present a certificate of" \
+            "that CA (register-results: DICOM_TLS_CA=$TLS_DIR/ca.crt DICOM_TLS_CERT=$TLS_DIR/client.crt DICOM_TLS_KEY=$TLS_DIR/client.key)"
+    fi
+    local known="$LISTEN_AET"
+    [[ "$DICOM_CALLING_AET" == "$LISTEN_AET" ]] || known+=", $DICOM_CALLING_AET"
+    log "note: Orthanc listens on all interfaces (it has no bind option); it accepts DICOM only from the AE titles it" \
+        "knows, each from its host ($known, PACS_ALLOWED_AETS=${PACS_ALLOWED_AETS:-}), its REST API from this machine only"
 }
 
 # Orthanc takes ~3.5 s to stop.

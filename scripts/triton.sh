@@ -225,6 +225,7 @@ cmd_start() {
         fi
         clear_state  # left over from a server that is gone
     fi
+    reap_shm
     local mode
     mode="$(pick_mode)"
     case "$mode" in
@@ -244,6 +245,12 @@ is_running() {
     fi
     "$ODK_PY" -m kit.triton status --run-dir "$TRITON_RUN_DIR" >/dev/null 2>&1 || rc=$?
     ((rc != 3))
+}
+
+# reap_shm: unlink the /dev/shm segments (PyTriton's psm_*, the operator's odk_*) of servers and operators that
+# died without cleaning up (no living process maps them), saying how much was freed.
+reap_shm() {
+    "$ODK_PY" -m kit.triton reap-shm || true
 }
 
 cmd_stop() {
@@ -267,6 +274,7 @@ cmd_stop() {
             ;;
         *) die "unknown mode '$mode' in $TRITON_RUN_DIR/mode; delete that file" ;;
     esac
+    reap_shm
 }
 
 cmd_status() {

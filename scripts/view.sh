@@ -2,7 +2,8 @@
 # make view | view-stop | view-status: the results viewer, a local web page over OUTPUT_DIR (NiiVue).
 #   scripts/view.sh start|stop|status|install
 # Env: OUTPUT_DIR (default local/output), INPUT_DIR (default local/input: where the CT of each study is),
-#      VIEW_PORT (default 8090), ODK_RUN_DIR (pid in $ODK_RUN_DIR/view). It listens on 127.0.0.1 only.
+#      VIEW_PORT (default 8090), VIEW_HOST (more names the browser may reach it by, e.g. behind a tunnel),
+#      ODK_RUN_DIR (pid in $ODK_RUN_DIR/view). It listens on 127.0.0.1 only and answers only its own Host names.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh source-path=SCRIPTDIR
 source "$(dirname "$0")/lib.sh"
@@ -32,7 +33,7 @@ cmd_start() {
     fi
     cmd_install
     exec "$ODK_PY" -m kit.view --run-dir "$ODK_RUN_DIR" serve --output-dir "${OUTPUT_DIR:-local/output}" \
-        --input-dir "${INPUT_DIR:-local/input}" --host 127.0.0.1 --port "$VIEW_PORT"
+        --input-dir "${INPUT_DIR:-local/input}" --host 127.0.0.1 --port "$VIEW_PORT" --allow-host "${VIEW_HOST:-}"
 }
 
 cd "$ODK_ROOT"

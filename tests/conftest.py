@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+# requires.py: the one guard for outside tools (requires("dicom"), ...), and STRICT=1 turning skips into failures.
+pytest_plugins = ["requires"]
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_MODEL = "segmentation_liver_v1"
 
@@ -51,6 +54,43 @@ def _terminal_signals() -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_shared_memory_left(pytestconfig: pytest.Config) -> Iterator[None]:
+    """The suite leaves /dev/shm as it found it: at the end (every server of the session stopped), segments of
+    servers and operators it killed (PyTriton's psm_*, the operator's odk_*) that no living process maps are
+    removed, and none that this run made may remain held by it. Segments other programs on the machine hold
+    (another suite running beside this one) are theirs."""
+    from kit.triton.shm import kit_segments, reap_orphans, segments_in_use
+
+    before = set(kit_segments())
+    yield
+    freed = reap_orphans()
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    if freed.segments and reporter is not None:
+        reporter.write_line(f"[odk] {freed.line()}")
+    new = set(kit_segments()) - before
+    ours = segments_in_use([os.getpid(), *_descendants(os.getpid())])
+    left = sorted(new & ours)
+    assert not left, f"the suite left {len(left)} segment(s) in /dev/shm held by its own processes: {left}"
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def makefile_defaults() -> dict[str, str]:
     """``VAR ?= default`` of the Makefile."""
     found = re.findall(r"^([A-Z][A-Z0-9_]*)\s*\?=[ \t]*(.*?)[ \t]*$", (ROOT / "Makefile").read_text(), re.M)
@@ -60,7 +100,7 @@ def makefile_defaults() -> dict[str, str]:
 # -- images, built once per session for every test that needs them ------------------------------------------
 @pytest.fixture(scope="session")
 def engine() -> str:
-    """The working container engine (skip without one; fail under ODK_REQUIRE_CONTAINERS=1)."""
+    """The working container engine (skipped without one, tests/requires.py's group 'containers')."""
     from container_helpers import require_engine
 
     return require_engine()

@@ -35,12 +35,12 @@ def python_base(engine: str) -> str:
 
 
 def require_engine() -> str:
-    """The working engine, or skip (fail under ODK_REQUIRE_CONTAINERS=1, as in CI after setup-podman.sh)."""
+    """The working engine, or skip (tests/requires.py: the group 'containers'; STRICT=1 fails)."""
+    from requires import requires
+
+    requires("containers")
     engine = working_engine()
-    if engine is None:
-        if os.environ.get("ODK_REQUIRE_CONTAINERS") == "1":
-            pytest.fail("ODK_REQUIRE_CONTAINERS=1 but no container engine works (scripts/setup-podman.sh)")
-        pytest.skip("no working container engine (scripts/setup-podman.sh sets up podman)")
+    assert engine is not None
     return engine
 
 

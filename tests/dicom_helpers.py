@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-import pytest
 from pydicom.uid import BasicTextSRStorage, generate_uid
+from requires import needs
 
 from kit.phantom import dicom as phantom_dicom
 from kit.triton.readiness import free_ports
@@ -27,10 +27,7 @@ SAMPLE_CT = ROOT / "local" / "input" / "synthetic_phantom_001.nii.gz"
 SAMPLE_TRUTH = ROOT / "tests" / "data" / "synthetic_phantom_001_truth.nii.gz"
 # the pip wheel's binary, beside the virtualenv's python
 DCM2NIIX = str(Path(sys.executable).with_name("dcm2niix"))
-TOOLS = ("dciodvfy", "storescp", "dcmcjpeg", "dcmcjpls")
-MISSING_TOOLS = [t for t in TOOLS if shutil.which(t) is None]
-needs_tools = pytest.mark.skipif(bool(MISSING_TOOLS) and not os.environ.get("CI"),
-                                 reason=f"missing {', '.join(MISSING_TOOLS)}: run scripts/setup-dicom.sh")
+needs_tools = needs("dicom")  # dciodvfy, storescp, dcmcjpeg, dcmcjpls ... (tests/requires.py)
 
 
 def write_sample(dest: Path, syntax: str = "explicit") -> list[Path]:

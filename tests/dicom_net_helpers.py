@@ -4,8 +4,6 @@ free ports with their own run dir, dcmtk clients, and small real CT series writt
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -19,20 +17,15 @@ import pytest
 from container_helpers import check, make
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from requires import requires
 
 from kit.dicom.orthanc import Rest
 from kit.triton.readiness import free_ports, port_in_use
 
-TOOLS = ("Orthanc", "storescu", "echoscu")
-
 
 def require_tools() -> None:
-    """Orthanc and dcmtk are installed by scripts/setup-dicom.sh (CI runs it): fail in CI, skip elsewhere."""
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing:
-        if os.environ.get("CI"):
-            pytest.fail(f"{', '.join(missing)} missing; .ci/run must run scripts/setup-dicom.sh")
-        pytest.skip(f"{', '.join(missing)} not installed (scripts/setup-dicom.sh)")
+    """Orthanc and dcmtk (tests/requires.py's group 'dicom', installed by scripts/setup-dicom.sh)."""
+    requires("dicom")
 
 
 @dataclass(frozen=True)
@@ -64,12 +57,14 @@ class Listener:
 
 
 @contextmanager
-def running_pacs(run_dir: Path, config: pytest.Config | None = None, listen_port: int = 11112) -> Iterator[Pacs]:
-    """`make pacs` on free ports in run_dir; `make pacs-stop` afterwards, whatever happens."""
+def running_pacs(run_dir: Path, config: pytest.Config | None = None, listen_port: int = 11112,
+                 **settings: str) -> Iterator[Pacs]:
+    """`make pacs` on free ports in run_dir (more make variables in settings); `make pacs-stop` afterwards,
+    whatever happens."""
     dicom_port, http_port = free_ports(2)
     env = {"ODK_RUN_DIR": str(run_dir)}
     variables = {"PACS_DICOM_PORT": str(dicom_port), "PACS_HTTP_PORT": str(http_port),
-                 "LISTEN_PORT": str(listen_port)}
+                 "LISTEN_PORT": str(listen_port), **settings}
     try:
         check(make("pacs", config, env=env, timeout=60, **variables))
         yield Pacs(dicom_port, http_port, "ORTHANC", Rest(f"http://127.0.0.1:{http_port}"))

@@ -2,8 +2,8 @@
 embedded Triton over shm and gRPC, the in-process limit, the transport probe and the report.
 
 The MONAI peer needs torch + MONAI, which live only in the bench environment (.venv-bench, `make bench`):
-its agreement test runs the peer with that environment's python when it exists (CI builds it and sets
-ODK_REQUIRE_BENCH=1, so there it must run), and is skipped elsewhere. No timing is asserted here: speed
+its agreement test runs the peer with that environment's python (tests/requires.py's group 'bench', which
+`make test` installs). No timing is asserted here: speed
 targets are `make bench`'s job.
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from requires import requires
 from tiny_model import NAME, write_tiny_repository
 
 from kit.bench import report
@@ -119,18 +120,16 @@ def test_operator_limit_and_report(setup: BenchSetup) -> None:
 
 
 def _bench_python() -> str:
-    """A python with torch + MONAI: this one, else .venv-bench's; skip (fail under ODK_REQUIRE_BENCH=1)."""
+    """A python with torch + MONAI: this one, else .venv-bench's; else skipped (tests/requires.py: 'bench')."""
     import importlib.util
 
+    requires("bench")
     if all(importlib.util.find_spec(m) for m in ("torch", "monai")):
         return sys.executable
     bench = Path(__file__).resolve().parents[1] / ".venv-bench" / "bin" / "python"
     if bench.is_file():
         return str(bench)
-    if os.environ.get("ODK_REQUIRE_BENCH") == "1":
-        pytest.fail("ODK_REQUIRE_BENCH=1 but there is no .venv-bench (scripts/venv.sh .venv-bench "
-                    "requirements-bench.txt)")
-    pytest.skip("torch and MONAI are only in .venv-bench (make bench creates it)")
+    pytest.fail("torch and MONAI are in neither this environment nor .venv-bench")
 
 
 def test_monai_peer_does_the_same_job(setup: BenchSetup) -> None:

@@ -209,7 +209,13 @@ def test_orthanc_config(tmp_path: Path) -> None:
     assert (cfg["DicomPort"], cfg["HttpPort"], cfg["DicomAet"]) == (4243, 8043, "MYPACS")
     assert cfg["RemoteAccessAllowed"] is False
     assert cfg["StorageDirectory"].startswith(str(tmp_path.resolve()))
-    assert cfg["DicomModalities"] == {"odk": ["ODK2", "127.0.0.1", 11113]}
+    odk = {"AET": "ODK2", "Host": "127.0.0.1", "Port": 11113, "AllowEcho": True, "AllowFind": False,
+           "AllowGet": False, "AllowMove": False, "AllowStore": True}
+    assert cfg["DicomModalities"]["odk"] == odk
+    assert cfg["DicomModalities"]["register-results"]["AET"] == "ODK"  # register-results' calling AE
+    assert {m["AET"] for m in cfg["DicomModalities"].values()} == {"ODK2", "ODK", "STORESCU", "FINDSCU", "ECHOSCU"}
+    assert not any(v for k, v in cfg.items() if k.startswith("DicomAlwaysAllow"))
+    assert cfg["DicomCheckCalledAet"] is True and cfg["DicomCheckModalityHost"] is True
 
 
 def test_a_restarted_listener_knows_held_and_finished_studies(tmp_path: Path) -> None:

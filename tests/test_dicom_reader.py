@@ -236,6 +236,41 @@ def test_links_out_of_the_input_and_fifos_are_not_opened(sample: Path, tmp_path:
     assert "selected series" in log and "64 slices" in log
 
 
+def save_blanked(ds: pydicom.Dataset, path: Path) -> None:
+    """As such an anonymiser writes it: the file meta's instance UID blanked too (pydicom refuses to write that
+    in its own file format checks, so it is written as given)."""
+    ds.file_meta.MediaStorageSOPInstanceUID = ""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=False)
+
+
+def test_a_series_with_its_uids_blanked_is_refused_as_such(sample: Path, tmp_path: Path) -> None:
+    """An anonymiser that empties the UIDs (a series made here from the sample) leaves files that cannot be told
+    apart: the reader says that, once per series with the count of files, not that each is "another copy of
+    instance ''"; a series without its SOP Instance UIDs only (its Series UID kept) is named by that UID."""
+    datasets = load_series(sample)
+    blank, sop_only = tmp_path / "job" / "blank", tmp_path / "job" / "sop-only"
+    kept = variant_series(datasets, "sop uids removed", n=20)
+    for i, ds in enumerate(datasets[:20]):
+        for key in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID"):
+            setattr(ds, key, "")
+        save_blanked(ds, blank / f"IM{i:04d}.dcm")
+    for i, ds in enumerate(kept):
+        ds.SOPInstanceUID = ""
+        save_blanked(ds, sop_only / f"IM{i:04d}.dcm")
+    proc, volumes = read(tmp_path / "job", tmp_path / "out")
+    log = proc.stdout
+    assert proc.returncode != 0 and not volumes, log
+    lines = [line for line in log.splitlines() if "cannot be told apart" in line]
+    assert len(lines) == 2, log
+    assert lines[0].endswith(f"REFUSED the files in {blank}: 20 files have no SOPInstanceUID, SeriesInstanceUID or "
+                             "StudyInstanceUID: the series cannot be told apart; re-export it with UIDs"), lines
+    assert lines[1].endswith(f"REFUSED series {kept[0].SeriesInstanceUID}: 20 files have no SOPInstanceUID: the "
+                             "series cannot be told apart; re-export it with UIDs"), lines
+    assert "another copy" not in log and "instance ''" not in log
+    assert "Traceback" not in log
+
+
 def test_selection_rules_from_env(sample: Path, tmp_path: Path) -> None:
     proc, volumes = read(sample, tmp_path / "a", DICOM_SELECT_DESCRIPTION="^liver$")
     assert proc.returncode != 0 and not volumes

@@ -199,6 +199,7 @@ def test_register_results_without_destination_says_so(chain: dict[str, Path], tm
     assert json.loads((tmp_path / "out" / "register-report.json").read_text())["skipped"]
 
 
+@needs_tools  # dciodvfy
 def test_bench_dicom_figures_on_a_tiny_series(tmp_path: Path) -> None:
     from kit.bench import dicom as bench_dicom
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from container_helpers import ROOT, check, make, one_error_line
+from requires import needs
 
 from kit.deploy.check import check_files
 
@@ -110,7 +111,7 @@ def deploy_with_open_stdin(env: dict[str, str]):
         os.close(read)
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="no real kubectl on PATH")
+@needs("kubectl")
 def test_unreachable_cluster_with_the_real_kubectl(kube, tmp_path: Path) -> None:
     env = {k: v for k, v in kube.items() if k != "PATH"} | {
         "KUBECONFIG": str(kubeconfig(tmp_path, "{token: not-a-secret}"))}
@@ -121,7 +122,7 @@ def test_unreachable_cluster_with_the_real_kubectl(kube, tmp_path: Path) -> None
     assert "Version" not in line.split("(kubectl exit 1):")[1], line
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="no real kubectl on PATH")
+@needs("kubectl")
 def test_a_kubeconfig_without_user_does_not_wait_for_a_password(kube, tmp_path: Path) -> None:
     env = {k: v for k, v in kube.items() if k != "PATH"} | {"KUBECONFIG": str(kubeconfig(tmp_path, ""))}
     line = one_error_line(deploy_with_open_stdin(env))  # kubectl asks for a user name: it reads no answer

@@ -15,6 +15,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from container_helpers import ROOT, check, make, one_error_line
+from requires import requires
 
 from kit.pipeline.model import load_pipeline
 
@@ -95,6 +96,7 @@ def test_kube_play_equals_host_and_leaves_nothing(engine: str, pipeline: Path, o
                                                   triton_cpu_image: str, readable_models: Path,
                                                   triton_server: TritonServer, pytestconfig: pytest.Config,
                                                   tmp_path: Path) -> None:
+    requires("kube")
     if engine != "podman":
         pytest.skip("RUNTIME=kube plays pods with podman")
     host_out, kube_out = tmp_path / "host", tmp_path / "kube"

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sysconfig
+import threading
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from tiny_model import NAME, write_tiny_repository
@@ -173,3 +178,84 @@ def test_make_triton_status_when_nothing_runs_says_so_first_and_what_to_do(tmp_p
         f"triton: not running (no 'make triton' state in {run / 'triton'}); start it with 'make triton'"]
     assert [line for line in result.stderr.splitlines() if line.strip()] == [
         line for line in result.stderr.splitlines() if line.startswith("make") and "triton-status] Error 3" in line]
+
+
+def _group(pgid: int) -> list[int]:
+    from kit.triton.embedded import _group_members
+
+    return _group_members(pgid)
+
+
+def _infer(grpc_url: str, batch: int) -> None:
+    from tiny_model import INPUT, OUTPUT, WINDOW
+
+    x = np.random.default_rng(1).normal(size=(batch, 1, WINDOW, WINDOW, WINDOW)).astype(np.float32)
+    inp = grpcclient.InferInput(INPUT, list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    with grpcclient.InferenceServerClient(grpc_url) as client:
+        client.infer(NAME, [inp], outputs=[grpcclient.InferRequestedOutput(OUTPUT)], client_timeout=120)
+
+
+def test_make_triton_reaps_the_tensor_store_of_a_killed_server_and_not_a_live_ones(triton_server, tmp_path):
+    """PyTriton's tensor store (psm_* in /dev/shm) is unlinked only on a clean close: a server whose whole group
+    is SIGKILLed mid-request leaves it. The next `make triton` removes those segments (no living process maps
+    them) and says how much it freed; the segments of a server that still runs stay, and it still answers."""
+    from kit.triton.shm import kit_segments, segments_in_use
+    from kit.triton.state import read_state
+
+    _infer(triton_server.grpc_url, 1)
+    live = {n for n in segments_in_use([triton_server.pid, *_group(triton_server.pid)]) if n.startswith("psm_")}
+    assert live, "the live server maps no tensor-store segment after a request"
+    http, grpc, metrics = free_ports(3)
+    run = tmp_path / "run"
+    env = {**os.environ, "TRITON_MODE": "embedded", "MODELS_DIR": str(triton_server.models_dir),
+           "ODK_RUN_DIR": str(run), "TRITON_HTTP_PORT": str(http), "TRITON_GRPC_PORT": str(grpc),
+           "TRITON_METRICS_PORT": str(metrics)}
+
+    def make(target: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["make", target], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+                              check=False)
+
+    started = make("triton")
+    assert started.returncode == 0, started.stderr
+    pgid = read_state(run / "triton").pid
+    try:
+        errors: list[BaseException] = []
+        request = threading.Thread(target=lambda: _catch(errors, _infer, f"127.0.0.1:{grpc}", 4), daemon=True)
+        request.start()
+        dead: set[str] = set()
+        deadline = time.monotonic() + 120
+        while request.is_alive() and time.monotonic() < deadline:
+            dead = {n for n in segments_in_use(_group(pgid)) if n.startswith("psm_")}
+            if dead:
+                break
+            time.sleep(0.01)
+        mid_request = request.is_alive()
+        os.killpg(pgid, signal.SIGKILL)
+        request.join(60)
+        assert dead and mid_request, "the request ended before its tensors were in the store"
+        assert errors, "the killed server answered the request"
+        deadline = time.monotonic() + 30
+        while _group(pgid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert dead <= set(kit_segments()), "the killed server's segments were gone before make triton"
+
+        again = make("triton")
+        assert again.returncode == 0, again.stderr
+        assert "[odk] freed " in again.stderr and "MB of shared memory" in again.stderr, again.stderr
+        now = set(kit_segments())
+        assert not dead & now, sorted(dead & now)
+        assert live <= now, sorted(live - now)
+        _infer(triton_server.grpc_url, 1)  # the live server's store still works
+    finally:
+        stopped = make("triton-stop")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+    assert stopped.returncode == 0, stopped.stderr
+
+
+def _catch(errors: list[BaseException], func, *args) -> None:
+    try:
+        func(*args)
+    except Exception as exc:  # the server died under the request: the error the client sees
+        errors.append(exc)

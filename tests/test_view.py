@@ -200,6 +200,28 @@ def test_a_ct_that_links_out_of_the_input_folder_is_not_served(folders: ViewConf
         assert status == 200 and body == (inp / "broken.nii.gz").read_bytes()
 
 
+def test_a_foreign_host_header_is_refused_and_no_cors_header_is_sent(folders: ViewConfig) -> None:
+    """A page of another site that reaches the viewer through a name it points at 127.0.0.1 (DNS rebinding) sends
+    its own name as Host: 403 with one line, none of the data; the viewer's own names (and VIEW_HOST) work."""
+    ct = (folders.input_dir or Path()) / "sub" / "case1.nii.gz"
+    with serving(folders, extra_hosts="viewer.lan") as port:
+        for target in ("/api/overview", "/ct?source=out&id=sub/case1.json", "/files/sub/case1.json", "/"):
+            for host in (f"attacker.example:{port}", "attacker.example", f"127.0.0.1.attacker.example:{port}",
+                         f"127.0.0.1:{port + 1}", ""):
+                status, headers, body = request(port, "GET", target, headers={"Host": host})
+                assert status == 403, (target, host, status)
+                assert body.count(b"\n") == 1 and body.startswith(b"refused: Host"), body
+                assert b"case1" not in body and b"liver" not in body
+                assert "access-control-allow-origin" not in headers
+            status, _, _ = request(port, "POST", target, body=b"{}", headers={"Host": "attacker.example"})
+            assert status == 403
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LocalHost:{port}", f"[::1]:{port}",
+                     f"viewer.lan:{port}"):
+            status, headers, body = request(port, "GET", "/ct?source=out&id=sub/case1.json", headers={"Host": host})
+            assert status == 200 and body == ct.read_bytes(), host
+            assert not any(k.startswith("access-control-") for k in headers)
+
+
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", "BREW"])
 def test_only_get_is_served(folders: ViewConfig, method: str) -> None:
     report = folders.output_dir / "sub" / "case1.json"

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from operator_helpers import run_operator
 from PIL import Image
+from requires import requires
 from scipy import ndimage
 from view_helpers import ROOT, make_view, write_classes_report, write_ct_and_seg, write_report
 
@@ -30,13 +31,7 @@ SAMPLE = ROOT / "local" / "input"
 
 
 def need_browser() -> None:
-    missing = [str(p) for p in (CHROMIUM, NODE_MODULES / "playwright-core", NODE_MODULES / "@niivue" / "niivue")
-               if not p.exists()]
-    if missing:
-        message = f"{', '.join(missing)} missing; run scripts/setup-viewer.sh"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    requires("browser")  # CHROMIUM, node, NODE_MODULES' playwright-core and NiiVue (tests/requires.py)
 
 
 @pytest.fixture(scope="module")

@@ -111,9 +111,9 @@ def listener_job(jobs_root: Path, job: str, state: str, *, reason: str = "", ops
 
 
 @contextmanager
-def serving(cfg: ViewConfig) -> Iterator[int]:
+def serving(cfg: ViewConfig, extra_hosts: str = "") -> Iterator[int]:
     """A viewer server on a free port (the OS picks it) in a thread; always shut down."""
-    server = ViewServer(("127.0.0.1", 0), cfg)
+    server = ViewServer(("127.0.0.1", 0), cfg, extra_hosts)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
@@ -124,11 +124,13 @@ def serving(cfg: ViewConfig) -> Iterator[int]:
         thread.join(5)
 
 
-def request(port: int, method: str, target: str, body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
-    """One raw request: the target is sent exactly as given (no client-side normalisation of '..')."""
+def request(port: int, method: str, target: str, body: bytes | None = None,
+            headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """One raw request: the target is sent exactly as given (no client-side normalisation of '..'); ``headers``
+    may replace the Host header http.client sends (127.0.0.1:PORT)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        conn.request(method, target, body=body)
+        conn.request(method, target, body=body, headers=headers or {})
         resp = conn.getresponse()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
     finally:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 # DICOM_DESTINATION is read as the register-results operator reads it (the operator image has no kit): one
 # parser, one error type, for `make listen` and for the operator it hands the destinations to.
+from kit.dicom.tls import ServerTls, listener_tls
 from odk import ConfigError
 from odk.dicom import Destination, parse_destinations
 
@@ -78,6 +80,8 @@ class ListenerConfig:
     workers: int = 1
     extra_params: tuple[str, ...] = field(default_factory=tuple)
     door: DoorSettings = field(default_factory=DoorSettings)
+    # DICOM TLS: LISTEN_TLS_CERT/LISTEN_TLS_KEY (+ LISTEN_TLS_CA: client certificates required); None: plain.
+    tls: ServerTls | None = field(default_factory=lambda: listener_tls(os.environ))
 
     @property
     def jobs_dir(self) -> Path:
@@ -94,6 +98,8 @@ class ListenerConfig:
         if self.workers < 1:
             raise ConfigError("LISTEN_WORKERS must be at least 1")
         self.door.check()
+        if self.tls is not None:
+            self.tls.context()  # unreadable or mismatched files: one line now, not at the first association
         return self
 
     @property

@@ -139,8 +139,7 @@ def serve(cfg: ListenerConfig) -> int:
     tempfile.tempdir = str(cfg.incoming_dir)  # pynetdicom streams received instances to temporary files
     scp = StorageSCP(cfg.aet, cfg.allowed_aets, collector, log, limits, timeouts, cfg.incoming_dir, door.min_free_mb)
     try:
-        # DICOM TLS: an ssl.SSLContext given here makes the listener accept TLS associations only
-        scp.start(cfg.host, cfg.port, ssl_context=None)
+        scp.start(cfg.host, cfg.port, cfg.tls)
     except OSError as exc:
         runner.stop()
         print(f"[odk] error: cannot listen on {cfg.host}:{cfg.port} ({exc}); stop what uses it or set "

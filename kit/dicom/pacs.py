@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 from kit.dicom.config import Destination
-from kit.dicom.orthanc import PacsConfig, Rest, write_config
+from kit.dicom.orthanc import DEFAULT_ALLOWED_AETS, PacsConfig, Rest, parse_callers, write_config
 from kit.dicom.runstate import read_state
+from kit.dicom.tls import orthanc_options
 from kit.procs import pid_alive
 from kit.triton.readiness import port_in_use
 
@@ -23,7 +24,7 @@ def running_destination(run_dir: Path) -> Destination | None:
     state = read_state(run_dir)
     try:
         if state and pid_alive(int(state.get("pid", "0"))):
-            return Destination(state["aet"], "127.0.0.1", int(state["dicom_port"]))
+            return Destination(state["aet"], "127.0.0.1", int(state["dicom_port"]), tls=state.get("tls") == "1")
     except (KeyError, ValueError):
         return None
     return None
@@ -70,10 +71,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--aet", default="ORTHANC")
     ap.add_argument("--listen-aet", default="ODK")
     ap.add_argument("--listen-port", type=int, default=11112)
+    ap.add_argument("--allowed-aets", default=DEFAULT_ALLOWED_AETS, help="PACS_ALLOWED_AETS")
+    ap.add_argument("--results-aet", default="ODK", help="DICOM_CALLING_AET of register-results")
+    ap.add_argument("--tls-dir", type=Path, default=None, help="PACS_TLS=1: DICOM TLS with these certificates")
     ap.add_argument("--pid", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=30.0)
     args = ap.parse_args(argv)
-    cfg = PacsConfig(args.run_dir, args.dicom_port, args.http_port, args.aet, args.listen_aet, args.listen_port)
+    if args.command == "config":
+        try:
+            allowed = parse_callers(args.allowed_aets)
+        except ValueError as exc:
+            print(f"[odk] error: {exc}", file=sys.stderr)
+            return 1
+    else:
+        allowed = ()
+    cfg = PacsConfig(args.run_dir, args.dicom_port, args.http_port, args.aet, args.listen_aet, args.listen_port,
+                     allowed=allowed, results_aet=args.results_aet or "ODK",
+                     tls=orthanc_options(args.tls_dir.resolve()) if args.tls_dir else None)
     if args.command == "config":
         taken = [f"{name} {port}" for name, port in (("PACS_DICOM_PORT", cfg.dicom_port),
                                                       ("PACS_HTTP_PORT", cfg.http_port)) if port_in_use(port)]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from pynetdicom.sop_class import Verification
 from kit.dicom.collector import StudyCollector
 from kit.dicom.door import A_ABORT, A_RELEASE_RQ, Admission, Limits, PduGate
 from kit.dicom.intake import OUT_OF_RESOURCES, Refused, check_instance, shown
+from kit.dicom.tls import ServerTls
 
 SUCCESS = 0x0000
 CANNOT_UNDERSTAND = 0xC000
@@ -85,11 +85,16 @@ class StorageSCP:
                 (evt.EVT_ABORTED, self.on_aborted), (evt.EVT_C_ECHO, self.on_echo), (evt.EVT_C_STORE, self.on_store),
                 (evt.EVT_CONN_CLOSE, self.on_close)]
 
-    def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
-        """Listen on host:port (TLS when an ssl_context is given: pynetdicom wraps each accepted socket)."""
+    def start(self, host: str, port: int, tls: ServerTls | None = None) -> None:
+        """Listen on host:port (DICOM TLS only when ``tls`` is given: pynetdicom wraps each accepted socket)."""
         self.incoming.mkdir(parents=True, exist_ok=True)
+        context = tls.context(self.log) if tls is not None else None
         self.server = self.ae.start_server((host, port), block=False, evt_handlers=self.handlers(),
-                                           ssl_context=ssl_context)
+                                           ssl_context=context)
+        if tls is not None:
+            self.log(f"DICOM TLS only on {host}:{port} (certificate {tls.cert}); "
+                     + (f"client certificates from the CA in {tls.ca} required" if tls.ca else
+                        "no client certificate asked for (LISTEN_TLS_CA unset)"))
 
     def stop(self) -> None:
         if self.server is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import ssl
 import time
 from pathlib import Path
 
@@ -10,7 +12,23 @@ from pynetdicom.sop_class import Verification
 
 from kit.dicom.jobs import read_jobs
 from kit.dicom.runstate import read_state
+from kit.dicom.tls import listener_tls
 from kit.procs import pid_alive
+
+
+def probe_tls(host: str) -> tuple[ssl.SSLContext, str] | None:
+    """How the kit's own checks reach a listener with DICOM TLS (LISTEN_TLS_* in the environment): they only ask
+    whether it answers, so its certificate is not verified; when it requires client certificates, the
+    listener's own certificate is presented (the certificates of kit.dicom.tls are for both uses)."""
+    tls = listener_tls(os.environ)
+    if tls is None:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if tls.ca is not None:
+        ctx.load_cert_chain(tls.cert, tls.key)
+    return ctx, host
 
 
 def echo(host: str, port: int, called: str, calling: str = "ODK-CHECK", timeout: float = 5.0) -> bool:
@@ -18,7 +36,7 @@ def echo(host: str, port: int, called: str, calling: str = "ODK-CHECK", timeout:
     ae = AE(ae_title=calling)
     ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = timeout
     ae.add_requested_context(Verification)
-    assoc = ae.associate(host, port, ae_title=called)
+    assoc = ae.associate(host, port, ae_title=called, tls_args=probe_tls(host))
     if not assoc.is_established:
         return False
     try:

@@ -171,6 +171,16 @@ def cmd_reap(args) -> int:
     return 0
 
 
+def cmd_reap_shm(args) -> int:
+    """Unlink the shared-memory segments of Triton servers and operators that are gone; say how much."""
+    from kit.triton.shm import reap_orphans
+
+    freed = reap_orphans()
+    if freed.segments:
+        print(f"[odk] {freed.line()}", file=sys.stderr)
+    return 0
+
+
 def cmd_models(args) -> int:
     """The model directories of a repository, one per line (what a container Triton will serve)."""
     root = Path(args.models_dir)
@@ -244,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grpc-url", default="", help="the Triton its regions were registered with")
     p.set_defaults(func=cmd_reap)
 
+    p = sub.add_parser("reap-shm", help="remove /dev/shm segments (psm_*, odk_*) that no living process maps")
+    p.set_defaults(func=cmd_reap_shm)
     p = sub.add_parser("record-container", help="record a started Triton container as the run state")
     p.add_argument("--run-dir", type=Path, default=default_run_dir())
     p.add_argument("--models-dir", required=True)

@@ -43,7 +43,7 @@ def serve(args: argparse.Namespace) -> int:
     cfg = ViewConfig(output_dir=args.output_dir.resolve(), input_dir=args.input_dir.resolve() if args.input_dir
                      else None, run_dir=args.run_dir.resolve())
     try:
-        server = ViewServer((args.host, args.port), cfg)
+        server = ViewServer((args.host, args.port), cfg, args.allow_host)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             return fail(f"port {args.port} on {args.host} is taken (another program, or a viewer started "
@@ -97,6 +97,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     s.add_argument("--input-dir", type=Path, default=Path("local/input"))
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8090)
+    s.add_argument("--allow-host", default="", help="more Host names it answers (VIEW_HOST), comma separated")
     sub.add_parser("stop", help="stop the viewer recorded in the run folder")
     sub.add_parser("status", help="is a viewer running, and where")
     return ap.parse_args(argv)

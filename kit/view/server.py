@@ -1,4 +1,5 @@
-"""The viewer's HTTP server (standard library ``http.server``): GET only, files only from inside their folder.
+"""The viewer's HTTP server (standard library ``http.server``): GET only, files only from inside their folder,
+only for a Host header that is its own address (kit.hostcheck), and no CORS header: other sites cannot read it.
 
 Routes (``source`` is ``out`` for OUTPUT_DIR or ``job:<name>`` for a listener job):
   /                          the results page (table of studies and of pipeline runs)
@@ -22,6 +23,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from kit.hostcheck import AllowedHosts
 
 from . import runs, studies
 from .api import overview, study_json
@@ -72,9 +75,11 @@ class ViewConfig:
 class ViewServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], config: ViewConfig) -> None:
+    def __init__(self, address: tuple[str, int], config: ViewConfig, extra_hosts: str = "") -> None:
         self.config = config
         super().__init__(address, Handler)
+        # Known once bound (port 0: the OS picks it). extra_hosts: VIEW_HOST, names the user opens it by.
+        self.allowed_hosts = AllowedHosts.for_port(self.server_address[1], extra_hosts)
 
 
 class HttpError(Exception):
@@ -107,13 +112,26 @@ class Handler(BaseHTTPRequestHandler):
     def refuse_method(self) -> None:
         # The request's body is not read: the connection ends with this answer.
         self.close_connection = True
+        if self.refuse_foreign_host():
+            return
         self.send_text(HTTPStatus.METHOD_NOT_ALLOWED, f"{self.command} is not allowed: this server only serves GET\n",
                        extra={"Allow": "GET", "Connection": "close"})
 
     def log_message(self, format: str, *args: object) -> None:
         return  # quiet: errors reach the page
 
+    def refuse_foreign_host(self) -> bool:
+        """403 for a Host that is not this server's (a page of another site reaching it by DNS rebinding)."""
+        host = self.headers.get("Host")
+        if self.server.allowed_hosts.allows(host):
+            return False
+        self.close_connection = True
+        self.send_text(HTTPStatus.FORBIDDEN, self.server.allowed_hosts.refusal(host), extra={"Connection": "close"})
+        return True
+
     def do_GET(self) -> None:
+        if self.refuse_foreign_host():
+            return
         url = urlsplit(self.path)
         path = unquote(url.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}

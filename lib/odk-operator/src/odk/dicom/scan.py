@@ -89,24 +89,51 @@ def read_instance(path: Path, pixels: bool = True) -> Instance | None:
         why = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         log.warning("skipping %s: unreadable DICOM file (%s)", path, why)
         return None
-    if "SOPInstanceUID" not in ds or "SeriesInstanceUID" not in ds:
+    if "SOPInstanceUID" not in ds or "SeriesInstanceUID" not in ds:  # cut short, or garbage that parsed
         log.warning("skipping %s: unreadable DICOM file (no SOP/Series Instance UID)", path)
         return None
-    return Instance(path, ds)
+    return Instance(path, ds)  # one whose UIDs are blanked is refused, with the others like it, by group_series
+
+
+# Without these an instance cannot be told from the others (anonymisers that blank them make every file "the
+# same instance" of "the same series").
+UID_KEYS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
+
+
+def missing_uids(ds: pydicom.Dataset) -> tuple[str, ...]:
+    return tuple(k for k in UID_KEYS if not str(ds.get(k, "") or "").strip())
+
+
+def refuse_without_uids(blank: dict[tuple[str, tuple[str, ...]], list[Instance]]) -> None:
+    """One line per series (by its UID when it has one, else by folder) of instances that lack UIDs."""
+    for (where, keys), insts in blank.items():
+        n = len(insts)
+        names = keys[0] if len(keys) == 1 else f"{', '.join(keys[:-1])} or {keys[-1]}"
+        log.error("REFUSED %s: %d %s no %s: the series cannot be told apart; re-export it with UIDs", where, n,
+                  "file has" if n == 1 else "files have", names)
 
 
 def group_series(instances: Iterable[Instance]) -> list[Series]:
     """Instances grouped by SeriesInstanceUID (in order of first appearance); exact copies of an instance
-    (the same SOP Instance UID twice) are kept once, with a log line."""
+    (the same SOP Instance UID twice) are kept once, with a log line; instances without their UIDs are refused,
+    one line per series with their count."""
     by_uid: dict[str, Series] = {}
     seen: dict[str, Path] = {}
+    blank: dict[tuple[str, tuple[str, ...]], list[Instance]] = {}
     for inst in instances:
+        keys = missing_uids(inst.ds)
+        if keys:
+            series_uid = str(inst.ds.get("SeriesInstanceUID", "") or "").strip()
+            where = f"series {series_uid}" if series_uid else f"the files in {shown(inst.path.parent)}"
+            blank.setdefault((where, keys), []).append(inst)
+            continue
         if inst.sop_uid in seen:
             log.info("ignoring %s: another copy of instance %s (%s)", inst.path, inst.sop_uid, seen[inst.sop_uid])
             continue
         seen[inst.sop_uid] = inst.path
         uid = str(inst.ds.SeriesInstanceUID)
         by_uid.setdefault(uid, Series(uid)).instances.append(inst)
+    refuse_without_uids(blank)
     return list(by_uid.values())
 
 

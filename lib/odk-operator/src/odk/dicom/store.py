@@ -1,4 +1,5 @@
-"""C-STORE SCU: every DICOM object under the inputs to each destination ``AET@host:port`` (pynetdicom).
+"""C-STORE SCU: every DICOM object under the inputs to each destination ``AET@host:port`` (pynetdicom);
+``AET@host:port?tls`` over DICOM TLS (odk/dicom/tls.py: DICOM_TLS_CA, DICOM_TLS_CERT, DICOM_TLS_KEY).
 
 Bounded retries: a destination that cannot be reached, or an association that fails mid-way, is tried again
 (up to ``retries`` more times, ``delay_s`` apart) for the objects it has not yet accepted. An object the
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import ssl
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,10 +22,12 @@ from pynetdicom import AE
 
 from ..config import ConfigError
 from .scan import Instance
+from .tls import client_context
 
 log = logging.getLogger("odk.dicom")
 # AE title: 1-16 printable characters without space, backslash or '@'; host: no space, ':' or '@'
-DEST_RE = re.compile(r"^(?P<aet>[\x21-\x3f\x41-\x5b\x5d-\x7e]{1,16})@(?P<host>[^:@\s]+):(?P<port>\d{1,5})$")
+DEST_RE = re.compile(r"^(?P<aet>[\x21-\x3f\x41-\x5b\x5d-\x7e]{1,16})@(?P<host>[^:@\s?]+):(?P<port>\d{1,5})"
+                     r"(?P<tls>\?tls)?$")
 MAX_CONTEXTS = 128
 
 
@@ -32,9 +36,10 @@ class Destination:
     aet: str
     host: str
     port: int
+    tls: bool = False
 
     def __str__(self) -> str:
-        return f"{self.aet}@{self.host}:{self.port}"
+        return f"{self.aet}@{self.host}:{self.port}{'?tls' if self.tls else ''}"
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,7 @@ class StoreConfig:
     retries: int = 2
     delay_s: float = 1.0
     timeout_s: float = 30.0
+    tls_context: ssl.SSLContext | None = None  # for the destinations marked ?tls
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StoreConfig:
@@ -61,15 +67,18 @@ class StoreConfig:
         calling = env.get("DICOM_CALLING_AET", "ODK")
         if not 0 < len(calling) <= 16:
             raise ConfigError(f"DICOM_CALLING_AET={calling!r}: an AE title has 1 to 16 characters")
-        return cls(destinations=dests, calling_aet=calling, retries=retries, delay_s=delay, timeout_s=timeout)
+        tls_context = client_context(env) if any(d.tls for d in dests) else None
+        return cls(destinations=dests, calling_aet=calling, retries=retries, delay_s=delay, timeout_s=timeout,
+                   tls_context=tls_context)
 
 
 def parse_destination(text: str) -> Destination:
     """One ``AET@host:port`` (spaces around it ignored); ConfigError naming the expected form otherwise."""
     m = DEST_RE.match(text.strip())
     if not m or not 0 < int(m["port"]) < 65536:
-        raise ConfigError(f"DICOM_DESTINATION entry {text!r} is not AET@host:port (e.g. ORTHANC@127.0.0.1:4242)")
-    return Destination(m["aet"], m["host"], int(m["port"]))
+        raise ConfigError(f"DICOM_DESTINATION entry {text!r} is not AET@host:port or AET@host:port?tls "
+                          "(e.g. ORTHANC@127.0.0.1:4242)")
+    return Destination(m["aet"], m["host"], int(m["port"]), tls=bool(m["tls"]))
 
 
 def parse_destinations(text: str) -> tuple[Destination, ...]:
@@ -120,6 +129,9 @@ def _ae(cfg: StoreConfig, instances: Sequence[Instance]) -> AE:
 
 
 def _association_error(assoc: object, dest: Destination, calling: str) -> str:
+    if dest.tls and not getattr(assoc, "is_rejected", False) and not getattr(assoc, "is_aborted", False):
+        return (f"no TLS association with {dest}: is it a DICOM TLS port, does DICOM_TLS_CA trust its certificate "
+                "(for this host name), and does it want a client certificate (DICOM_TLS_CERT/DICOM_TLS_KEY)?")
     if getattr(assoc, "is_rejected", False):
         return (f"{dest} rejected the association (is the calling AE title '{calling}' allowed there, and is "
                 f"'{dest.aet}' its AE title?)")
@@ -158,7 +170,8 @@ def send(instances: Sequence[Instance], dest: Destination, cfg: StoreConfig,
         if why:
             result.error = why
             continue
-        assoc = ae.associate(dest.host, dest.port, ae_title=dest.aet)
+        tls_args = (cfg.tls_context, dest.host) if dest.tls and cfg.tls_context else None
+        assoc = ae.associate(dest.host, dest.port, ae_title=dest.aet, tls_args=tls_args)
         if not assoc.is_established:
             result.error = _association_error(assoc, dest, cfg.calling_aet)
             if assoc.is_rejected:
