@@ -89,7 +89,7 @@ def render(name: str, kind: str, image: str, tag: str) -> dict[Path, str]:
         "variables": f"    TRITON_MODEL_NAME: {DEMO_MODEL}\n    ODK_LOG_LEVEL: INFO\n" if k.triton
         else "    ODK_LOG_LEVEL: INFO\n",
         "models": f"  models:\n  - name: {DEMO_MODEL}\n" if k.triton else "",
-        "triton": ("\n# --- Triton (run-local points NVIDIA_TRITON_GRPCURI at the Triton of `make triton`) --------------\n"
+        "triton": ("\n# --- Triton (run-local points NVIDIA_TRITON_GRPCURI at the Triton of `make triton`) ---------\n"
                    f"NVIDIA_TRITON_GRPCURI=localhost:8001\nTRITON_MODEL_NAME={DEMO_MODEL}\nTRITON_TRANSPORT=auto\n")
         if k.triton else "",
         "against": ", on the embedded Triton (fixture triton_server)" if k.triton else "",
