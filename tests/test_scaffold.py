@@ -1,6 +1,7 @@
-"""`make new-operator`: the skeleton of each KIND runs end to end before anyone edits it (`make run-local` on the
-host and in the image, `make run-pipeline`, `make validate`), its own generated test passes, a new user's edit of
-its one file shows in its outputs, and a bad or taken name is refused in one line with nothing written.
+"""`make new-operator`: the skeleton of each KIND runs end to end before anyone edits it (`make run-local` on
+the host and in the image, `make run-pipeline`, `make validate`, `make deploy` renders it), its own generated
+test passes, a new user's edit of its one file shows in its outputs, and a bad or taken name is refused in one
+line with nothing written.
 
 Everything is generated into a copy of this checkout (the files git tracks or would track, .venv linked), so
 nothing is left in the checkout; the copy's scripts run the copy's operators."""
@@ -140,6 +141,11 @@ def test_scaffold_pipeline_validates_and_runs(kind: str, repo: Path, triton_serv
     assert f'command: ["python", "-u", "-m", "app.{name}"]' in text and f"image: {IMAGE}" in text
     assert ("TRITON_MODEL_NAME: segmentation_liver_v1" in text) == (kind != "passthrough")
     ok(make(repo, "validate", PIPELINE=pipeline))
+    rendered = ok(make(repo, "deploy", PIPELINE=pipeline, PLATFORM="kubernetes", DRY_RUN="1",
+                       MANIFESTS_DIR=str(tmp_path / "manifests")))
+    assert "DRY_RUN=1: nothing was run" in rendered.stderr, output_of(rendered)
+    workflow = (tmp_path / "manifests" / "40-workflow.yaml").read_text()
+    assert f"app.{name}" in workflow and f"{IMAGE}:{TAG}" in workflow, workflow
     out = tmp_path / "out"
     env = {"NVIDIA_TRITON_GRPCURI": triton_server.grpc_url, "ODK_RUN_DIR": str(tmp_path / "run")}
     ok(make(repo, "run-pipeline", env=env, PIPELINE=pipeline, RUNTIME="host", IMAGE=IMAGE, INPUT_DIR=str(SAMPLE),
