@@ -20,6 +20,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from container_helpers import OPERATOR_IMAGE, OPERATOR_TAG, ROOT, one_error_line, output_of
+from operator_helpers import run_operator
 
 import odk
 
@@ -131,6 +132,20 @@ def host_outputs(repo: Path, run_dir: Path, tmp_path_factory: pytest.TempPathFac
 @pytest.mark.parametrize("kind", KINDS)
 def test_scaffold_runs_with_run_local_on_the_host(kind: str, host_outputs: dict[str, Path]) -> None:
     check_outputs(kind, host_outputs[kind])
+
+
+def test_segmentation_scaffold_segments_as_the_operator_does(host_outputs: dict[str, Path], triton_server,
+                                                             tmp_path: Path) -> None:
+    """The segmentation skeleton is app/main.py's five steps: the same label maps and volumes on the sample."""
+    out = tmp_path / "main"
+    proc = run_operator(SAMPLE, out, triton_server.grpc_url, TRITON_MODEL_NAME=triton_server.model_name)
+    assert proc.returncode == 0, proc.stdout
+    for stem in STEMS:
+        ours = host_outputs["segmentation"]
+        assert (ours / f"{stem}_seg.nii.gz").read_bytes() == (out / f"{stem}_seg.nii.gz").read_bytes()
+        mine, theirs = (json.loads((d / f"{stem}.json").read_text()) for d in (ours, out))
+        for key in ("shape", "spacing_mm", "orientation", "liver_volume_ml", "lesion_volume_ml", "labels"):
+            assert mine[key] == theirs[key], key
 
 
 @pytest.mark.parametrize("kind", KINDS)
