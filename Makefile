@@ -23,8 +23,11 @@ DRY_RUN      ?= 0
 ENGINE       ?=
 # The pipeline's parameters (run-pipeline, deploy PLATFORM=kubernetes): PARAMS="NAME=VALUE NAME2='a b'".
 PARAMS       ?=
+# make run-local OPERATOR=<name>: the operator app/<name>.py (python -u -m app.<name>) with env/<name>.list;
+# empty: the segmentation operator (python -u -m app) with env.list.
+OPERATOR     ?=
 export IMAGE TAG BASE_IMAGE TRITON_MODE RUNTIME INPUT_DIR OUTPUT_DIR MODELS_DIR PIPELINE JOB_NAME DRY_RUN ENGINE
-export PARAMS
+export PARAMS OPERATOR
 # Kubernetes (docs/kubernetes.md): make deploy PLATFORM=kubernetes, make run-pipeline RUNTIME=kube.
 PLATFORM      ?= clara
 MANIFESTS_DIR ?=
@@ -63,7 +66,7 @@ export LISTEN_MAX_ASSOCIATIONS LISTEN_MAX_PER_CALLER LISTEN_MAX_CONNECTIONS LIST
 
 .PHONY: help venv demo test lint triton triton-stop triton-status build wrap run-local \
         validate run-pipeline deploy bench bench-report phantoms train evaluate wheel clean \
-        pacs pacs-stop pacs-status listen listen-stop listen-status demo-dicom
+        pacs pacs-stop pacs-status listen listen-stop listen-status demo-dicom new-operator
 
 help: ## one line per target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -99,8 +102,11 @@ build: $(DEV_STAMP) ## build the operator image IMAGE:TAG from Dockerfile
 wrap: $(DEV_STAMP) ## layer the operator onto BASE_IMAGE=<inference image> (Dockerfile.wrap)
 	@scripts/wrap.sh
 
-run-local: $(DEV_STAMP) ## run the operator on INPUT_DIR -> OUTPUT_DIR (RUNTIME=auto|container|host), env.list applied
+run-local: $(DEV_STAMP) ## run the operator (or OPERATOR=<name>) on INPUT_DIR -> OUTPUT_DIR (RUNTIME=auto|container|host), env.list applied
 	@scripts/run-local.sh
+
+new-operator: $(DEV_STAMP) ## a runnable operator skeleton: NAME=<name> [KIND=segmentation|classification|passthrough]
+	@scripts/new-operator.sh
 
 validate: $(DEV_STAMP) ## check every pipeline in def/ (or PIPELINE=file)
 	@scripts/validate.sh

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# make run-local: the operator on INPUT_DIR -> OUTPUT_DIR with env.list applied.
+# make run-local: the operator on INPUT_DIR -> OUTPUT_DIR with env.list applied; OPERATOR=<name>: the
+# operator app/<name>.py (python -u -m app.<name>, made by `make new-operator`) with env/<name>.list.
 #   RUNTIME=container  the image IMAGE:TAG: INPUT_DIR mounted read-only at env.list's input path,
 #                      OUTPUT_DIR read-write at its output path, --env-file env.list, as the invoking user.
 #   RUNTIME=host       the same operator from .venv (python -u -m app), the container paths rewritten
 #                      to INPUT_DIR / OUTPUT_DIR.
 #   RUNTIME=auto       container when the image exists and an engine works, else host.
-# Triton: the one `make triton` started (.run/triton/mode), else env.list's NVIDIA_TRITON_GRPCURI.
-# Env: RUNTIME, IMAGE, TAG, INPUT_DIR, OUTPUT_DIR, ENGINE, ENV_LIST (default env.list); a variable of
-# env.list that is set in the environment overrides env.list.
+# Triton: the one `make triton` started (.run/triton/mode), else env.list's NVIDIA_TRITON_GRPCURI; an env file
+# that names no TRITON_MODEL_NAME is an operator without Triton (KIND=passthrough): no Triton is needed.
+# Env: RUNTIME, IMAGE, TAG, INPUT_DIR, OUTPUT_DIR, ENGINE, OPERATOR, ENV_LIST (default env.list, with OPERATOR
+# env/<name>.list); a variable of the env file that is set in the environment overrides the file.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh source-path=SCRIPTDIR
 source "$(dirname "$0")/lib.sh"
@@ -16,9 +18,17 @@ runtime="${RUNTIME:-auto}"
 image="${IMAGE:-clara/simple-operator}:${TAG:-0.1.0}"
 input_dir="${INPUT_DIR:-local/input}"
 output_dir="${OUTPUT_DIR:-local/output}"
+operator="${OPERATOR:-}"
+module=app
 env_list="${ENV_LIST:-$ODK_ROOT/env.list}"
 
 case "$runtime" in auto | container | host) ;; *) die "RUNTIME must be auto, container or host, not '$runtime'" ;; esac
+if [[ -n "$operator" ]]; then
+    [[ "$operator" =~ ^[a-z][a-z0-9_]*$ ]] || die "OPERATOR='$operator' is not an operator name (app/<name>.py, lowercase)"
+    [[ -f "$ODK_ROOT/app/$operator.py" ]] || die "no operator app/$operator.py; make one with 'make new-operator NAME=$operator'"
+    module="app.$operator"
+    env_list="${ENV_LIST:-$ODK_ROOT/env/$operator.list}"
+fi
 [[ -f "$env_list" ]] || die "no $env_list; it holds the operator's environment (see docs/configuration.md)"
 require_studies "$input_dir"
 input_dir="$(cd "$input_dir" && pwd)"
@@ -97,7 +107,11 @@ tcp_open() {
     [[ "$host" == localhost ]] && host=127.0.0.1
     timeout 3 bash -c ": >/dev/tcp/$host/$port" 2>/dev/null
 }
-tcp_open "$host_uri" || die "Triton not reachable at $host_uri; run 'make triton'"
+uses_triton=1
+[[ -v "envs[TRITON_MODEL_NAME]" ]] || uses_triton=0
+if ((uses_triton)); then
+    tcp_open "$host_uri" || die "Triton not reachable at $host_uri; run 'make triton'"
+fi
 
 SECONDS=0
 if [[ "$runtime" == host ]]; then
@@ -106,12 +120,12 @@ if [[ "$runtime" == host ]]; then
     envs[NVIDIA_CLARA_OUTPUTPATHS]="${envs[NVIDIA_CLARA_OUTPUTPATHS]%%:*}:$output_dir"
     exports=()
     for key in "${env_keys[@]}"; do exports+=("$key=${envs[$key]}"); done
-    exports+=("NVIDIA_TRITON_GRPCURI=$host_uri")
-    log "RUNTIME=host: $ODK_PY -u -m app, $input_dir -> $output_dir, Triton $host_uri"
+    ((uses_triton)) && exports+=("NVIDIA_TRITON_GRPCURI=$host_uri")
+    log "RUNTIME=host: $ODK_PY -u -m $module, $input_dir -> $output_dir$( ((uses_triton)) && echo ", Triton $host_uri")"
     rc=0
     started_at="$(date +%s)"
     cd "$ODK_ROOT"
-    run_forwarding env "${exports[@]}" "$ODK_PY" -u -m app || rc=$?  # env execs python: same pid
+    run_forwarding env "${exports[@]}" "$ODK_PY" -u -m "$module" || rc=$?  # env execs python: same pid
     reap_operator_leftovers "$FORWARDED_PID" "$output_dir" "$started_at" "$host_uri"
     exit_if_signalled
 else
@@ -140,14 +154,18 @@ else
     fi
     env_args=()
     for key in "${overrides[@]}"; do env_args+=(-e "$key=${envs[$key]}"); done
+    ((uses_triton)) && env_args+=(-e "NVIDIA_TRITON_GRPCURI=$uri")
     name="odk-run-local-$$"
+    # The image's CMD is the segmentation operator; another operator of app/ is its module.
+    command_args=()
+    [[ -z "$operator" ]] || command_args=(python -u -m "$module")
     trap '"$engine" rm -f "$name" >/dev/null 2>&1 || true' EXIT
-    log "RUNTIME=container: $image ($engine), $input_dir -> $in_path (ro), $output_dir -> $out_path, Triton $uri"
+    log "RUNTIME=container: $image ($engine)${command_args[*]:+ ${command_args[*]}}, $input_dir -> $in_path (ro), $output_dir -> $out_path$( ((uses_triton)) && echo ", Triton $uri")"
     rc=0
     started_at="$(date +%s)"
     run_forwarding "$engine" run --rm --name "$name" --label org.odk.role=run-local "${user_args[@]}" \
-        "${net_args[@]}" --env-file "$env_list" "${env_args[@]}" -e "NVIDIA_TRITON_GRPCURI=$uri" \
-        -v "$input_dir:$in_path:ro" -v "$output_dir:$out_path" "$image" || rc=$?
+        "${net_args[@]}" --env-file "$env_list" "${env_args[@]}" \
+        -v "$input_dir:$in_path:ro" -v "$output_dir:$out_path" "$image" "${command_args[@]}" || rc=$?
     reap_operator_leftovers 0 "$output_dir" "$started_at"
     exit_if_signalled
 fi

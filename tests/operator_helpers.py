@@ -13,23 +13,26 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def operator_env(in_dir: Path, out_dir: Path, grpc_url: str, **extra: str) -> dict[str, str]:
+def operator_env(in_dir: Path, out_dir: Path, grpc_url: str | None, **extra: str) -> dict[str, str]:
+    """The payload environment of an operator run; ``grpc_url`` None: an operator without Triton."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NVIDIA_", "TRITON_", "ODK_"))}
     env.update({
         "NVIDIA_CLARA_INPUTPATHS": f"payload:{in_dir}",
         "NVIDIA_CLARA_OUTPUTPATHS": f"segmentation/out:{out_dir}",
         "NVIDIA_CLARA_NOSYNCLOCK": "TRUE",
-        "NVIDIA_TRITON_GRPCURI": grpc_url,
     })
+    if grpc_url is not None:
+        env["NVIDIA_TRITON_GRPCURI"] = grpc_url
     env.update(extra)
     return env
 
 
-def run_operator(in_dir: Path, out_dir: Path, grpc_url: str, timeout: float = 600,
+def run_operator(in_dir: Path, out_dir: Path, grpc_url: str | None, timeout: float = 600, module: str = "app",
                  **extra: str) -> subprocess.CompletedProcess[str]:
-    """Run the operator as the image does; returns the finished process (stdout+stderr in .stdout)."""
-    return subprocess.run([sys.executable, "-u", "-m", "app"], cwd=ROOT, env=operator_env(in_dir, out_dir, grpc_url,
-                                                                                          **extra),
+    """Run an operator (``python -u -m module``, the segmentation operator by default) as the image does, from
+    this checkout; returns the finished process (stdout+stderr in .stdout)."""
+    return subprocess.run([sys.executable, "-u", "-m", module], cwd=ROOT,
+                          env=operator_env(in_dir, out_dir, grpc_url, **extra),
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False)
 
 

@@ -26,7 +26,7 @@ def _env_list() -> dict[str, str | None]:
 
 
 def _operator_variables() -> set[str]:
-    text = (ROOT / "app" / "config.py").read_text()
+    text = (ROOT / "lib" / "odk-operator" / "src" / "odk" / "config.py").read_text()
     return set(re.findall(r'"((?:TRITON|ODK|NVIDIA)_[A-Z0-9_]+)"', text))
 
 
@@ -163,7 +163,7 @@ def _python_templates(path: Path) -> list[list[str | None]]:
 
 def _code_templates() -> list[list[str | None]]:
     templates = []
-    for folder in ("app", "kit"):
+    for folder in ("app", "kit", "lib/odk-operator/src"):
         for path in sorted((ROOT / folder).rglob("*.py")):
             if "node_modules" not in path.parts:
                 templates += _python_templates(path)

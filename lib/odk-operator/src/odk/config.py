@@ -20,6 +20,12 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class OperatorConfig:
+    """The operator's settings from the environment (env.list lists every variable and its default).
+
+    >>> cfg = from_env()
+    >>> cfg.triton_url, cfg.model_name, cfg.batch_size    # ('localhost:8001', 'segmentation_liver_v1', 0)
+    """
+
     triton_url: str = "localhost:8001"
     model_name: str = "segmentation_liver_v1"
     model_version: str = ""  # "" = the version Triton serves by default
@@ -88,6 +94,12 @@ def flag(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 
 def log_level(env: Mapping[str, str]) -> str:
+    """The logging level of ODK_LOG_LEVEL (DEBUG, INFO, WARNING or ERROR; default INFO); ConfigError
+    otherwise.
+
+    >>> log_level({"ODK_LOG_LEVEL": "debug"})
+    'DEBUG'
+    """
     raw = env.get("ODK_LOG_LEVEL", "").strip().upper() or "INFO"
     if raw not in LOG_LEVELS:
         raise ConfigError(f"ODK_LOG_LEVEL={raw!r}: expected one of {', '.join(LOG_LEVELS)}")

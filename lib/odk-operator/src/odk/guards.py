@@ -28,6 +28,11 @@ def machine_memory_bytes() -> int:
 
 
 def memory_limit_mb(configured: int) -> int:
+    """The working-memory limit in MB: ``configured`` (ODK_MAX_MEMORY_MB), or 80 % of this machine's
+    memory when it is 0.
+
+    >>> memory_limit_mb(cfg.max_memory_mb)        # e.g. 12800 on a 16 GB machine
+    """
     return configured if configured > 0 else int(machine_memory_bytes() * 0.8) // _MB
 
 
@@ -52,6 +57,12 @@ def working_memory_mb(in_voxels: int, itemsize: int, model_voxels: int, channels
 
 def check_working_memory(in_shape: tuple[int, int, int], itemsize: int, model_shape: tuple[int, int, int],
                          channels: int, max_memory_mb: int) -> None:
+    """StudyError when a study of ``in_shape`` voxels of ``itemsize`` bytes, resampled to ``model_shape``
+    for a model of ``channels`` outputs, would need more than :func:`memory_limit_mb` (before anything is
+    allocated).
+
+    >>> check_working_memory((512, 512, 300), 2, (200, 200, 180), 3, cfg.max_memory_mb)
+    """
     limit = memory_limit_mb(max_memory_mb)
     need = working_memory_mb(math.prod(in_shape), itemsize, math.prod(model_shape), channels)
     if need > limit:

@@ -17,7 +17,7 @@ _WHERE = {
     # DICOM series -> NIfTI + sidecar (the dicom-reader)
     "read_all": "to_nifti", "ReadSummary": "to_nifti", "SelectionRules": "select", "SeriesRefused": "geometry",
     "SeriesVolume": "volume", "series_volume": "volume", "nifti_bytes": "volume", "SIDECAR_SUFFIX": "volume",
-    "scan": "scan", "Series": "scan", "Instance": "scan", "read_instance": "scan", "dicom_files": "scan",
+    "scan": "series", "Series": "series", "Instance": "series", "read_instance": "series", "dicom_files": "series",
     # label maps -> DICOM SEG (the dicom-seg-writer)
     "write_all": "to_seg", "WriteSummary": "to_seg", "Algorithm": "seg", "SegError": "seg",
     # C-STORE to destinations (register-results, the listener's destination setting)

@@ -26,6 +26,11 @@ class SegError(ValueError):
 
 @dataclass(frozen=True)
 class Algorithm:
+    """The algorithm a DICOM SEG names: its name, version and class names (index = label value).
+
+    >>> Algorithm("segmentation_liver_v1", "1", ("background", "liver", "lesion"))
+    """
+
     name: str
     version: str
     labels: tuple[str, ...]  # index = label value; 0 is the background

@@ -7,11 +7,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..config import ConfigError
-from .scan import Series
+from .series import Series
 
 
 @dataclass(frozen=True)
 class SelectionRules:
+    """Which series the dicom-reader converts: modalities, a minimum number of slices, a SeriesDescription
+    pattern (DICOM_SELECT_* variables).
+
+    >>> rules = SelectionRules.from_env(os.environ)      # CT, 16 slices or more by default
+    """
+
     modalities: tuple[str, ...] = ("CT",)
     min_slices: int = 16
     description: re.Pattern[str] | None = None  # searched in SeriesDescription (case-insensitive)

@@ -21,7 +21,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
 from ..config import ConfigError
-from .scan import Instance
+from .series import Instance
 from .tls import client_context
 
 log = logging.getLogger("odk.dicom")
@@ -33,6 +33,11 @@ MAX_CONTEXTS = 128
 
 @dataclass(frozen=True)
 class Destination:
+    """A DICOM node to send to: AE title, host and port.
+
+    >>> parse_destination("PACS@127.0.0.1:4242")          # Destination(aet='PACS', host='127.0.0.1', port=4242)
+    """
+
     aet: str
     host: str
     port: int
@@ -44,6 +49,11 @@ class Destination:
 
 @dataclass(frozen=True)
 class StoreConfig:
+    """How :func:`send` sends: the destinations, the calling AE title, retries, their delay and the timeout.
+
+    >>> cfg = StoreConfig(parse_destinations("PACS@127.0.0.1:4242"))
+    """
+
     destinations: tuple[Destination, ...]
     calling_aet: str = "ODK"
     retries: int = 2
@@ -99,6 +109,11 @@ class ObjectStatus:
 
 @dataclass
 class DestinationResult:
+    """What :func:`send` did for one destination: ok or the error, seconds, each object's status.
+
+    >>> result = send(instances, dest, cfg)                  # result.ok, result.error
+    """
+
     destination: str
     ok: bool = False
     error: str = ""

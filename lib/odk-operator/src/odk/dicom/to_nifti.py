@@ -11,8 +11,8 @@ from pathlib import Path
 
 from ..files import atomic_write_bytes
 from .geometry import SeriesRefused
-from .scan import scan
 from .select import SelectionRules
+from .series import scan
 from .volume import write_series
 
 log = logging.getLogger("odk.dicom")
@@ -21,12 +21,22 @@ REPORT_NAME = "reader-report.json"
 
 @dataclass
 class ReadSummary:
+    """What :func:`read_all` did: the series written, refused (with the reason) and skipped.
+
+    >>> summary.written, summary.refused
+    """
+
     written: list[str] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 def read_all(inputs: Sequence[Path], out_dir: Path, rules: SelectionRules, compress: bool = False) -> ReadSummary:
+    """Every DICOM series under ``inputs`` that ``rules`` select, written to ``out_dir`` as
+    ``<series UID>.nii.gz`` (HU) with its ``.dicom.json`` sidecar; what was written, skipped and refused.
+
+    >>> summary = read_all([Path("in")], Path("out"), SelectionRules.from_env(os.environ))
+    """
     summary = ReadSummary()
     t0 = time.perf_counter()
     roots = [p.resolve() for p in inputs]

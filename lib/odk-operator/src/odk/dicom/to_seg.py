@@ -18,8 +18,8 @@ from pydicom.filebase import DicomBytesIO
 from ..files import atomic_write_bytes
 from ..report import LabelMapResult, read_result
 from .geometry import SeriesRefused, series_geometry
-from .scan import dicom_files, read_instance
 from .seg import Algorithm, SegError, build_seg, labels_on_series
+from .series import dicom_files, read_instance
 from .volume import SIDECAR_SUFFIX
 
 log = logging.getLogger("odk.dicom")
@@ -36,6 +36,11 @@ class Job:
 
 @dataclass
 class WriteSummary:
+    """What :func:`write_all` did: the SEG files written and the label maps that failed (with the reason).
+
+    >>> summary.written, summary.failed
+    """
+
     written: list[Path] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
 
@@ -131,6 +136,12 @@ def write_one(job: Job, inputs: Sequence[Path], out_dir: Path, fallback: Algorit
 
 
 def write_all(inputs: Sequence[Path], out_dir: Path, fallback: Algorithm | None) -> WriteSummary:
+    """A DICOM SEG for every label map under ``inputs`` whose series (sidecar and DICOM files) is there too,
+    written to ``out_dir`` as ``<series UID>_seg.dcm``; ``fallback`` describes the algorithm when a report
+    names none.
+
+    >>> summary = write_all([Path("in")], Path("out"), None)
+    """
     summary = WriteSummary()
     inputs = [p.resolve() for p in inputs]
     index: dict[str, Path] = {}

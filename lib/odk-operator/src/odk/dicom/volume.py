@@ -15,13 +15,18 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from ..files import atomic_write_bytes, atomic_write_parts
 from .geometry import SeriesGeometry, SeriesRefused, series_geometry
-from .scan import Instance, Series
+from .series import Instance, Series
 
 SIDECAR_SUFFIX = ".dicom.json"
 
 
 @dataclass(frozen=True)
 class SeriesVolume:
+    """One series as a volume: voxels in HU (NIfTI axis order), RAS affine and the slice geometry.
+
+    >>> vol = series_volume(series)                     # vol.data.shape, vol.affine
+    """
+
     data: np.ndarray  # (columns, rows, slices): NIfTI voxel (i, j, k)
     affine: np.ndarray  # RAS
     geometry: SeriesGeometry
@@ -98,6 +103,11 @@ def hu_slices(series: Series, order: tuple[int, ...]) -> np.ndarray:
 
 
 def series_volume(series: Series) -> SeriesVolume:
+    """The voxels (HU) of one series in NIfTI's axis order, its affine and its slice geometry; SeriesRefused
+    when the slices do not make one volume.
+
+    >>> vol = series_volume(series)               # vol.data, vol.affine, vol.geometry
+    """
     geom = series_geometry([i.ds for i in series.instances])
     slices = hu_slices(series, geom.order)
     # (slices, rows, columns) in C order is (columns, rows, slices) in Fortran order: NIfTI's own, no copy

@@ -23,6 +23,11 @@ NON_IMAGE_MODALITIES = frozenset({"SR", "SEG", "PR", "KO", "RTSTRUCT", "RTPLAN",
 
 @dataclass
 class Instance:
+    """One DICOM file read: its path and dataset.
+
+    >>> inst = read_instance(Path("in/CT/1.dcm"))           # inst.path, inst.ds.SOPInstanceUID
+    """
+
     path: Path
     ds: pydicom.Dataset
 
@@ -33,6 +38,11 @@ class Instance:
 
 @dataclass
 class Series:
+    """The instances of one series (SeriesInstanceUID ``uid``), as :func:`scan` groups them.
+
+    >>> for series in scan([Path("in")]): series.uid, len(series.instances)
+    """
+
     uid: str
     instances: list[Instance] = field(default_factory=list)
 
@@ -138,5 +148,9 @@ def group_series(instances: Iterable[Instance]) -> list[Series]:
 
 
 def scan(roots: Iterable[Path], pixels: bool = True) -> list[Series]:
+    """The DICOM files under ``roots`` read (``pixels`` False: headers only) and grouped into series.
+
+    >>> for series in scan([Path("in")]): series.uid, len(series.instances)
+    """
     found = (read_instance(p, pixels) for p in dicom_files(roots))
     return group_series(i for i in found if i is not None)
