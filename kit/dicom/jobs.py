@@ -1,7 +1,9 @@
 """Job folders of the listener: ``<jobs>/<job>/{input/, output/, logs/, job.log, status.json}``.
 
 status.json keys (read by other tools; keep them): job, study_instance_uid, calling_aet, instances, state
-(receiving | queued | running | succeeded | failed), reason, received_at, started_at, finished_at, pipeline.
+(receiving | queued | running | succeeded | failed | delivery-failed | incomplete), reason, received_at,
+started_at, finished_at, pipeline. While a job's pipeline runs, <job>/run.state records its process group
+(kit.dicom.procgroup).
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ from pathlib import Path
 from app.atomic import atomic_write_bytes
 
 STATUS_FILE = "status.json"
-STATES = ("receiving", "queued", "running", "succeeded", "failed")
+STATES = ("receiving", "queued", "running", "succeeded", "failed", "delivery-failed", "incomplete")
 FINAL_STATES = ("succeeded", "failed")
+# Jobs that no listener works on: `make listen-prune` may remove them, `make listen-retry` runs them again
+# (delivery-failed: the results are kept and `make listen-resend` sends them; incomplete: received in part).
+SETTLED_STATES = ("succeeded", "failed", "delivery-failed", "incomplete")
 
 
 def utc_now() -> str:
@@ -54,6 +59,7 @@ class Job:
         self.status = status
         self.lock = threading.Lock()
         self.sop_uids: set[str] = set()
+        self.extra: dict[str, object] = {}  # keys of status.json this version does not know, kept as they are
 
     @classmethod
     def create(cls, jobs_dir: Path, name: str, study_uid: str, calling_aet: str, pipeline: str) -> Job:
@@ -62,6 +68,15 @@ class Job:
         job = cls(folder, JobStatus(job=name, study_instance_uid=study_uid, calling_aet=calling_aet,
                                     received_at=utc_now(), pipeline=pipeline))
         job.save()
+        return job
+
+    @classmethod
+    def load(cls, folder: Path) -> Job:
+        """The job of an existing folder, from its status.json (OSError / ValueError when unreadable)."""
+        data = json.loads((folder / STATUS_FILE).read_text(encoding="utf-8"))
+        known = {k: v for k, v in data.items() if k in JobStatus.__dataclass_fields__}
+        job = cls(folder, JobStatus(**known))
+        job.extra = {k: v for k, v in data.items() if k not in known}
         return job
 
     @property
@@ -98,7 +113,7 @@ class Job:
 
     def save(self) -> None:
         with self.lock:
-            text = json.dumps(asdict(self.status), indent=2) + "\n"
+            text = json.dumps({**self.extra, **asdict(self.status)}, indent=2) + "\n"
             atomic_write_bytes(self.folder / STATUS_FILE, text.encode())
 
 

@@ -3,6 +3,7 @@ syntax; each received instance goes to its study's job folder as it arrives (nev
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -47,10 +48,21 @@ class StorageSCP:
     def start(self, host: str, port: int) -> None:
         self.server = self.ae.start_server((host, port), block=False, evt_handlers=self.handlers())
 
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server = None
+    def stop(self, grace_s: float = 2.0) -> None:
+        """Refuse new associations (the listening socket is closed first), then abort the open ones and wait
+        up to grace_s for their threads: nothing is stored once this returns."""
+        if self.server is None:
+            return
+        server, self.server = self.server, None
+        server.shutdown()
+        open_assocs = server.active_associations
+        for assoc in open_assocs:
+            assoc.abort()
+        deadline = time.monotonic() + grace_s
+        for assoc in open_assocs:
+            assoc.join(timeout=max(0.0, deadline - time.monotonic()))
+        if open_assocs:
+            self.log(f"{len(open_assocs)} open association(s) aborted")
 
     def on_requested(self, event: evt.Event) -> None:
         calling = str(event.assoc.requestor.primitive.calling_ae_title).strip()
