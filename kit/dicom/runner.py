@@ -23,6 +23,7 @@ from pathlib import Path
 
 from kit.dicom import procgroup
 from kit.dicom.jobs import Job, utc_now
+from kit.dicom.recovery import delivered
 from kit.paths import ROOT
 
 # The operator that sends the results (its failure leaves them kept, ready to be sent again).
@@ -128,7 +129,10 @@ class JobRunner:
             t.start()
 
     def submit(self, job: Job) -> None:
-        job.update(state="queued")
+        try:
+            job.update(state="queued")
+        except OSError as exc:  # a full disk: the job still runs; its status is written when it can be
+            self.log(f"job {job.name}: cannot write its status ({exc}); queued all the same")
         self.log(f"job {job.name}: study {job.status.study_instance_uid}, {job.status.instances} instance(s) "
                  f"from {job.status.calling_aet} -> queued")
         self.enqueue(job)
@@ -197,6 +201,9 @@ class JobRunner:
                     procgroup.end(job.folder, grace_s=1.0)
                 procgroup.forget(job.folder)
         if self.stopping.is_set() and code != 0:
+            if delivered(job):  # stopped after its results reached the PACS: the status says so
+                self._finish(job, 0, "", start)
+                return
             self.abandon(job, "running")
             return
         self._finish(job, code, "" if code == 0 else failure_reason(job.log_path, code, job.folder / "logs"), start)
