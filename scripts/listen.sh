@@ -8,7 +8,7 @@
 # overrides of pipeline parameters for every job, space-separated), PIPELINE
 # (def/liver-dicom-pipeline.yml), DICOM_DESTINATION (AET@host:port, comma-separated; default: the running `make pacs`),
 # RUNTIME/ENGINE/IMAGE (as for `make run-pipeline`), LISTEN_READY_TIMEOUT (30 s), LISTEN_KEEP_DAYS (7; 0: keep
-# every job), LISTEN_STOP_GRACE_S (5: seconds a running pipeline gets after SIGTERM at stop), JOB.
+# every job), LISTEN_STOP_GRACE_S (3: seconds a running pipeline gets after SIGTERM at stop), JOB.
 # Job folders hold patient data: the listener and its jobs run with umask 077 (folders 0700, files 0600).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh source-path=SCRIPTDIR
@@ -23,7 +23,7 @@ LISTEN_WORKERS="${LISTEN_WORKERS:-1}"
 LISTEN_READY_TIMEOUT="${LISTEN_READY_TIMEOUT:-30}"
 LISTEN_PARAMS="${LISTEN_PARAMS:-}"
 LISTEN_KEEP_DAYS="${LISTEN_KEEP_DAYS:-7}"
-LISTEN_STOP_GRACE_S="${LISTEN_STOP_GRACE_S:-5}"
+LISTEN_STOP_GRACE_S="${LISTEN_STOP_GRACE_S:-3}"
 PIPELINE="${PIPELINE:-def/liver-dicom-pipeline.yml}"
 DICOM_DESTINATION="${DICOM_DESTINATION:-}"
 LISTEN_RUN_DIR="$ODK_RUN_DIR/listen"

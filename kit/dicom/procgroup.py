@@ -50,16 +50,20 @@ def forget(folder: Path) -> None:
         (folder / RUN_STATE).unlink()
 
 
-def _environ_marker(pid: int) -> str | None:
+def _environ_value(pid: int, key: str) -> str | None:
     try:
         env = Path(f"/proc/{pid}/environ").read_bytes()
     except OSError:
         return None
-    prefix = f"{MARKER}=".encode()
+    prefix = f"{key}=".encode()
     for item in env.split(b"\0"):
         if item.startswith(prefix):
             return item[len(prefix):].decode(errors="replace")
     return None
+
+
+def _environ_marker(pid: int) -> str | None:
+    return _environ_value(pid, MARKER)
 
 
 def _pgid(pid: int) -> int:
@@ -89,7 +93,8 @@ def members(folder: Path, pgid: int | None = None) -> list[int]:
 
 def end(folder: Path, grace_s: float) -> list[int]:
     """End every process of this job: SIGTERM (and SIGCONT for a stopped one) to each of their process groups,
-    then SIGKILL to what is left after ``grace_s``. Returns the pids that were running."""
+    then SIGKILL to what is left after ``grace_s``, and remove what the killed ones leave (kill_leftovers).
+    Returns the pids that were running."""
     pids = members(folder)
     groups = {_pgid(p) for p in pids} - {0}
     for group in groups:
@@ -99,10 +104,29 @@ def end(folder: Path, grace_s: float) -> list[int]:
     deadline = time.monotonic() + grace_s
     while members(folder) and time.monotonic() < deadline:
         time.sleep(0.05)
-    for pid in members(folder):
+    kill_leftovers(folder)
+    return pids
+
+
+def kill_leftovers(folder: Path) -> list[int]:
+    """SIGKILL every process of this job still alive, then remove what they leave: their shared-memory regions
+    (and registrations with their Triton) and the temporary files of their atomic writes in output/. Returns
+    the pids killed."""
+    from kit.triton.reap import SHM_DIR, reap, region_prefix, unregister
+
+    alive = members(folder)
+    grpc = {pid: _environ_value(pid, "NVIDIA_TRITON_GRPCURI") or "" for pid in alive}
+    for pid in alive:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(_pgid(pid) or pid, signal.SIGKILL)
     deadline = time.monotonic() + 2.0
     while members(folder) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return pids
+    for pid in alive:  # dead now (a zombie at most, which maps nothing): its regions are nobody's
+        for region in SHM_DIR.glob(f"{region_prefix(pid)}*"):
+            region.unlink(missing_ok=True)
+        if grpc[pid]:  # Triton may still use a region for a request of the killed operator: a short wait
+            unregister(grpc[pid], region_prefix(pid), timeout_s=2.0, wait_s=3.0)
+    if alive:
+        reap(0, folder / "output", 0.0)  # the hidden temporaries of their atomic writes
+    return alive

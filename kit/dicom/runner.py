@@ -28,7 +28,7 @@ from kit.paths import ROOT
 
 # The operator that sends the results (its failure leaves them kept, ready to be sent again).
 DELIVERY_MODULE = "app.dicom.register"
-STOP_GRACE_S = 5.0  # SIGTERM -> SIGKILL of a running pipeline's group when the listener stops
+STOP_GRACE_S = 3.0  # SIGTERM -> SIGKILL of a running pipeline's group when the listener stops
 FAILED_OPS_RE = re.compile(r"operator (.*) failed; logs in ")
 OP_NAME_RE = re.compile(r"'([^']+)' \(exit (\d+)\)")
 # an operator's log line: python logging's "<date> <time> ERROR <logger>: <message>", or "[odk] error: ..."
@@ -118,7 +118,7 @@ class JobRunner:
         self.log = log
         self.triton_hint = triton_hint  # a warning when no Triton can be found, else None
         self.queue: queue.Queue[Job | None] = queue.Queue()
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.procs: dict[str, tuple[subprocess.Popen[bytes], Job]] = {}
         self.known: set[str] = set()  # jobs queued or running here (a second request for one is ignored)
         self.delivery = delivery_operators(command.pipeline)
         self.lock = threading.Lock()
@@ -187,7 +187,7 @@ class JobRunner:
                 except OSError as exc:
                     proc, error = None, exc
                 else:
-                    self.procs[job.name] = proc
+                    self.procs[job.name] = (proc, job)
             if proc is None:
                 self._finish(job, 127, f"cannot start the pipeline: {error}", start)
                 return
@@ -198,7 +198,7 @@ class JobRunner:
                 with self.lock:
                     self.procs.pop(job.name, None)
                 if procgroup.members(job.folder):  # an operator that outlived its pipeline runner
-                    procgroup.end(job.folder, grace_s=1.0)
+                    procgroup.kill_leftovers(job.folder)
                 procgroup.forget(job.folder)
         if self.stopping.is_set() and code != 0:
             if delivered(job):  # stopped after its results reached the PACS: the status says so
@@ -229,18 +229,18 @@ class JobRunner:
         ``timeout`` s); their jobs fail (retry-able), queued ones stay queued for the next start."""
         with self.lock:
             self.stopping.set()
-            procs = list(self.procs.values())
-        for proc in procs:
+            running = list(self.procs.values())
+        for proc, _job in running:
             _signal_group(proc, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        for proc in procs:
+        for proc, job in running:
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                _signal_group(proc, signal.SIGKILL)
-                proc.wait()
-        for proc in procs:  # operators the pipeline runner started in its group
-            _signal_group(proc, signal.SIGKILL)
+                self.log(f"job {job.name}: its pipeline did not end within {timeout:g} s of SIGTERM; killed")
+            # the runner and operators left in its group: killed, their shm regions and temporaries removed
+            procgroup.kill_leftovers(job.folder)
+            proc.wait()
         for _ in self.threads:
             self.queue.put(None)
         for t in self.threads:
