@@ -192,6 +192,8 @@ def test_listener_killed_mid_job_restart_ends_orphan_and_reruns_once(sample_seri
 
         check(make("listen", pytestconfig, env=listener.env, **settings))
         assert group_alive(rec.pgid) == [], "the orphaned pipeline still runs after the restart"
+        left = [p.name for pid in orphans for p in Path("/dev/shm").glob(f"odk_{pid}_*")]
+        assert left == [], f"the killed operator's shared memory is left: {left}"
         wait_for(lambda: status_of(listener, job["job"])["state"] in ("succeeded", "failed", "delivery-failed"),
                  600, "the job to run again")
         done = status_of(listener, job["job"])
