@@ -3,6 +3,7 @@ syntax; each received instance goes to its study's job folder as it arrives (nev
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ class StorageSCP:
         if self.server is None:
             return
         server, self.server = self.server, None
+        with contextlib.suppress(OSError):  # at once: the serve loop notices a shutdown only every 0.5 s
+            server.socket.close()
         server.shutdown()
         open_assocs = server.active_associations
         for assoc in open_assocs:
