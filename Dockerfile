@@ -18,12 +18,14 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     pip install -r /tmp/odk/requirements.txt /tmp/odk/*.whl \
     && rm -rf /tmp/odk
 
-# The operator installed as the project's distribution (pyproject.toml), from a context holding only app/:
-# its pinned dependencies are already there (--no-deps), the kit's tooling and dev tools are not.
+# The operator library (import odk) from its source, then the operators as the project's distribution
+# (pyproject.toml), from a context holding only app/: their pinned dependencies are already there
+# (--no-deps), the kit's tooling and dev tools are not.
+COPY lib/odk-operator /tmp/odk/lib
 COPY pyproject.toml /tmp/odk/src/pyproject.toml
 COPY app /tmp/odk/src/app
 RUN --mount=type=cache,target=/root/.cache/pip \
-    pip install --no-deps /tmp/odk/src \
+    pip install --no-deps /tmp/odk/lib /tmp/odk/src \
     && pip check \
     && rm -rf /tmp/odk
 RUN groupadd --gid 10001 odk \

@@ -1,1 +1,2 @@
-"""The segmentation operator: NIfTI in, Triton inference, label map + overlay + report out."""
+"""The kit's operators, each one file built on the operator library ``odk``: ``python -u -m app`` (segmentation,
+app/main.py), the DICOM operators (app/dicom/) and the export operator (app/export.py)."""

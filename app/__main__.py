@@ -1,5 +1,6 @@
-"""``python -u -m app``: run the segmentation operator under the pipeline driver."""
+"""``python -u -m app``: the segmentation operator (app/main.py) under the pipeline driver."""
 
-from app.main import main
+import odk
+from app.main import prepare, process
 
-raise SystemExit(main())
+raise SystemExit(odk.main(odk.study_operator(process, prepare)))

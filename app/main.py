@@ -1,102 +1,128 @@
-"""Entry point: the driver hands over the payload, the operator processes it.
+"""The segmentation operator: a CT (NIfTI) in, a 3D model on Triton, a label map + overlay PNG + report out.
 
-Run as ``python -u -m app`` (the image's entry point). Configuration comes from the environment
-(env.list); the payload from NVIDIA_CLARA_INPUTPATHS / NVIDIA_CLARA_OUTPUTPATHS through the driver.
+This is the file to edit to make the operator your own (docs/writing-an-operator.md). Its five steps are the
+five functions below: what it reads, its pre-processing, its call to Triton, its post-processing, what it
+writes. Everything else (finding studies, geometry and its inverse, the Triton session, atomic outputs,
+failures, signals, the driver) is the operator library ``odk`` (docs/operator-library.md).
+Run as ``python -u -m app``; configured by env.list (docs/configuration.md).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import sys
-import threading
+from dataclasses import dataclass
 
-import clara
+import numpy as np
 
-from . import operator, stopping
-from .config import ConfigError, from_env, log_level
-from .errors import Interrupted, RunError, shown
-from .model import ModelMismatch
+import odk
 
 log = logging.getLogger("app")
-# After NVIDIA_CLARA_TIMEOUT the handler's thread still runs: it gets at most this long to unwind (remove what
-# it staged in the output folder, release its shared-memory regions) before the process ends with 124.
-TIMEOUT_UNWIND_S = 15.0
+LIVER_ML_MAX = 4000.0  # above this the "liver" is not one (a large adult liver is 2-3 L)
 
 
-def execute(driver: clara.Driver, payload: clara.Payload) -> bool:
-    cfg = from_env()
-    if not payload.input_entries:
-        raise clara.Error("the payload has no input entry; set NVIDIA_CLARA_INPUTPATHS (e.g. payload:/input)")
-    if not payload.output_entries:
-        raise clara.Error("the payload has no output entry; set NVIDIA_CLARA_OUTPUTPATHS (e.g. op/out:/output)")
-    if len(payload.output_entries) > 1:
-        log.info("several output entries; writing to the first, %s", payload.output_entries[0].name)
-    output = payload.output_entries[0].path
-    inputs = [entry.path for entry in payload.input_entries]
-    log.info("job %s, operator %s: %s -> %s", driver.job_name, driver.stage_name,
-             ", ".join(f"{e.name}:{shown(e.path)}" for e in payload.input_entries), shown(output))
-    summary = operator.run(inputs, output, cfg)
-    if summary.failed:
-        names = ", ".join(shown(p.name) for p, _reason in summary.failed[:10])
-        names += ", ..." if len(summary.failed) > 10 else ""
-        raise clara.Error(f"{len(summary.failed)} of {len(summary.failed) + len(summary.done)} studies failed"
-                          f" ({names}); the lines above say why")
-    return True
+@dataclass(frozen=True)
+class Model:
+    """What this operator needs of its model: 3D windows, the spacing and HU window it was trained with."""
+
+    window: odk.WindowModel
+    spacing_mm: tuple[float, float, float]
+    hu_window: tuple[float, float]
 
 
-def main() -> int:
-    try:
-        level = log_level(os.environ)
-    except ConfigError as exc:
-        level = "INFO"
-        bad_level: ConfigError | None = exc
-    else:
-        bad_level = None
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Problems that concern the whole run are reported as one line, without a traceback.
-    for noisy in ("tritonclient",):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def prepare(session: odk.TritonSession) -> Model:
+    """Check the served model once, before the first study."""
+    spec, cfg = session.spec, session.cfg
+    window = odk.WindowModel.of(spec, ndim=3)
+    spacing, hu = spec.floats("spacing_mm", 3), spec.floats("hu_window", 2)
+    model = Model(window, (spacing[0], spacing[1], spacing[2]), (hu[0], hu[1]))
+    log.info(f"model {spec.name} v{spec.version}: window {'x'.join(map(str, window.roi))} at"
+                  f" {','.join(f'{s:g}' for s in spacing)} mm, HU window {','.join(f'{w:g}' for w in hu)},"
+                  f" batch {spec.windows_per_request(cfg.batch_size)}, transport {session.transport}")
+    return model
 
-    unwound = threading.Event()
 
-    def guarded(driver: clara.Driver, payload: clara.Payload) -> bool:
-        # Problems of the whole run become clara.Error: the driver logs them as one line, no traceback.
-        if bad_level is not None:
-            raise clara.Error(str(bad_level))
-        try:
-            return execute(driver, payload)
-        except (ConfigError, ModelMismatch, RunError) as exc:
-            raise clara.Error(str(exc)) from None
-        except (Interrupted, KeyboardInterrupt):
-            stop = stopping.received()
-            name = stop.name if stop else "SIGINT"
-            raise clara.Error(f"stopped by {name}; studies not finished have no outputs, run again to"
-                              " process them") from None
-        finally:
-            unwound.set()
+# 1. What it reads: a CT volume, refused (StudyError) when it cannot give a right answer.
+def read(study: odk.Study, model: Model, cfg: odk.OperatorConfig) -> tuple[odk.Volume, list[str]]:
+    vol = odk.read_volume(study.src, cfg.max_voxels, cfg.max_memory_mb)
+    odk.check_finite(vol.data)
+    odk.check_memory(vol.data, vol.affine, model.spacing_mm, model.window.channels, cfg.max_memory_mb)
+    return vol, odk.ct_warnings(float(vol.data.min()), float(vol.data.max()), vol.data.dtype)
 
-    for variable, example in (("NVIDIA_CLARA_INPUTPATHS", "payload:/input"),
-                              ("NVIDIA_CLARA_OUTPUTPATHS", "op/out:/output")):
-        if not os.environ.get(variable, "").strip():  # a bad payload environment: exit 2, as the driver's
-            logging.getLogger("clara").error("%s is empty or unset; set it (e.g. %s)", variable, example)
-            return 2
-    stopping.install()
-    code = clara.Driver(execute_handler=guarded).run()
-    if code == clara.EXIT_TIMEOUT:
-        # The driver gave up on the handler, whose thread Python cannot stop: ask it to stop as a signal would,
-        # so that it unwinds through its clean-up, then end at once (a handler stuck elsewhere cannot hold the
-        # process longer than TIMEOUT_UNWIND_S).
-        stopping.request(Interrupted(signal.SIGALRM, "NVIDIA_CLARA_TIMEOUT"))
-        unwound.wait(TIMEOUT_UNWIND_S)
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    stop = stopping.received()
-    return 128 + stop.signum if stop else code
+
+# 2. Pre-processing: canonical orientation, the model's spacing, the HU window mapped to 0..1.
+def preprocess(vol: odk.Volume, model: Model) -> tuple[np.ndarray, odk.Geometry]:
+    grid, geom = odk.to_model_grid(vol.data, vol.affine, model.spacing_mm)
+    return odk.hu_window(grid, *model.hu_window), geom
+
+
+# 3. The call to Triton: overlapping windows in batches, blended into class scores.
+def infer(grid: np.ndarray, session: odk.TritonSession, model: Model) -> np.ndarray:
+    cfg = session.cfg
+    return odk.sliding_window(grid, session.predictor(), roi=model.window.roi, overlap=cfg.overlap,
+                              batch_size=session.spec.windows_per_request(cfg.batch_size), blend=cfg.blend)
+
+
+# 4. Post-processing: class map, the organ's largest piece, back onto the input's grid.
+def postprocess(scores: np.ndarray, geom: odk.Geometry, model: Model, cfg: odk.OperatorConfig) -> np.ndarray:
+    labels = odk.argmax_labels(scores)
+    if cfg.largest_component and model.window.nested:
+        labels = odk.keep_largest_component(labels)
+    return odk.inverse_labels(labels, geom)
+
+
+# 5. What it writes: the label map, the overlay and the report, committed together.
+def write(study: odk.Study, vol: odk.Volume, labels: np.ndarray, geom: odk.Geometry, model: Model,
+          result: odk.LabelMapResult, cfg: odk.OperatorConfig, timer: odk.Timer) -> odk.LabelMapResult:
+    names = model.window.labels
+    seg, png, report = study.output("_seg.nii.gz"), study.output("_overlay.png"), study.output(".json")
+    with odk.StudyWriter() as writer:
+        with timer.stage("write"):
+            writer.add(seg, odk.label_bytes(labels, vol, names))
+        if cfg.overlay:
+            with timer.stage("overlay"):
+                writer.add(png, odk.render_overlay(odk.to_canonical(vol.data, geom.ornt),
+                                                   odk.to_canonical(labels, geom.ornt), geom.canonical_spacing,
+                                                   title=f"{study.src.name}  {model.window.spec.name}",
+                                                   names=names[1:]))
+        result.timings_s = timer.total()
+        organ = names[1] if model.window.nested else " or ".join(names[1:])
+        result.warnings += organ_warnings(organ, sum(result.volumes_ml.values()) if not model.window.nested
+                                          else result.volumes_ml.get(names[1], 0.0))
+        result.outputs = {"segmentation": seg.name, "overlay": png.name, "report": report.name}
+        writer.add(report, result.dumps())
+        writer.commit()
+    return result
+
+
+def organ_warnings(organ: str, volume_ml: float) -> list[str]:
+    """The model's first foreground class (the organ): none found, or (for a liver) implausibly large."""
+    if volume_ml <= 0:
+        return [f"no {organ} found"]
+    if organ.strip().lower() == "liver" and volume_ml > LIVER_ML_MAX:
+        return [f"liver volume {volume_ml:.0f} mL is implausible (more than {LIVER_ML_MAX:.0f} mL)"]
+    return []
+
+
+def process(study: odk.Study, session: odk.TritonSession, model: Model) -> odk.LabelMapResult:
+    """One study through the five steps."""
+    cfg, timer = session.cfg, odk.Timer()
+    with timer.stage("read"):
+        vol, warnings = read(study, model, cfg)
+    with timer.stage("preprocess"):
+        grid, geom = preprocess(vol, model)
+    with timer.stage("inference"):
+        scores = infer(grid, session, model)
+    del grid
+    with timer.stage("postprocess"):
+        labels = postprocess(scores, geom, model, cfg)
+    del scores
+    w = model.window
+    result = odk.LabelMapResult.of(study, vol, labels, w.labels, w.nested, transport=session.transport,
+                                   warnings=warnings, model={
+        "name": w.spec.name, "version": w.spec.version, "spacing_mm": list(model.spacing_mm),
+        "hu_window": list(model.hu_window), "roi": list(w.roi), "label_nesting": "organ" if w.nested else "none"})
+    return write(study, vol, labels, geom, model, result, cfg, timer)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(odk.main(odk.study_operator(process, prepare)))

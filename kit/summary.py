@@ -8,12 +8,13 @@ A truth label map is looked up as ``<truth-dir>/<stem>_truth.nii.gz`` (the sampl
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
+import odk
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -22,10 +23,9 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if denom == 0 else 2.0 * int(np.count_nonzero(a & b)) / denom
 
 
-def label_names(report: dict) -> list[str]:
+def label_names(report: odk.LabelMapResult) -> list[str]:
     """The model's classes by label value, from the report's ``labels`` (background first)."""
-    labels = report.get("labels") or {}
-    return [name for name, _ in sorted(labels.items(), key=lambda item: item[1]["label"])]
+    return [name for name, _ in sorted(report.labels.items(), key=lambda item: item[1].label)]
 
 
 def truth_scores(seg_path: Path, truth_path: Path, names: list[str]) -> str:
@@ -54,23 +54,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"\nResults in {out}:")
     for rep_path in reports:
-        rep = json.loads(rep_path.read_text())
+        rep = odk.read_result(rep_path)
         stem = rep_path.name[: -len(".json")]
         shown = str(rep_path.relative_to(out).with_name(stem))  # sub-folder included: same names stay apart
-        seg = rep_path.parent / rep["outputs"]["segmentation"]
-        png = rep_path.parent / rep["outputs"]["overlay"]
-        shape = "x".join(map(str, rep["shape"]))
-        volumes = ", ".join(f"{k.removesuffix('_volume_ml')} {v:.1f} mL" for k, v in rep.items()
-                            if k.endswith("_volume_ml"))
-        print(f"  {shown}: {shape} voxels, {volumes},"
-              f" {rep['timings_s'].get('total', 0):.1f} s via {rep['transport']}")
-        print(f"    label map  {seg}")
-        print(f"    overlay    {png}")
-        print(f"    report     {rep_path}")
-        for warning in rep.get("warnings", []):
+        shape = "x".join(map(str, rep.shape))
+        what = odk.summary_line(rep)
+        print(f"  {shown}: {shape} voxels, {what}, {rep.timings_s.get('total', 0):.1f} s via {rep.transport}")
+        for role, name in rep.outputs.items():
+            print(f"    {'label map' if role == 'segmentation' else role:<10} {rep_path.parent / name}")
+        for warning in rep.warnings:
             print(f"    warning    {warning}")
         truth = args.truth_dir / f"{stem}_truth.nii.gz" if args.truth_dir else None
-        if truth is not None and truth.is_file() and seg.is_file():
+        seg = rep_path.parent / rep.outputs.get("segmentation", f"{stem}_seg.nii.gz")
+        if isinstance(rep, odk.LabelMapResult) and truth is not None and truth.is_file() and seg.is_file():
             print(f"    {truth_scores(seg, truth, label_names(rep))}  ({truth})")
     return 0
 

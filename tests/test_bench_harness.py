@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 from tiny_model import NAME, write_tiny_repository
 
-from app.config import OperatorConfig
 from kit.bench import report
 from kit.bench.measure import BenchError, run_measured
 from kit.bench.model import BenchModel, load_model
@@ -29,6 +28,7 @@ from kit.bench.serving import embedded_triton
 from kit.bench.transport import round_trips
 from kit.bench.volumes import SIZES, phantom_study
 from kit.summary import dice
+from odk.config import OperatorConfig
 
 
 @dataclasses.dataclass(frozen=True)

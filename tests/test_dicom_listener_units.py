@@ -37,7 +37,7 @@ def test_destination_and_allow_list() -> None:
 def test_listener_hands_several_destinations_to_the_pipeline(tmp_path: Path) -> None:
     """DICOM_DESTINATION with two entries: the listener takes both, and gives the liver pipeline's jobs the same
     comma-separated text, as its parameter and as a variable, which register-results reads back the same."""
-    from app.dicom.store import StoreConfig
+    from odk.dicom.store import StoreConfig
 
     args = parse_args(["serve", "--run-dir", str(tmp_path / "listen"), "--pacs-run-dir", str(tmp_path / "pacs"),
                        "--pipeline", str(ROOT / "def" / "liver-dicom-pipeline.yml"),

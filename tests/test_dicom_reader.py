@@ -253,7 +253,7 @@ def test_selection_rules_from_env(sample: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("dtype", [np.int16, np.float32])
 def test_volume_file_is_what_nibabel_writes(dtype: type) -> None:
     """The reader writes its stack without nibabel's copies; the file is still nibabel's, byte for byte."""
-    from app.dicom.volume import SeriesVolume, nifti_bytes
+    from odk.dicom.volume import SeriesVolume, nifti_bytes
 
     stack = np.random.default_rng(3).integers(-1024, 3000, size=(12, 40, 32)).astype(dtype)  # slices, rows, cols
     affine = np.array([[-0.7, 0, 0, 10.0], [0, -0.7, 0, 20.0], [0, 0, 2.5, -30.0], [0, 0, 0, 1]])

@@ -221,8 +221,8 @@ def test_seg_writer_alone_takes_the_labels_from_the_model_config(chain: dict[str
 def test_seg_writer_reads_the_model_config_as_the_operator_and_triton_do(tmp_path: Path) -> None:
     """SEG_MODEL_CONFIG: labels as the operator splits them, and the version Triton serves from the version
     directories beside the config (its version_policy; default the latest one), not a number of its own."""
-    from app.config import ConfigError
     from app.dicom.segwriter import model_config
+    from odk.config import ConfigError
 
     source = Path(__file__).resolve().parents[1] / "local/models/segmentation_liver_v1/config.pbtxt"
     model = tmp_path / "segmentation_liver_v1"

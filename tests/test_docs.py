@@ -1,4 +1,4 @@
-"""The documentation agrees with the code: env.list, the operator's defaults (app/config.py) and
+"""The documentation agrees with the code: env.list, the operator's defaults (odk/config.py) and
 docs/configuration.md name the same variables with the same defaults; every `make X` the documentation
 mentions is a target of the Makefile; every page in docs/ is linked from the README, which stays short."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from app.config import from_env, log_level
+from odk.config import from_env, log_level
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_PAGE = ROOT / "docs" / "configuration.md"
@@ -47,7 +47,7 @@ def test_every_operator_variable_is_in_env_list_and_documented() -> None:
     env, page = _env_list(), CONFIG_PAGE.read_text()
     variables = _operator_variables()
     assert len(variables) > 10
-    assert sorted(variables - set(env)) == [], "read by app/config.py but missing from env.list"
+    assert sorted(variables - set(env)) == [], "read by odk/config.py but missing from env.list"
     assert sorted(v for v in variables if f"`{v}`" not in page) == [], "missing from docs/configuration.md"
 
 
@@ -57,7 +57,7 @@ def test_every_env_list_variable_is_documented() -> None:
 
 
 def test_env_list_values_are_the_operators_defaults() -> None:
-    """Applying env.list as it is changes nothing: its values are exactly the defaults of app/config.py."""
+    """Applying env.list as it is changes nothing: its values are exactly the defaults of odk/config.py."""
     operator = _operator_variables()
     applied = {k: v for k, v in _env_list().items() if k in operator and v is not None}
     assert applied, "env.list sets no operator variable"
@@ -69,7 +69,7 @@ def test_documented_defaults_are_the_operators_and_env_lists() -> None:
     documented, env = _documented_defaults(), _env_list()
     operator = _operator_variables()
     assert sorted(operator - set(documented) - {"NVIDIA_CLARA_TRTISURI", "TRITON_URL"}) == [], \
-        "a variable of app/config.py has no row in docs/configuration.md"
+        "a variable of odk/config.py has no row in docs/configuration.md"
     for name, default in documented.items():
         if name not in operator or default is None:
             continue

@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-import clara
 import pytest
+
+import clara
 from clara import Error, Payload, PayloadEntries, PayloadEntry, env
 from clara.config import DriverConfig
 from clara.payload import check_payload, parse_entries

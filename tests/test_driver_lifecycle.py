@@ -10,8 +10,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import clara
 import pytest
+
+import clara
 from clara import Driver, Error, Payload, env
 from clara.__main__ import show_environment
 

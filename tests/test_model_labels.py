@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -14,11 +15,19 @@ import pytest
 from PIL import Image
 from tiny_model import MULTI_LABELS, MULTI_NAME, write_three_class_repository
 
-from app.config import OperatorConfig
-from app.overlay import PALETTE
-from app.study import process_study
+import odk
+from app import main as segmentation
 from kit.local_model import read_local_model
 from kit.triton.onnx_model import open_session
+from odk.config import OperatorConfig
+from odk.overlay import PALETTE
+
+
+def segment_in_process(src: Path, out: Path, spec: odk.ModelSpec, predict, cfg: OperatorConfig) -> dict:
+    """The segmentation operator's own steps (app/main.py), with the model called in-process, not through Triton."""
+    session = SimpleNamespace(cfg=cfg, spec=spec, transport="onnxruntime", predictor=lambda: predict)
+    return segmentation.process(odk.Study(src, out), session, segmentation.prepare(session)).to_json()
+
 
 HU = {"organ": -25, "core": 125, "rim": 250}  # -> 0.35, 0.65, 0.9 after the model's HU window
 
@@ -42,8 +51,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     out = tmp / "out"
     out.mkdir()
     cfg = OperatorConfig(model_name=MULTI_NAME)
-    report = process_study(src, out, local.spec, predict, cfg, "onnxruntime")
-    return report, out
+    return segment_in_process(src, out, local.spec, predict, cfg), out
 
 
 def test_the_model_is_described_by_its_own_labels(study: tuple[dict, Path]) -> None:
@@ -106,7 +114,7 @@ def test_label_nesting_decides_the_clean_up_and_the_volumes(nesting: str, tmp_pa
     others (label_nesting organ, the default) keeps one connected piece; one of side-by-side structures
     (label_nesting none) keeps both, and each volume is its own."""
     local = read_local_model(write_three_class_repository(tmp_path / "models", nesting) / MULTI_NAME)
-    assert local.spec.nested is (nesting == "organ")
+    assert local.nested is (nesting == "organ")
     session = open_session(local.model_file, 1)
 
     def predict(batch: np.ndarray) -> np.ndarray:
@@ -119,8 +127,7 @@ def test_label_nesting_decides_the_clean_up_and_the_volumes(nesting: str, tmp_pa
     src.parent.mkdir()
     nib.save(nib.Nifti1Image(ct, np.diag([2.5, 2.5, 2.5, 1.0])), str(src))
     (tmp_path / "out").mkdir()
-    report = process_study(src, tmp_path / "out", local.spec, predict, OperatorConfig(model_name=MULTI_NAME),
-                           "onnxruntime")
+    report = segment_in_process(src, tmp_path / "out", local.spec, predict, OperatorConfig(model_name=MULTI_NAME))
     assert report["model"]["label_nesting"] == nesting
     voxels = {name: report["labels"][name]["voxels"] for name in ("core", "rim")}
     voxel_ml = 2.5 ** 3 / 1000
@@ -136,7 +143,7 @@ def test_label_nesting_decides_the_clean_up_and_the_volumes(nesting: str, tmp_pa
 
 
 def test_an_unknown_label_nesting_is_one_clear_refusal(tmp_path: Path) -> None:
-    from app.model import ModelMismatch
+    from odk.model import ModelMismatch
 
     with pytest.raises(ModelMismatch, match=r"label_nesting='nested'; expected organ .* or none"):
         read_local_model(write_three_class_repository(tmp_path / "models", "nested") / MULTI_NAME)

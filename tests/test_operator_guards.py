@@ -319,26 +319,23 @@ def test_unexpected_errors_are_logged_once_and_memory_errors_stop_the_run(triton
     fails with faults[i]), and running out of memory."""
     import logging
 
-    import app.operator
-    from app.config import from_env
-    from app.errors import RunError
+    import odk
+    from odk.errors import RunError
 
     (tmp_path / "in").mkdir()
     for i in range(len(faults)):
         write_ct(tmp_path / "in" / f"s{i}.nii.gz", ct_volume(SMALL))
 
-    def broken(src, *_args, **_kwargs):
-        faults[int(src.name[1])]()
+    def broken(study):
+        faults[int(study.src.name[1])]()
 
-    monkeypatch.setattr(app.operator, "process_study", broken)
-    cfg = from_env({"NVIDIA_TRITON_GRPCURI": triton_server.grpc_url})
-    caplog.set_level(logging.INFO, logger="app")
+    caplog.set_level(logging.INFO, logger="odk")
     if run_level:
         with pytest.raises(RunError, match=r"out of memory while processing .*s0.nii.gz.*0 of 3 studies done"):
-            app.operator.run([tmp_path / "in"], tmp_path / "out", cfg)
+            odk.run_studies([tmp_path / "in"], tmp_path / "out", lambda: broken)
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
         return
-    summary = app.operator.run([tmp_path / "in"], tmp_path / "out", cfg)
+    summary = odk.run_studies([tmp_path / "in"], tmp_path / "out", lambda: broken)
     assert len(summary.failed) == 5 and not summary.done
     # One traceback per distinct defect (type and place), each logged with the study it first failed.
     logged = [(r.getMessage(), r.exc_info[1]) for r in caplog.records if r.exc_info]

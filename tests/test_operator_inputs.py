@@ -140,7 +140,7 @@ def test_configuration_mismatch_is_one_clear_line(triton_server, tmp_path, env, 
 
 def test_gzip_read_matches_nibabel(tmp_path):
     """The fast isal reader returns exactly what nibabel reads."""
-    from app.niftiio import read_volume
+    from odk.nifti import read_volume
 
     data = _volume(dtype=np.float32) + np.float32(0.25)
     p = _write(tmp_path / "v.nii.gz", data)

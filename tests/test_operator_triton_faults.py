@@ -115,7 +115,7 @@ def test_stopping_triton_answers_the_request_in_flight(own_triton):
     import numpy as np
     import tritonclient.grpc as grpcclient
 
-    from app.inference import _transient
+    from odk.triton import _transient
 
     client = grpcclient.InferenceServerClient(own_triton.grpc_url)
     batch = np.zeros((4, 1, 96, 96, 96), np.float32)

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from app import postprocess, sliding, transforms
-from app.config import ConfigError, from_env, triton_url
+from odk import transforms
+from odk import transforms as postprocess
+from odk import windows as sliding
+from odk.config import ConfigError, from_env, triton_url
 
 
 def _reoriented(data: np.ndarray, affine: np.ndarray, perm, flips) -> nib.Nifti1Image:
@@ -89,7 +91,7 @@ def test_keep_largest_organ_keeps_lesions_of_the_liver():
     labels[2:20, 2:20, 2:20] = 1
     labels[8:12, 8:12, 8:12] = 2
     labels[25:28, 25:28, 25:28] = 1  # a small detached false positive
-    out = postprocess.keep_largest_organ(labels)
+    out = postprocess.keep_largest_component(labels)
     assert out[26, 26, 26] == 0 and out[10, 10, 10] == 2 and out[3, 3, 3] == 1
 
 
@@ -153,7 +155,7 @@ def test_resampling_does_not_depend_on_memory_layout():
 def test_atomic_write_gives_usual_permissions(tmp_path):
     import os
 
-    from app.niftiio import atomic_write_bytes
+    from odk.files import atomic_write_bytes
 
     atomic_write_bytes(tmp_path / "a.json", b"{}")
     umask = os.umask(0)
@@ -173,7 +175,7 @@ class _FlakySession:
     to fail transiently on demand)."""
 
     def __init__(self, failures: int, status: str) -> None:
-        from app.inference import TritonSession
+        from odk.triton import TritonSession
 
         self.session = TritonSession(from_env({"TRITON_RETRIES": "3", "NVIDIA_TRITON_GRPCURI": "127.0.0.1:1"}))
         self.failures, self.status, self.calls = failures, status, 0
@@ -189,10 +191,10 @@ class _FlakySession:
 
 
 def test_transient_triton_errors_are_retried_with_backoff(monkeypatch):
-    import app.inference
+    import odk.triton
 
     sleeps = []
-    monkeypatch.setattr(app.inference.stopping, "wait", lambda s: sleeps.append(s) or False)  # the backoff
+    monkeypatch.setattr(odk.triton.stopping, "wait", lambda s: sleeps.append(s) or False)  # the backoff
     flaky = _FlakySession(failures=2, status="StatusCode.UNAVAILABLE")
     batch = np.ones((1, 1, 4, 4, 4), dtype=np.float32)
     assert flaky.session.predictor()(batch) is batch
@@ -201,10 +203,10 @@ def test_transient_triton_errors_are_retried_with_backoff(monkeypatch):
 
 
 def test_permanent_triton_errors_are_not_retried(monkeypatch):
-    import app.inference
-    from app.errors import TritonUnavailable
+    import odk.triton
+    from odk.errors import TritonUnavailable
 
-    monkeypatch.setattr(app.inference.time, "sleep", lambda s: None)
+    monkeypatch.setattr(odk.triton.time, "sleep", lambda s: None)
     flaky = _FlakySession(failures=1, status="StatusCode.INVALID_ARGUMENT")
     with pytest.raises(TritonUnavailable, match="connection reset"):
         flaky.session.predictor()(np.ones((1, 1, 4, 4, 4), dtype=np.float32))

@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from app import overlay
+from odk import overlay
 
 
 def picture(labels: np.ndarray, names: tuple[str, ...] = (), title: str = "t") -> np.ndarray:

@@ -42,6 +42,9 @@ def test_declared_dependencies_are_satisfied_by_the_pins() -> None:
                        .read_text())
     assert driver, "the driver declares no __version__"
     pins["clara-pipeline-driver"] = driver.group(1)
+    library = re.search(r'__version__ = "([^"]+)"', (ROOT / "lib/odk-operator/src/odk/__init__.py").read_text())
+    assert library, "the operator library declares no __version__"
+    pins["odk-operator"] = library.group(1)
     project = _project()
     declared = [*project["dependencies"], *project["optional-dependencies"]["kit"]]
     for spec in declared:
@@ -65,14 +68,15 @@ def test_no_pythonpath_assembly_or_parent_root_lookups() -> None:
 
 @pytest.fixture(scope="module")
 def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A new virtualenv with the kit installed the documented way: pinned run time, driver wheel, `-e .`."""
+    """A new virtualenv with the kit installed the documented way: pinned run time, driver wheel, the operator
+    library, `-e .`."""
     where = tmp_path_factory.mktemp("fresh-venv") / "venv"
     venv.create(where, with_pip=True)
     python = where / "bin" / "python"
     wheels = [str(p) for p in (ROOT / "lib").glob("*.whl")]
     proc = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                           "-r", "requirements.txt", *wheels, "-e", "."], cwd=ROOT, capture_output=True,
-                          text=True, timeout=900, check=False)
+                           "-r", "requirements.txt", *wheels, "./lib/odk-operator[dicom]", "-e", "."], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return python
 

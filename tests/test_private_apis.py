@@ -15,8 +15,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.utils.shared_memory as shm
 
-from app import shm_region
 from kit.triton import pytriton_private
+from odk import triton as shm_region
 
 ROOT = Path(__file__).resolve().parents[1]
 

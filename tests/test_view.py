@@ -18,8 +18,8 @@ from view_helpers import (
     write_report,
 )
 
-from app.overlay import PALETTE
 from kit.view.server import ViewConfig
+from odk.overlay import PALETTE
 
 
 @pytest.fixture()

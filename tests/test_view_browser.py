@@ -22,7 +22,7 @@ from PIL import Image
 from scipy import ndimage
 from view_helpers import ROOT, make_view, write_classes_report, write_ct_and_seg, write_report
 
-from app.overlay import PALETTE
+from odk.overlay import PALETTE
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 NODE_MODULES = ROOT / "kit" / "view" / "node_modules"

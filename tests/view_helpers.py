@@ -43,7 +43,7 @@ def write_ct_and_seg(ct: Path | None, seg: Path | None, shape: tuple[int, int, i
 
 
 def write_report(folder: Path, name: str, input_path: str, liver: float = 123.4, lesion: float = 5.6) -> Path:
-    """A report with the fields the operator writes (app/study.py build_report)."""
+    """A report with the fields the operator writes (odk.LabelMapResult, as app/main.py writes it)."""
     folder.mkdir(parents=True, exist_ok=True)
     report = {
         "input": input_path, "shape": [24, 20, 8], "spacing_mm": [2.0, 2.0, 3.0], "dtype": "int16",

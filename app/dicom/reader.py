@@ -10,28 +10,21 @@ from __future__ import annotations
 
 import os
 
-import clara
-
-from app.config import flag
-
-from .entry import OperatorFailure, main, require_entries
-from .read import read_all
-from .select import SelectionRules
+import odk
+from odk.dicom import SelectionRules, read_all
 
 
-def execute(driver: clara.Driver, payload: clara.Payload) -> bool:
-    require_entries(payload, "payload:/input", "dicom-reader/volumes:/output")
+def execute(run: odk.Run) -> None:
     rules = SelectionRules.from_env(os.environ)
-    compress = flag(os.environ, "DICOM_READER_COMPRESS", False)
-    summary = read_all([e.path for e in payload.input_entries], payload.output_entries[0].path, rules, compress)
+    compress = odk.flag(os.environ, "DICOM_READER_COMPRESS", False)
+    summary = read_all(list(run.inputs), run.output, rules, compress)
     if not summary.written and summary.refused:
-        raise OperatorFailure(f"every selected series was refused ({len(summary.refused)}); the REFUSED lines above"
+        raise odk.OperatorError(f"every selected series was refused ({len(summary.refused)}); the REFUSED lines above"
                               " say why")
     if not summary.written:
-        raise OperatorFailure("no series selected: nothing to read (see the 'not selected' lines above; "
+        raise odk.OperatorError("no series selected: nothing to read (see the 'not selected' lines above; "
                               "DICOM_SELECT_MODALITY, DICOM_SELECT_MIN_SLICES, DICOM_SELECT_DESCRIPTION)")
-    return True
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(execute))
+    raise SystemExit(odk.main(execute, example_input="payload:/input", example_output="dicom-reader/volumes:/output"))

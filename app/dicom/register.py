@@ -12,33 +12,27 @@ import json
 import logging
 import os
 
-import clara
-
-from app.atomic import atomic_write_bytes
-
-from .entry import OperatorFailure, main, require_entries
-from .scan import scan
-from .store import StoreConfig, send
+import odk
+from odk.dicom import StoreConfig, scan, send
 
 log = logging.getLogger("app.dicom.register")
 REPORT_NAME = "register-report.json"
 
 
-def execute(driver: clara.Driver, payload: clara.Payload) -> bool:
-    require_entries(payload, "dicom-seg-writer/seg:/input", "register-results/report:/output")
+def execute(run: odk.Run) -> None:
     cfg = StoreConfig.from_env(os.environ)
-    roots = [e.path.resolve() for e in payload.input_entries]
+    roots = [p.resolve() for p in run.inputs]
     instances = [i for s in scan(roots) for i in s.instances]
-    out = payload.output_entries[0].path
+    out = run.output
     report: dict = {"objects": len(instances), "destinations": []}
     if not cfg.destinations:
         log.warning("DICOM_DESTINATION is not set: %d object(s) not sent anywhere (set it to AET@host:port, "
                     "e.g. ORTHANC@127.0.0.1:4242)", len(instances))
         report["skipped"] = "DICOM_DESTINATION not set"
-        atomic_write_bytes(out / REPORT_NAME, (json.dumps(report, indent=2) + "\n").encode())
-        return True
+        odk.atomic_write_bytes(out / REPORT_NAME, (json.dumps(report, indent=2) + "\n").encode())
+        return
     if not instances:
-        raise OperatorFailure(f"no DICOM objects under {', '.join(map(str, roots))}: nothing to send")
+        raise odk.OperatorError(f"no DICOM objects under {', '.join(map(str, roots))}: nothing to send")
     failures = []
     for dest in cfg.destinations:
         result = send(instances, dest, cfg, roots[0] if len(roots) == 1 else None)
@@ -49,12 +43,12 @@ def execute(driver: clara.Driver, payload: clara.Payload) -> bool:
         else:
             log.error("%s (%d of %d stored)", result.error, sent, len(result.objects))
             failures.append(result.error)
-    atomic_write_bytes(out / REPORT_NAME, (json.dumps(report, indent=2) + "\n").encode())
+    odk.atomic_write_bytes(out / REPORT_NAME, (json.dumps(report, indent=2) + "\n").encode())
     if failures:
-        raise OperatorFailure(failures[0] + (f" (and {len(failures) - 1} more destination(s))"
+        raise odk.OperatorError(failures[0] + (f" (and {len(failures) - 1} more destination(s))"
                                              if len(failures) > 1 else "") + f"; see {REPORT_NAME}")
-    return True
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(execute))
+    raise SystemExit(odk.main(execute, example_input="dicom-seg-writer/seg:/input",
+                              example_output="register-results/report:/output"))

@@ -12,54 +12,45 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import clara
-
-from app.config import ConfigError
-
-from .entry import OperatorFailure, main, require_entries
-from .seg import Algorithm
-from .segwrite import write_all
+import odk
+from odk.dicom import Algorithm, write_all
 
 
 def model_config(path: str) -> Algorithm | None:
     """Name, served version and labels of the model whose config.pbtxt is ``path``, read as the operator reads
-    them (app.model): the version is the one Triton serves from the version directories beside it."""
+    them (odk): the version is the one Triton serves from the version directories beside it."""
     if not path:
         return None
     # Only here: the model-config parser (tritonclient.grpc, protobuf) costs ~0.2 s of start-up, and a label
     # map with its segmentation report beside it (as the pipeline gives) never needs it.
     from google.protobuf.text_format import ParseError
 
-    from app.model import model_labels, parse_config, served_version
-
     config_path = Path(path)
     try:
-        cfg = parse_config(config_path)
+        cfg = odk.parse_config(config_path)
     except (OSError, ParseError) as exc:
-        raise ConfigError(f"SEG_MODEL_CONFIG={path}: not a readable config.pbtxt ({exc})") from None
-    labels = model_labels(cfg)
+        raise odk.ConfigError(f"SEG_MODEL_CONFIG={path}: not a readable config.pbtxt ({exc})") from None
+    labels = odk.model_labels(cfg)
     if labels is None:
-        raise ConfigError(f"SEG_MODEL_CONFIG={path} has no 'labels' parameter")
-    version = served_version(cfg, config_path.parent)
+        raise odk.ConfigError(f"SEG_MODEL_CONFIG={path} has no 'labels' parameter")
+    version = odk.served_version(cfg, config_path.parent)
     if version is None:
-        raise ConfigError(f"SEG_MODEL_CONFIG={path}: no version directory (e.g. 1/) beside it that its "
+        raise odk.ConfigError(f"SEG_MODEL_CONFIG={path}: no version directory (e.g. 1/) beside it that its "
                           "version_policy selects, so Triton would serve no version of this model")
     return Algorithm(name=cfg.name or config_path.parent.name, version=str(version), labels=labels)
 
 
-def execute(driver: clara.Driver, payload: clara.Payload) -> bool:
-    require_entries(payload, "payload:/input/dicom;dicom-reader/volumes:/input/volumes;segmentation/segmentation:"
-                    "/input/labels", "dicom-seg-writer/seg:/output")
+def execute(run: odk.Run) -> None:
     fallback = model_config(os.environ.get("SEG_MODEL_CONFIG", ""))
-    summary = write_all([e.path for e in payload.input_entries], payload.output_entries[0].path, fallback)
+    summary = write_all(list(run.inputs), run.output, fallback)
     if summary.failed:
-        raise OperatorFailure(f"{len(summary.failed)} of {len(summary.failed) + len(summary.written)} label maps "
+        raise odk.OperatorError(f"{len(summary.failed)} of {len(summary.failed) + len(summary.written)} label maps "
                               "not written as SEG; the FAILED lines above say why")
     if not summary.written:
-        raise OperatorFailure("no label maps (<stem>_seg.nii.gz) under the inputs; give the segmentation's "
+        raise odk.OperatorError("no label maps (<stem>_seg.nii.gz) under the inputs; give the segmentation's "
                               "output, the dicom-reader's output and the DICOM series as inputs")
-    return True
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(execute))
+    raise SystemExit(odk.main(execute, example_input="payload:/input/dicom;dicom-reader/volumes:/input/volumes;"
+                              "segmentation/segmentation:/input/labels", example_output="dicom-seg-writer/seg:/output"))

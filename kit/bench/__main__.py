@@ -14,10 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.config import ConfigError, OperatorConfig, from_env
-from app.niftiio import stem
-from app.sliding import window_starts
-from app.transforms import canonical_ornt, canonical_spacing, resampled_shape, voxel_spacing
 from kit.bench import dicom, dicom_latency, report
 from kit.bench.measure import BenchError, median_stages
 from kit.bench.model import BenchModel, load_model
@@ -28,6 +24,17 @@ from kit.bench.volumes import SIZES, phantom_study
 from kit.dicom.config import DEFAULT_IDLE_S
 from kit.paths import ROOT
 from kit.triton.embedded import StartError
+from odk import (
+    ConfigError,
+    OperatorConfig,
+    canonical_ornt,
+    canonical_spacing,
+    from_env,
+    resampled_shape,
+    stem,
+    voxel_spacing,
+    window_starts,
+)
 
 log = logging.getLogger("kit.bench")
 

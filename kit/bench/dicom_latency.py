@@ -27,7 +27,6 @@ import sys
 import time
 from pathlib import Path
 
-from app.config import number_list
 from kit.bench import report
 from kit.dicom.config import DEFAULT_IDLE_S, MIN_IDLE_S
 from kit.dicom.orthanc import Rest
@@ -37,6 +36,7 @@ from kit.phantom.dicom import write_series
 from kit.triton import embedded
 from kit.triton.readiness import free_ports
 from kit.triton.state import Ports
+from odk import number_list
 
 SAMPLE = ROOT / "local" / "input" / "synthetic_phantom_001.nii.gz"
 STAGE_RE = re.compile(r"^(\S+)\s+ok\s+([0-9.]+)s", re.M)
@@ -61,7 +61,7 @@ def script(name: str, action: str, env: dict[str, str]) -> None:
 
 
 def idle_list(raw: str) -> list[float]:
-    """``--idle-s``: LISTEN_IDLE_S values, comma-separated (app.config.number_list), each >= 0 s."""
+    """``--idle-s``: LISTEN_IDLE_S values, comma-separated (odk.number_list), each >= 0 s."""
     values = number_list(raw)
     if not values or not all(math.isfinite(v) and v >= MIN_IDLE_S for v in values):
         raise argparse.ArgumentTypeError(f"{raw!r}: expected LISTEN_IDLE_S seconds >= {MIN_IDLE_S:g}, "

@@ -1,8 +1,8 @@
 """The limit: the operator's job with nothing between it and the machine.
 
-The operator's own model-side pipeline (app.study.segment: the same preprocessing, window grid, batches and
-post-processing) run straight through onnxruntime in this process (no Triton, no transport), and the
-fastest gzip decoder/encoder available for reading the study and writing the label map.
+The operator's own model-side pipeline (kit.local_model.segment, as app/main.py: the same preprocessing,
+window grid, batches and post-processing) run straight through onnxruntime in this process (no Triton, no
+transport), and the fastest gzip decoder/encoder available for reading the study and writing the label map.
 
     python -m kit.bench.limit --input CT.nii.gz --model-dir local/models/<name> --out-dir DIR --json FILE
 """
@@ -18,11 +18,10 @@ import nibabel as nib
 import numpy as np
 from isal import igzip
 
-from app.config import OperatorConfig
-from app.niftiio import Volume, label_image, stem
-from app.study import Timer, segment
 from kit.bench import contender
 from kit.bench.model import load_model, ort_session
+from kit.local_model import segment
+from odk import OperatorConfig, Timer, Volume, label_image, stem
 
 
 def _timed(fn: Callable[[], object]) -> tuple[object, float]:

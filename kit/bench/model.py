@@ -11,8 +11,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from app.model import ModelSpec
-from kit.local_model import read_local_model
+from kit.local_model import LocalModel, read_local_model
 from kit.triton.onnx_model import cpu_threads, open_session
 
 IDENTITY_NAME = "bench_identity"
@@ -22,7 +21,7 @@ IDENTITY_NAME = "bench_identity"
 class BenchModel:
     """The benchmarked model: the operator's own description of it (``spec``) and its files."""
 
-    spec: ModelSpec
+    spec: LocalModel
     model_dir: Path
     onnx_file: Path
 
@@ -37,7 +36,7 @@ class BenchModel:
 def load_model(model_dir: Path) -> BenchModel:
     """Describe the model at ``<repository>/<name>`` as the operator would see it served (kit.local_model)."""
     local = read_local_model(model_dir)
-    return BenchModel(spec=local.spec, model_dir=Path(model_dir), onnx_file=local.model_file)
+    return BenchModel(spec=local, model_dir=Path(model_dir), onnx_file=local.model_file)
 
 
 def ort_session(onnx_file: Path):

@@ -57,7 +57,7 @@ def run(src: Path, model_dir: Path, out_dir: Path, overlap: float, blend: str, b
                              b_max=1.0, clip=True),
     ])
     post = [AsDiscreted(keys="pred", argmax=True)]
-    if largest_component and model.spec.nested:  # the operator's rule (app.study.segment): the organ holds the rest
+    if largest_component and model.spec.nested:  # the operator's rule (app/main.py): the organ holds the rest
         foreground = list(range(1, len(model.labels)))
         post.append(KeepLargestConnectedComponentd(keys="pred", applied_labels=foreground, independent=False))
     post.append(Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=True, to_tensor=True))

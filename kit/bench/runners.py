@@ -10,11 +10,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.config import OperatorConfig
-from app.niftiio import stem
 from kit.bench.measure import BenchError, run_measured
 from kit.bench.model import BenchModel
 from kit.paths import ROOT
+from odk import OperatorConfig, stem
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,7 @@ def run_operator(job: Job, grpc_url: str, transport: str, tag: str, profile_to: 
 
 
 def _class_volumes(report: dict, labels: tuple[str, ...]) -> dict[str, float | None]:
-    """The operator report's ``<class>_volume_ml`` (app.study.class_volumes) of each foreground class the
+    """The operator report's ``<class>_volume_ml`` (odk.label_volumes) of each foreground class the
     model names, in label order; None for a class the report lacks."""
     return {name: report.get(f"{name}_volume_ml") for name in labels[1:]}
 

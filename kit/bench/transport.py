@@ -1,16 +1,15 @@
 """The window traffic alone: round trips of the operator's window batches through Triton with the
 no-compute model, over system shared memory and over plain gRPC, using the operator's own client code
-(app.inference.TritonSession), so the difference is the transport and nothing else."""
+(odk.TritonSession), so the difference is the transport and nothing else."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 
-from app.config import OperatorConfig
-from app.inference import TritonSession
 from kit.bench.measure import median
 from kit.bench.model import IDENTITY_NAME, BenchModel, window_batch
+from odk import OperatorConfig, TritonSession
 
 
 @dataclass(frozen=True)

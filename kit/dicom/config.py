@@ -8,8 +8,8 @@ from pathlib import Path
 
 # DICOM_DESTINATION is read as the register-results operator reads it (the operator image has no kit): one
 # parser, one error type, for `make listen` and for the operator it hands the destinations to.
-from app.config import ConfigError
-from app.dicom.store import Destination, parse_destinations
+from odk import ConfigError
+from odk.dicom import Destination, parse_destinations
 
 __all__ = ["ConfigError", "Destination", "ListenerConfig", "check_aet", "parse_allow_list", "parse_destinations"]
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from app.atomic import atomic_write_bytes
+from odk import atomic_write_bytes
 
 STATUS_FILE = "status.json"
 STATES = ("receiving", "queued", "running", "succeeded", "failed", "delivery-failed", "incomplete")

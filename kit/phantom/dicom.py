@@ -25,7 +25,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from app.niftiio import atomic_write_bytes
+from odk import atomic_write_bytes
 
 SYNTAXES = {"explicit": ExplicitVRLittleEndian, "rle": RLELossless, "jpeg2000": JPEG2000Lossless}
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])

@@ -10,8 +10,8 @@ import nibabel as nib
 import numpy as np
 from nibabel import orientations
 
-from app.niftiio import atomic_write_bytes
 from kit.phantom.render import Phantom
+from odk import atomic_write_bytes
 
 DTYPES = {"int16": np.int16, "float32": np.float32}
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.transforms import resample_linear, voxel_spacing
 from kit.phantom import body, organs
 from kit.phantom.grid import Grid, Shape3, Vec3
 from kit.phantom.parts import LESION, LIVER, Part, Tissues
+from odk import resample_linear, voxel_spacing
 
 EDGE_MM = 1.0  # width of the partial-volume ramp across a surface, before interpolation
 HU_MIN, HU_MAX = -1024, 3071

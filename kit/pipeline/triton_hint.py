@@ -2,7 +2,7 @@
 line when nothing answers there (``make run-pipeline`` and every job of ``make listen``).
 
 The platform's NVIDIA_TRITON_GRPCURI of an operator is the caller's own, else the Triton of ``make triton``
-(kit.pipeline.run.local_triton); without either, the operator falls back to its own rule (app.config.triton_url:
+(kit.pipeline.run.local_triton); without either, the operator falls back to its own rule (odk.triton_url:
 NVIDIA_CLARA_TRTISURI, TRITON_URL, else localhost:8001). env.list plays no part here: only ``make run-local``
 reads it.
 """
@@ -14,10 +14,10 @@ import socket
 from collections.abc import Mapping
 from pathlib import Path
 
-from app.config import ConfigError, triton_url
 from kit.pipeline.wiring import Triton
 from kit.triton.readiness import http_ok
 from kit.triton.state import default_run_dir
+from odk import ConfigError, triton_url
 
 FAILS = "operators that need Triton will fail"
 

@@ -1,20 +1,21 @@
-"""Training data: phantoms prepared exactly as the operator prepares a study (app.transforms.forward),
+"""Training data: phantoms prepared exactly as the operator prepares a study (odk.forward),
 cached on disk, and random crops biased towards the liver and the lesions."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from app import transforms
-from app.transforms import forward, labels_to_model
+import odk
 from kit import phantom
 from kit.phantom import make_phantom
 from kit.phantom.render import Phantom
+from odk import forward, labels_to_model
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,8 @@ def prepare(p: Phantom, spacing: tuple[float, float, float], window: tuple[float
 
 def _code_version() -> str:
     """Hash of the code that makes a case (generator + pre-transform): a changed generator means new data."""
-    files = [*sorted(Path(phantom.__file__).parent.glob("*.py")), Path(transforms.__file__)]
+    transforms = Path(sys.modules[odk.forward.__module__].__file__ or "")
+    files = [*sorted(Path(phantom.__file__).parent.glob("*.py")), transforms]
     return hashlib.sha1(b"".join(f.read_bytes() for f in files)).hexdigest()[:12]
 
 

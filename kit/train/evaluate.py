@@ -1,7 +1,7 @@
 """Held-out Dice of the model in local/models on fresh phantoms (seeds never used in training).
 
 Runs the model in-process with onnxruntime along the operator's own path: stored orientation ->
-app.transforms.forward -> app.sliding.sliding_window -> argmax -> inverse_labels onto the input grid,
+odk.forward -> odk.sliding_window -> argmax -> inverse_labels onto the input grid,
 then compares with the phantom's truth on that grid.
 
     python -m kit.train.evaluate [--n 10] [--model-dir local/models/segmentation_liver_v1]
@@ -19,15 +19,14 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from app import study
-from app.config import OperatorConfig
-from app.model import ModelSpec
-from kit.local_model import read_local_model
+from kit.local_model import LocalModel, read_local_model
+from kit.local_model import segment as local_segment
 from kit.phantom import make_phantom, reorient
 from kit.summary import dice
 from kit.train.config import HELDOUT_SEED_BASE, MODEL_NAME
 from kit.train.data import phantom_grid
 from kit.triton.onnx_model import open_session
+from odk import OperatorConfig
 
 ORIENTATIONS = ("LPS", "RAS", "LAS", "RPI")  # cycled over the cases: the operator must not care
 
@@ -35,7 +34,7 @@ ORIENTATIONS = ("LPS", "RAS", "LAS", "RPI")  # cycled over the cases: the operat
 @dataclass(frozen=True)
 class OnnxModel:
     session: ort.InferenceSession
-    spec: ModelSpec
+    spec: LocalModel
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.spec.output_name], {self.spec.input_name: batch})[0]
@@ -45,12 +44,12 @@ def load_model(model_dir: str | Path = Path("local/models") / MODEL_NAME, thread
     """The model as the operator sees it through Triton (kit.local_model: config.pbtxt, version policy, the
     operator's own checks), run in-process by the kit's onnxruntime session."""
     local = read_local_model(model_dir)
-    return OnnxModel(open_session(local.model_file, threads), local.spec)
+    return OnnxModel(open_session(local.model_file, threads), local)
 
 
 def segment(model: OnnxModel, arr: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """Label map (uint8) on the grid and orientation of ``arr``: the operator's own pipeline and defaults."""
-    return study.segment(arr, affine, model.spec, model.predict, OperatorConfig())[0]
+    return local_segment(arr, affine, model.spec, model.predict, OperatorConfig())[0]
 
 
 def overlap(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int]:

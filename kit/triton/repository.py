@@ -16,7 +16,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import triton_to_np_dtype
 
 # The operator's reading of config.pbtxt and of the version policy: the one the SEG writer uses too.
-from app.model import available_versions, parse_config, select_versions
+from odk import available_versions, parse_config, select_versions
 
 ONNX_PLATFORM = "onnxruntime_onnx"
 ONNX_BACKEND = "onnxruntime"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
 
-from app.overlay import colour_of
+import odk
+from odk import colour_of
 
 from . import runs
 from .studies import Source, Study, scan
@@ -14,35 +15,34 @@ if TYPE_CHECKING:
     from .server import ViewConfig
 
 
-def labels_of(report: dict) -> list[dict]:
+def labels_of(report: odk.StudyResult) -> list[dict]:
     """The model's labels as the report names them (value, name, colour, volume, the classes its volume
-    includes), ordered by value; the colours are those of the operator's QA overlay (app/overlay.py).
+    includes), ordered by value; the colours are those of the operator's QA overlay (odk.render_overlay).
 
-    The volume of a class is the report's ``<name>_volume_ml``, as the operator defines it (app/study.py
-    class_volumes): with the model's label_nesting "organ", the organ (the first foreground class) holds the
-    classes after it and its volume includes theirs; the voxels of its own label value alone are not shown.
+    The volume of a class is the report's ``<name>_volume_ml``, as the operator defines it (odk.label_volumes):
+    with the model's label_nesting "organ", the organ (the first foreground class) holds the classes after it
+    and its volume includes theirs; the voxels of its own label value alone are not shown.
     A report without its ``labels`` (an older operator's) gives its classes by its ``<name>_volume_ml`` keys,
     numbered from 1 in the report's order.
     """
-    found = report.get("labels")
-    if not isinstance(found, dict) or not found:
-        names = [str(k).removesuffix("_volume_ml") for k in report if str(k).endswith("_volume_ml")]
-        found = {"background": {"label": 0}} | {n: {"label": i} for i, n in enumerate(names, start=1)}
+    if not isinstance(report, odk.LabelMapResult):
+        return []
+    found: dict[str, tuple[int, float | None]] = {n: (s.label, s.volume_ml) for n, s in report.labels.items()}
+    if not found:
+        found = {"background": (0, None)} | {n: (i, None) for i, n in enumerate(report.volumes_ml, start=1)}
     out = []
-    for name, info in found.items():
-        info = info if isinstance(info, dict) else {}
-        value = int(info.get("label", 0))
+    for name, (value, own_ml) in found.items():
         out.append({"value": value, "name": name, "colour": list((0, 0, 0) if value == 0 else colour_of(value)),
-                    "volume_ml": report.get(f"{name}_volume_ml", info.get("volume_ml")), "includes": []})
+                    "volume_ml": report.volumes_ml.get(name, own_ml), "includes": []})
     out.sort(key=lambda d: d["value"])
-    model = report.get("model") if isinstance(report.get("model"), dict) else {}
+    model = report.model if isinstance(report.model, dict) else {}
     foreground = [lb for lb in out if lb["value"] != 0]
     if model.get("label_nesting") == "organ" and foreground:
         foreground[0]["includes"] = [lb["name"] for lb in foreground[1:]]
     return out
 
 
-def volumes_of(report: dict) -> dict[str, float | None]:
+def volumes_of(report: odk.StudyResult) -> dict[str, float | None]:
     """``{class name: mL}`` for each foreground class, in label order (the report's ``<name>_volume_ml``)."""
     return {lb["name"]: lb["volume_ml"] for lb in labels_of(report) if lb["value"] != 0}
 
@@ -54,23 +54,23 @@ def url(path: str, source: str, **params: str) -> str:
 def study_json(study: Study, source: Source) -> dict:
     key = source.key
     r = study.report
-    model = r.get("model") if isinstance(r.get("model"), dict) else {}
+    model = r.model if isinstance(r.model, dict) else {}
     return {
         "id": study.id,
         "name": study.name,
         "folder": study.rel_dir,
         "status": study.status,
         "reason": study.reason,
-        "shape": r.get("shape"),
-        "spacing_mm": r.get("spacing_mm"),
-        "orientation": r.get("orientation"),
+        "shape": r.shape or None,
+        "spacing_mm": r.spacing_mm or None,
+        "orientation": r.orientation or None,
         "volumes_ml": volumes_of(r),
-        "timings_s": r.get("timings_s") or {},
-        "transport": r.get("transport"),
+        "timings_s": r.timings_s or {},
+        "transport": r.transport or None,
         "model": f"{model.get('name', '')} v{model.get('version', '')}" if model else None,
         "hu_window": model.get("hu_window"),
         "labels": labels_of(r),
-        "input": r.get("input"),
+        "input": r.input or None,
         "viewable": bool(study.seg_rel and study.ct is not None),
         "ct_problem": study.ct_problem,
         "ct_name": study.ct.name if study.ct else None,

@@ -2,7 +2,7 @@
 
 One rule for every file it serves (results, logs, the page's own files, a study's CT): the file's real
 path, symlinks followed, lies inside the real path of its folder. A link that leads out is refused, as the
-operator refuses a study that is a link out of its input folder (app/discover.py).
+operator refuses a study that is a link out of its input folder (odk.find_studies).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Studies that failed leave no report: they are the inputs without one, with the r
 operator's log (``FAILED <path>: <reason>``) when a log is at hand.
 A CT is only ever a file whose real path lies inside the input folder (``paths.real_file_inside``): a CT that
 is a symbolic link out of it is not shown, and the study says so, as the operator does not read such a link
-(app/discover.py); a link to a file inside is that file, shown once.
+(odk.find_studies); a link to a file inside is that file, shown once.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from app.niftiio import is_nifti, stem
+import odk
+from odk import is_nifti, stem
 
 from .paths import Missing, Outside, real_file_inside
 
@@ -43,7 +44,7 @@ class Study:
     rel_dir: str  # folder of the study inside the results folder ("" at the top)
     status: str  # ok | failed | incomplete
     reason: str = ""
-    report: dict = field(default_factory=dict)
+    report: odk.StudyResult = field(default_factory=lambda: odk.StudyResult(input=""))
     report_rel: str = ""
     seg_rel: str = ""
     ct: Path | None = None
@@ -55,8 +56,8 @@ class Study:
         return self.report_rel or self.seg_rel or f"input/{self.name}"
 
 
-def read_report(path: Path) -> dict | None:
-    """The operator's report, or None when the JSON file is something else."""
+def read_report(path: Path) -> odk.StudyResult | None:
+    """The operator's report (odk.read_result), or None when the JSON file is something else."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
@@ -64,7 +65,10 @@ def read_report(path: Path) -> dict | None:
     if not isinstance(data, dict) or "shape" not in data:
         return None
     if "outputs" in data or "labels" in data or any(str(k).endswith("_volume_ml") for k in data):
-        return data
+        try:
+            return odk.result_of(data)
+        except (TypeError, ValueError, AttributeError):
+            return None
     return None
 
 
@@ -160,8 +164,9 @@ def scan(source: Source) -> list[Study]:
             continue
         name = path.name.removesuffix(".json")
         rel_dir = folder_of(path, root)
-        seg_name = str(report.get("outputs", {}).get("segmentation") or f"{name}{SEG_SUFFIX}")
-        overlay_name = str(report.get("outputs", {}).get("overlay") or f"{name}_overlay.png")
+        outputs = report.outputs if isinstance(report.outputs, dict) else {}
+        seg_name = str(outputs.get("segmentation") or f"{name}{SEG_SUFFIX}")
+        overlay_name = str(outputs.get("overlay") or f"{name}_overlay.png")
         study = Study(name=name, rel_dir=rel_dir, status="ok", report=report,
                       report_rel=path.relative_to(root).as_posix())
         seg = path.parent / PurePosixPath(seg_name).name
@@ -171,7 +176,7 @@ def scan(source: Source) -> list[Study]:
             study.status, study.reason = "incomplete", f"the report names {seg.name}, which is not in the folder"
         if (path.parent / overlay_name).is_file():
             study.overlay_rel = (path.parent / overlay_name).relative_to(root).as_posix()
-        attach_ct(study, str(report.get("input") or ""), source, inputs)
+        attach_ct(study, str(report.input or ""), source, inputs)
         studies.append(study)
     reported = {s.name for s in studies}
     for seg in sorted(root.rglob(f"*{SEG_SUFFIX}")):

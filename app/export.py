@@ -22,14 +22,13 @@ import csv
 import io
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.niftiio import atomic_write_bytes
+import odk
 
 log = logging.getLogger("app.export")
-
-VOLUME_SUFFIX = "_volume_ml"
 
 
 @dataclass(frozen=True)
@@ -52,25 +51,24 @@ def volume_columns(rows: list[StudyRow]) -> list[str]:
     return list(dict.fromkeys(k for r in rows for k in r.volumes_ml))
 
 
-class ExportError(Exception):
+class ExportError(odk.OperatorError):
     """A problem that fails the export operator (message says what to do)."""
 
 
 def read_report(entry_name: str, entry_root: Path, path: Path) -> StudyRow | None:
     """The row of one study report; None for JSON files that are not study reports."""
-    report = json.loads(path.read_text(encoding="utf-8"))
-    volumes = ({k: round(float(v), 3) for k, v in report.items() if k.endswith(VOLUME_SUFFIX)}
-               if isinstance(report, dict) else {})
-    if not volumes:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    report = odk.result_of(data) if isinstance(data, dict) else None
+    if not isinstance(report, odk.LabelMapResult) or not report.volumes_ml:
         return None
-    seg_name = (report.get("outputs") or {}).get("segmentation") or f"{path.stem}_seg.nii.gz"
+    seg_name = report.outputs.get("segmentation") or f"{path.stem}_seg.nii.gz"
     seg = path.with_name(seg_name)
     return StudyRow(
         entry=entry_name,
         study=path.relative_to(entry_root).with_suffix("").as_posix(),
-        shape=[int(n) for n in report.get("shape", [])],
-        spacing_mm=[float(s) for s in report.get("spacing_mm", [])],
-        volumes_ml=volumes,
+        shape=[int(n) for n in report.shape],
+        spacing_mm=[float(s) for s in report.spacing_mm],
+        volumes_ml={f"{name}_volume_ml": round(float(v), 3) for name, v in report.volumes_ml.items()},
         segmentation=str(seg.relative_to(entry_root)) if seg.is_file() else "",
     )
 
@@ -150,7 +148,7 @@ def summary_json(rows: list[StudyRow], entries: list[tuple[str, Path]], job: str
 def copy_labels(targets: dict[str, Path], dest: Path) -> int:
     """Copy each label map to its target under ``dest`` (atomically: temp file, then rename)."""
     for relative, src in targets.items():
-        atomic_write_bytes(dest / relative, src.read_bytes())  # compressed label maps: small
+        odk.atomic_write_bytes(dest / relative, src.read_bytes())  # compressed label maps: small
     return len(targets)
 
 
@@ -163,11 +161,20 @@ def export(entries: list[tuple[str, Path]], output: Path, job: str, stage: str, 
         raise ExportError("no study reports (<stem>.json with <class>_volume_ml entries) in the inputs "
                           f"{', '.join(f'{n}:{p}' for n, p in entries)}; run the segmentation operator first")
     targets = label_targets(rows, dict(entries)) if copy else {}
-    atomic_write_bytes(output / "summary.csv", summary_csv(rows).encode())
-    atomic_write_bytes(output / "summary.json", summary_json(rows, entries, job, stage).encode())
+    odk.atomic_write_bytes(output / "summary.csv", summary_csv(rows).encode())
+    odk.atomic_write_bytes(output / "summary.json", summary_json(rows, entries, job, stage).encode())
     if copy:
         log.info("copied %d label map(s) to %s", copy_labels(targets, output / "labels"), output / "labels")
     log.info("summary of %d studies: %s", len(rows), output / "summary.csv")
     if bad:
         raise ExportError(f"{len(bad)} report(s) could not be read: {', '.join(bad)}")
     return len(rows)
+
+
+def execute(run: odk.Run) -> None:
+    export(run.entries, run.output, run.job, run.stage, copy=odk.flag(os.environ, "EXPORT_COPY_LABELS", True))
+
+
+if __name__ == "__main__":
+    raise SystemExit(odk.main(execute, example_input="segmentation/segmentation:/input",
+                              example_output="export/summary:/output"))

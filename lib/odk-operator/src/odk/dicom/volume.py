@@ -13,8 +13,7 @@ from isal import igzip
 from pydicom.dataelem import RawDataElement
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from app.atomic import atomic_write_bytes, atomic_write_parts
-
+from ..files import atomic_write_bytes, atomic_write_parts
 from .geometry import SeriesGeometry, SeriesRefused, series_geometry
 from .scan import Instance, Series
 

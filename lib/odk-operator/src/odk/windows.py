@@ -95,3 +95,30 @@ def sliding_window(vol: np.ndarray, predict: Predict, roi: Shape3 = (96, 96, 96)
     assert acc is not None
     acc /= norm
     return acc[:, : shape[0], : shape[1], : shape[2]]
+
+
+def slicewise(predict: Predict) -> Predict:
+    """A 2D model's ``predict`` ((N,1,H,W) -> (N,C,H,W)) as one of windows one voxel deep ((N,1,H,W,1) ->
+    (N,C,H,W,1)), so that :func:`sliding_window` with ``roi=(H, W, 1)`` feeds it axial slices in batches and
+    blends them back into a volume.
+
+    >>> scores = sliding_window(vol, slicewise(session.predictor()), roi=(128, 128, 1), batch_size=16)
+    """
+
+    def predict_slices(batch: np.ndarray) -> np.ndarray:
+        return predict(np.ascontiguousarray(batch[..., 0]))[..., None]
+
+    return predict_slices
+
+
+def predict_batched(items: np.ndarray, predict: Predict, batch_size: int) -> np.ndarray:
+    """``predict`` over ``items`` (N, ...) in requests of at most ``batch_size``, results concatenated (copied
+    out of each request: a shared-memory result is only valid until the next request).
+
+    >>> probabilities = predict_batched(np.stack(volumes), session.predictor(), spec.windows_per_request())
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    parts = [np.array(predict(np.ascontiguousarray(items[i:i + batch_size])), copy=True)
+             for i in range(0, len(items), batch_size)]
+    return np.concatenate(parts) if parts else np.empty((0,), np.float32)

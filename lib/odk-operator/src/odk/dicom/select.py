@@ -6,8 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from app.config import ConfigError
-
+from ..config import ConfigError
 from .scan import Series
 
 

@@ -15,14 +15,14 @@ import numpy as np
 import pydicom
 from pydicom.filebase import DicomBytesIO
 
-from app.atomic import atomic_write_bytes
-
+from ..files import atomic_write_bytes
+from ..report import LabelMapResult, read_result
 from .geometry import SeriesRefused, series_geometry
 from .scan import dicom_files, read_instance
 from .seg import Algorithm, SegError, build_seg, labels_on_series
 from .volume import SIDECAR_SUFFIX
 
-log = logging.getLogger("app.dicom.segwriter")
+log = logging.getLogger("odk.dicom")
 LABEL_SUFFIX = "_seg.nii.gz"
 
 
@@ -59,9 +59,11 @@ def find_jobs(inputs: Sequence[Path], summary: WriteSummary) -> list[Job]:
 
 def algorithm(job: Job, fallback: Algorithm | None) -> Algorithm:
     if job.report is not None:
-        rep = json.loads(job.report.read_text())
-        labels = sorted(rep["labels"].items(), key=lambda kv: kv[1]["label"])
-        return Algorithm(name=rep["model"]["name"], version=str(rep["model"]["version"]),
+        rep = read_result(job.report)
+        if not isinstance(rep, LabelMapResult) or not rep.labels:
+            raise SegError(f"{job.report.name} is not the report of a label map (it has no 'labels')")
+        labels = sorted(rep.labels.items(), key=lambda kv: kv[1].label)
+        return Algorithm(name=str(rep.model["name"]), version=str(rep.model["version"]),
                          labels=tuple(name for name, _ in labels))
     if fallback is None:
         raise SegError(f"no segmentation report {job.stem}.json beside the label map (model name, version, "

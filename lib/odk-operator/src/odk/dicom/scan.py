@@ -10,10 +10,10 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from app.errors import shown
-from app.inputfiles import files_under, unsafe_reason
+from ..errors import shown
+from ..files import files_under, unsafe_reason
 
-log = logging.getLogger("app.dicom")
+log = logging.getLogger("odk.dicom")
 
 # Modalities of objects that hold no image volume: structured reports, segmentations, presentation
 # states, key object selections, RT objects, registrations, encapsulated documents.

@@ -18,14 +18,18 @@ import numpy as np
 from isal import igzip
 
 from . import guards
-from .atomic import atomic_write_bytes, atomic_write_parts  # noqa: F401  # importable from here too
 from .errors import StudyError
-
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
+from .files import NIFTI_SUFFIXES, is_nifti, stem  # noqa: F401  # importable from here too
 
 
 @dataclass
 class Volume:
+    """A 3D volume as stored in its file: voxels (no reorientation), affine, header.
+
+    >>> vol = read_volume(Path("ct.nii.gz"))
+    >>> vol.data.shape, vol.spacing                # (320, 320, 64), (0.9, 0.9, 3.0)
+    """
+
     data: np.ndarray  # 3D, as stored (no reorientation), native dtype where possible
     affine: np.ndarray
     header: nib.Nifti1Header | nib.Nifti2Header
@@ -35,19 +39,6 @@ class Volume:
     def spacing(self) -> tuple[float, float, float]:
         z = self.header.get_zooms()
         return (float(z[0]), float(z[1]), float(z[2]))
-
-
-def is_nifti(path: Path) -> bool:
-    return path.name.lower().endswith(NIFTI_SUFFIXES)
-
-
-def stem(path: Path) -> str:
-    """File name without .nii / .nii.gz."""
-    name = path.name
-    for suffix in NIFTI_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
 
 
 def _klass(raw: bytes) -> type:

@@ -9,14 +9,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.atomic import atomic_write_bytes
-
+from ..files import atomic_write_bytes
 from .geometry import SeriesRefused
 from .scan import scan
 from .select import SelectionRules
 from .volume import write_series
 
-log = logging.getLogger("app.dicom.reader")
+log = logging.getLogger("odk.dicom")
 REPORT_NAME = "reader-report.json"
 
 

@@ -19,11 +19,10 @@ from pathlib import Path
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
-from app.config import ConfigError
-
+from ..config import ConfigError
 from .scan import Instance
 
-log = logging.getLogger("app.dicom.register")
+log = logging.getLogger("odk.dicom")
 # AE title: 1-16 printable characters without space, backslash or '@'; host: no space, ':' or '@'
 DEST_RE = re.compile(r"^(?P<aet>[\x21-\x3f\x41-\x5b\x5d-\x7e]{1,16})@(?P<host>[^:@\s]+):(?P<port>\d{1,5})$")
 MAX_CONTEXTS = 128

@@ -14,7 +14,6 @@ import numpy as np
 
 from .errors import StudyError
 
-LIVER_ML_MAX = 4000.0  # above this the "liver" is not one (a large adult liver is 2-3 L)
 _MB = 1024 * 1024
 
 
@@ -83,10 +82,16 @@ def ct_warnings(lo: float, hi: float, dtype: np.dtype) -> list[str]:
     return []
 
 
-def organ_warnings(organ: str, volume_ml: float) -> list[str]:
-    """The model's first foreground class (the organ): none found, or (for a liver) implausibly large."""
-    if volume_ml <= 0:
-        return [f"no {organ} found"]
-    if organ.strip().lower() == "liver" and volume_ml > LIVER_ML_MAX:
-        return [f"liver volume {volume_ml:.0f} mL is implausible (more than {LIVER_ML_MAX:.0f} mL)"]
-    return []
+def check_memory(data: np.ndarray, affine: np.ndarray, spacing_mm: tuple[float, float, float], channels: int,
+                 max_memory_mb: int) -> None:
+    """:func:`check_working_memory` of a volume about to be resampled to ``spacing_mm`` (as
+    :func:`odk.to_model_grid` does) for a model of ``channels`` output channels: StudyError when it would need
+    more than ODK_MAX_MEMORY_MB.
+
+    >>> check_memory(vol.data, vol.affine, (2.5, 2.5, 2.5), 3, cfg.max_memory_mb)
+    """
+    from .transforms import model_grid_shape
+
+    shape = (int(data.shape[0]), int(data.shape[1]), int(data.shape[2]))
+    check_working_memory(shape, data.dtype.itemsize, model_grid_shape(shape, affine, spacing_mm), channels,
+                         max_memory_mb)

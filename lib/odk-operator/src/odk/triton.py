@@ -1,16 +1,22 @@
-"""Talking to Triton: readiness, model description, and batched window inference over gRPC or shm.
+"""Talking to Triton: readiness, model description, and batched inference over gRPC or shared memory.
 
-System shared memory (app.shm_regions) carries the window traffic when Triton runs on this host; plain
-gRPC otherwise. Every call is bounded by a deadline the operator enforces itself (app.deadline): a call
-that does not come back drops the connection. Failures of Triton are run-level (TritonUnavailable): no
-other study could succeed either.
+:class:`TritonSession` is one connection to one model for the lifetime of an operator run. Every call runs
+under the operator's own deadline (grpcio's blocking call can wait past gRPC's own deadline), transient
+errors are retried with backoff, shared-memory regions are registered again after a Triton restart, and
+everything is released on close, also after a signal. Nothing here knows what the model computes: the
+operator says what it sends (``predict(batch)``), and reads what comes back.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
+import os
+import socket
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -22,13 +28,160 @@ from tritonclient.utils import InferenceServerException
 
 from . import stopping
 from .config import OperatorConfig
-from .deadline import DeadlineExpired, bounded
 from .errors import TritonUnavailable
 from .model import ModelSpec, build_spec
-from .shm_regions import Regions
-from .triton_text import is_local_address, not_ready_message, short_reason, unknown_model_message
 
-log = logging.getLogger("app")
+log = logging.getLogger("odk")
+
+T = TypeVar("T")
+
+
+class DeadlineExpired(TimeoutError):
+    """The call did not return in time (it may still be blocked in its thread, abandoned)."""
+
+
+def bounded(fn: Callable[[], T], timeout_s: float, what: str, interruptible: bool = True) -> T:
+    """``fn()``, or DeadlineExpired after ``timeout_s`` seconds. Exceptions of ``fn`` pass through.
+
+    A stop request (odk.stopping) ends the wait early with Interrupted, unless ``interruptible`` is
+    False (clean-up calls, which run because of a stop).
+    """
+    outcome: dict[str, object] = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:  # handed to the caller's thread
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=target, name=f"odk-{what}", daemon=True)
+    worker.start()
+    deadline = time.monotonic() + timeout_s
+    while not done.wait(min(0.1, max(0.0, deadline - time.monotonic()))):
+        if interruptible:
+            stopping.check()
+        if time.monotonic() >= deadline:
+            raise DeadlineExpired(f"{what}: no answer within {timeout_s:g} s")
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["value"]  # type: ignore[return-value]
+
+
+def is_local_address(url: str) -> bool:
+    """True when ``host:port`` names this machine (loopback or one of its own addresses)."""
+    host = url.rsplit(":", 1)[0].strip("[]") if ":" in url else url
+    try:
+        addrs = {ai[4][0] for ai in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    local = {"127.0.0.1", "::1"}
+    with contextlib.suppress(OSError):
+        local |= {ai[4][0] for ai in socket.getaddrinfo(socket.gethostname(), None)}
+    return any(ipaddress.ip_address(a.split("%")[0]).is_loopback or a in local for a in addrs)
+
+
+def short_reason(exc: Exception) -> str:
+    """A few words for why a request failed, instead of gRPC's long status text."""
+    if isinstance(exc, DeadlineExpired):
+        return "no answer"
+    text = (exc.message() if isinstance(exc, InferenceServerException) else None) or str(exc)
+    for needle, words in (("Connection refused", "connection refused"), ("Name resolution", "unknown host"),
+                          ("DNS resolution failed", "unknown host"), ("Deadline Exceeded", "no answer"),
+                          ("Socket closed", "connection closed")):
+        if needle.lower() in text.lower():
+            return words
+    return text.splitlines()[0][:160]
+
+
+def not_ready_message(cfg: OperatorConfig, answered: bool, server_up: bool, reason: str) -> str:
+    wait = f"{cfg.ready_timeout_s:g} s"
+    if not answered:
+        return (f"cannot reach Triton at {cfg.triton_url} within {wait} ({reason}); start it with 'make triton'"
+                " or fix NVIDIA_TRITON_GRPCURI in env.list")
+    if not server_up:
+        return f"Triton at {cfg.triton_url} is not ready after {wait}; see 'make triton-status' and its log"
+    version = f" version {cfg.model_version}" if cfg.model_version else ""
+    return (f"Triton at {cfg.triton_url} serves no ready model '{cfg.model_name}'{version} after {wait};"
+            " fix TRITON_MODEL_NAME / TRITON_MODEL_VERSION in env.list or check 'make triton-status'")
+
+
+def unknown_model_message(cfg: OperatorConfig) -> str:
+    version = f" (version {cfg.model_version})" if cfg.model_version else ""
+    return (f"Triton at {cfg.triton_url} is ready but has no model '{cfg.model_name}'{version}; 'make triton-status'"
+            " lists the models it serves: fix TRITON_MODEL_NAME / TRITON_MODEL_VERSION, or serve that model"
+            " (MODELS_DIR)")
+
+
+PRIVATE_HANDLE = "_mpsm_handle"
+
+
+class PrivateApiChanged(RuntimeError):
+    """A pinned library no longer has the private attribute this module relies on."""
+
+
+def unlink_region_name(region: object) -> None:
+    """Remove a system shared-memory region's name from /dev/shm; the mapping lives on until its last view goes."""
+    handle = getattr(region, PRIVATE_HANDLE, None)
+    if handle is None or not callable(getattr(handle, "unlink", None)):
+        raise PrivateApiChanged(f"tritonclient's SharedMemoryRegion has no {PRIVATE_HANDLE}.unlink() any more;"
+                                " update odk/triton.py for this tritonclient version")
+    handle.unlink()
+
+
+Register = Callable[[str, str, int], None]
+Unregister = Callable[[str], None]
+
+
+class Regions:
+    def __init__(self) -> None:
+        self.regions: list[tuple[str, int, shm.SharedMemoryRegion]] = []  # (name, size, handle)
+
+    def create(self, sizes: dict[str, int]) -> None:
+        tag = f"odk_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        for kind, size in sizes.items():
+            name = f"{tag}_{kind}"
+            self.regions.append((name, size, shm.create_shared_memory_region(name, "/" + name, size,
+                                                                            create_only=True)))
+
+    def register(self, register: Register) -> None:
+        for name, size, _handle in self.regions:
+            register(name, "/" + name, size)
+
+    def handle(self, index: int) -> tuple[str, shm.SharedMemoryRegion]:
+        name, _size, handle = self.regions[index]
+        return name, handle
+
+    def write(self, index: int, array: np.ndarray) -> None:
+        shm.set_shared_memory_region(self.regions[index][2], [array])
+
+    def read(self, index: int, shape: list[int]) -> np.ndarray:
+        return shm.get_contents_as_numpy(self.regions[index][2], np.float32, shape)
+
+    def release(self, unregister: Unregister | None) -> None:
+        """Unregister (when the server can still be asked) and unlink every region; never raises."""
+        while self.regions:
+            name, _size, handle = self.regions.pop()
+            if unregister is not None:
+                try:
+                    unregister(name)
+                except Exception as exc:  # the server may be gone; the region is still ours to unlink
+                    log.debug("unregister %s: %s", name, exc)
+            try:
+                shm.destroy_shared_memory_region(handle)
+            except BufferError:
+                # A view into the region is still referenced (e.g. by a traceback): unlink the name anyway
+                # so nothing is left in /dev/shm; the mapping goes away with the last reference.
+                try:
+                    unlink_region_name(handle)
+                except Exception as exc:  # PrivateApiChanged included: the run's own error must not be hidden
+                    log.error("could not unlink shared-memory region %s: %s", name, exc)
+            except Exception as exc:
+                log.debug("unlink %s: %s", name, exc)
+
+
 # Retried with backoff: the server unreachable or busy, a request the server cancelled (the operator's own
 # stop is checked before each try), or the model (still or again) not loaded, as while Triton restarts.
 # After the retries each of them stops the run.
@@ -180,7 +333,8 @@ class TritonSession:
             return self.transport
         try:
             batch = self.batch_capacity()
-            self._regions.create({"in": self._nbytes(1, batch), "out": self._nbytes(self.spec.channels, batch)})
+            self._regions.create({"in": self._nbytes(self.spec.input_dims, batch),
+                                  "out": self._nbytes(self.spec.output_dims, batch)})
             self._register_regions()
             self.transport = "shm"
             self._forget_orphans()
@@ -205,9 +359,9 @@ class TritonSession:
         assert self.spec is not None
         return self.spec.windows_per_request(self.cfg.batch_size)
 
-    def _nbytes(self, channels: int, batch: int) -> int:
-        assert self.spec is not None
-        return batch * channels * int(np.prod(self.spec.roi)) * 4
+    @staticmethod
+    def _nbytes(dims: tuple[int, ...], batch: int) -> int:
+        return batch * int(np.prod(dims)) * 4
 
     def _register_regions(self) -> None:
         timeout = min(self.cfg.request_timeout_s, 30.0)
@@ -260,11 +414,11 @@ class TritonSession:
         n = batch.shape[0]
         inp = grpcclient.InferInput(spec.input_name, list(batch.shape), "FP32")
         out = grpcclient.InferRequestedOutput(spec.output_name)
-        out_shape = [n, spec.channels, *spec.roi]
+        out_shape = [n, *spec.output_dims]
         if self.transport == "shm":
             self._regions.write(0, batch)
             inp.set_shared_memory(self._regions.handle(0)[0], batch.nbytes)
-            out.set_shared_memory(self._regions.handle(1)[0], self._nbytes(spec.channels, n))
+            out.set_shared_memory(self._regions.handle(1)[0], self._nbytes(spec.output_dims, n))
         else:
             inp.set_data_from_numpy(batch)
         result = self._call("infer", lambda t: self.client.infer(
@@ -289,12 +443,12 @@ class TritonSession:
                                  f" and serves '{cfg.model_name}' ('make triton-status'), then run again")
 
     def predictor(self) -> Callable[[np.ndarray], np.ndarray]:
-        """A ``predict(batch)`` function for app.sliding: transient errors retried with backoff, shm
+        """A ``predict(batch)`` function for odk.windows: transient errors retried with backoff, shm
         regions registered again after a Triton restart; TritonUnavailable once Triton is gone.
 
         With the shm transport the returned array is a view into the session's output region, not a copy: it
         is valid until the next ``predict`` call (which overwrites the region) or ``close()``. Copy it to keep
-        it; app.sliding blends each result into its accumulator before asking for the next batch.
+        it; odk.windows blends each result into its accumulator before asking for the next batch.
         """
 
         def predict(batch: np.ndarray) -> np.ndarray:
