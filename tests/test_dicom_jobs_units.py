@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from app.config import ConfigError
-from app.dicom.store import MAX_DELAY_S, StoreConfig, backoff
 from kit.dicom import procgroup
 from kit.dicom.jobs import Job, read_jobs, utc_now
 from kit.dicom.recovery import delivered, recover
 from kit.dicom.retention import prune
 from kit.dicom.runner import failure_reason, only_delivery_failed
+from odk import ConfigError
+from odk.dicom import StoreConfig
+from odk.dicom.store import MAX_DELAY_S, backoff
 
 
 class Clock:

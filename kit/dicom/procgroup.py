@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.atomic import atomic_write_bytes
+from odk import atomic_write_bytes
 
 RUN_STATE = "run.state"
 MARKER = "ODK_LISTEN_JOB"
