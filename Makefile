@@ -66,7 +66,8 @@ export LISTEN_MAX_ASSOCIATIONS LISTEN_MAX_PER_CALLER LISTEN_MAX_CONNECTIONS LIST
 
 .PHONY: help venv demo test lint triton triton-stop triton-status build wrap run-local \
         validate run-pipeline deploy bench bench-report phantoms train evaluate wheel clean \
-        pacs pacs-stop pacs-status listen listen-stop listen-status demo-dicom new-operator
+        pacs pacs-stop pacs-status listen listen-stop listen-status listen-retry listen-resend listen-discard \
+        listen-prune demo-dicom new-operator
 
 help: ## one line per target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -148,11 +149,23 @@ pacs-status: $(DEV_STAMP) ## ports, web UI URL and contents of the running PACS
 listen: $(DEV_STAMP) ## DICOM listener (AE LISTEN_AET, LISTEN_PORT): each received study runs PIPELINE as a job
 	@RUNTIME=$(if $(filter file,$(origin RUNTIME)),host,$(RUNTIME)) scripts/listen.sh start
 
-listen-stop: $(DEV_STAMP) ## stop the listener (running jobs fail, their instances are kept)
+listen-stop: $(DEV_STAMP) ## stop the listener: port closed, open associations aborted, running jobs ended (kept)
 	@scripts/listen.sh stop
 
 listen-status: $(DEV_STAMP) ## the listener's settings and its jobs (.run/listen/jobs)
 	@scripts/listen.sh status
+
+listen-retry: $(DEV_STAMP) ## JOB=<job>: run a failed, delivery-failed or incomplete job again from its kept instances
+	@scripts/listen.sh retry
+
+listen-resend: $(DEV_STAMP) ## JOB=<job>: send a job's kept results again (register-results alone)
+	@scripts/listen.sh resend
+
+listen-discard: $(DEV_STAMP) ## JOB=<job>: remove a job's folder (refuses one that runs)
+	@scripts/listen.sh discard
+
+listen-prune: $(DEV_STAMP) ## remove settled jobs older than LISTEN_KEEP_DAYS (7; 0: keep forever)
+	@scripts/listen.sh prune
 
 demo-dicom: $(DEV_STAMP) ## PACS + Triton + listener, send the sample series, wait for its SEG in the PACS, stop
 	@RUNTIME=$(if $(filter file,$(origin RUNTIME)),host,$(RUNTIME)) scripts/demo-dicom.sh

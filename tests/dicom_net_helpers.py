@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from requires import requires
 
+from kit.dicom.jobs import SETTLED_STATES
 from kit.dicom.orthanc import Rest
 from kit.triton.readiness import free_ports, port_in_use
 
@@ -58,10 +59,10 @@ class Listener:
 
 @contextmanager
 def running_pacs(run_dir: Path, config: pytest.Config | None = None, listen_port: int = 11112,
-                 **settings: str) -> Iterator[Pacs]:
-    """`make pacs` on free ports in run_dir (more make variables in settings); `make pacs-stop` afterwards,
-    whatever happens."""
-    dicom_port, http_port = free_ports(2)
+                 ports: tuple[int, int] | None = None, **settings: str) -> Iterator[Pacs]:
+    """`make pacs` on free ports (or the (DICOM, HTTP) ports given) in run_dir (more make variables in
+    settings); `make pacs-stop` afterwards, whatever happens."""
+    dicom_port, http_port = ports or free_ports(2)
     env = {"ODK_RUN_DIR": str(run_dir)}
     variables = {"PACS_DICOM_PORT": str(dicom_port), "PACS_HTTP_PORT": str(http_port),
                  "LISTEN_PORT": str(listen_port), **settings}
@@ -162,7 +163,7 @@ def wait_jobs(listener: Listener, count: int, timeout: float = 300, final: bool 
     found: list[dict] = []
     while time.monotonic() < deadline:
         found = jobs(listener)
-        if len(found) >= count and (not final or all(j["state"] in ("succeeded", "failed") for j in found)):
+        if len(found) >= count and (not final or all(j["state"] in SETTLED_STATES for j in found)):
             return found
         time.sleep(0.2)
     log = listener.log.read_text() if listener.log.is_file() else "(no log)"

@@ -146,7 +146,8 @@ def test_liver_job_without_triton_fails_and_keeps_the_study(sample_series: Path,
         (job,) = wait_jobs(listener, 1, timeout=300)
         log = listener.log.read_text()
     assert job["state"] == "failed", job
-    assert job["reason"].startswith("operator 'segmentation' (exit 1) failed"), job
+    assert job["reason"].startswith("operator 'segmentation' (exit 1): "), job  # with its own error line
+    assert "cannot reach Triton" in job["reason"], job
     folder = listener.jobs_dir / job["job"]
     assert len(list((folder / "input").rglob("*.dcm"))) == 64 == job["instances"]
     assert list((folder / "output" / "dicom-reader" / "volumes").glob("*.dicom.json"))  # the reader did its part

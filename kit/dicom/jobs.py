@@ -1,9 +1,10 @@
 """Job folders of the listener: ``<jobs>/<job>/{input/, output/, logs/, job.log, status.json}``.
 
 status.json keys (read by other tools; keep them): job, study_instance_uid, calling_aet, instances, state
-(receiving | incomplete | queued | running | succeeded | failed), reason, received_at, started_at, finished_at,
-pipeline, supersedes / superseded_by (the job of the same study that this one re-runs with more instances, and
-the one that re-runs it).
+(receiving | incomplete | queued | running | succeeded | failed | delivery-failed), reason, received_at,
+started_at, finished_at, pipeline, supersedes / superseded_by (the job of the same study that this one re-runs
+with more instances, and the one that re-runs it). While a job's pipeline runs, <job>/run.state records its
+process group (kit.dicom.procgroup).
 """
 
 from __future__ import annotations
@@ -13,18 +14,21 @@ import os
 import re
 import threading
 import uuid
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from odk import atomic_write_bytes
 
 STATUS_FILE = "status.json"
-STATES = ("receiving", "incomplete", "queued", "running", "succeeded", "failed")
+STATES = ("receiving", "incomplete", "queued", "running", "succeeded", "failed", "delivery-failed")
 FINAL_STATES = ("succeeded", "failed")
 # held, not run: part of the study is missing (an association ended without release, instances were refused);
 # more instances of the study join the job, or an operator decides
 HELD_STATES = ("incomplete",)
+# Jobs that no listener works on: `make listen-prune` may remove them, `make listen-retry` runs them again
+# (delivery-failed: the results are kept and `make listen-resend` sends them; incomplete: received in part).
+SETTLED_STATES = ("succeeded", "failed", "delivery-failed", "incomplete")
 
 
 def utc_now() -> str:
@@ -62,6 +66,7 @@ class Job:
         self.status = status
         self.lock = threading.Lock()
         self.sop_uids: set[str] = set()
+        self.extra: dict[str, object] = {}  # keys of status.json this version does not know, kept as they are
 
     @classmethod
     def create(cls, jobs_dir: Path, name: str, study_uid: str, calling_aet: str, pipeline: str) -> Job:
@@ -74,10 +79,12 @@ class Job:
 
     @classmethod
     def load(cls, folder: Path) -> Job:
-        """A job folder written earlier: its status and the SOP Instance UIDs its input/ holds (file names)."""
+        """The job of an existing folder, from its status.json (OSError / ValueError when unreadable), with the
+        SOP Instance UIDs its input/ holds (file names)."""
         data = json.loads((folder / STATUS_FILE).read_text(encoding="utf-8"))
-        known = {f.name for f in fields(JobStatus)}
-        job = cls(folder, JobStatus(**{k: v for k, v in data.items() if k in known}))
+        known = {k: v for k, v in data.items() if k in JobStatus.__dataclass_fields__}
+        job = cls(folder, JobStatus(**known))
+        job.extra = {k: v for k, v in data.items() if k not in known}
         job.sop_uids = {p.stem for p in job.input_dir.glob("*/*.dcm")}
         return job
 
@@ -130,7 +137,7 @@ class Job:
 
     def save(self) -> None:
         with self.lock:
-            text = json.dumps(asdict(self.status), indent=2) + "\n"
+            text = json.dumps({**self.extra, **asdict(self.status)}, indent=2) + "\n"
             atomic_write_bytes(self.folder / STATUS_FILE, text.encode())
 
 
@@ -148,17 +155,3 @@ def read_jobs(jobs_dir: Path) -> list[dict]:
         except (OSError, ValueError):
             continue
     return sorted(found, key=lambda s: s.get("received_at", ""))
-
-
-def fail_interrupted(jobs_dir: Path) -> list[str]:
-    """Jobs a previous listener left unfinished become failed (their instances stay); returns their names."""
-    names = []
-    for status in read_jobs(jobs_dir):
-        if status.get("state") in FINAL_STATES + HELD_STATES:
-            continue
-        status.update(state="failed", finished_at=utc_now(),
-                      reason=f"the listener stopped while the job was {status.get('state')}; "
-                             "its instances are kept in input/")
-        atomic_write_bytes(jobs_dir / status["job"] / STATUS_FILE, (json.dumps(status, indent=2) + "\n").encode())
-        names.append(status["job"])
-    return names

@@ -32,9 +32,11 @@ from kit.dicom.config import (
     parse_destinations,
 )
 from kit.dicom.door import Limits
-from kit.dicom.jobs import Job, fail_interrupted, job_name, utc_now
+from kit.dicom.jobs import Job, job_name, read_jobs, utc_now
 from kit.dicom.pacs import running_destination
-from kit.dicom.runner import JobRunner, PipelineCommand
+from kit.dicom.recovery import recover
+from kit.dicom.retention import DEFAULT_KEEP_DAYS, prune
+from kit.dicom.runner import STOP_GRACE_S, JobRunner, PipelineCommand
 from kit.dicom.runstate import STATE_FILE
 from kit.dicom.scp import StorageSCP, Timeouts
 from kit.paths import run_dir
@@ -107,13 +109,36 @@ def write_state(cfg: ListenerConfig, pipeline_name: str) -> None:
     os.replace(tmp, cfg.run_dir / STATE_FILE)
 
 
-def serve(cfg: ListenerConfig) -> int:
+def start_housekeeping(jobs_dir: Path, keep_days: float) -> list[Job]:
+    """Job folders are patient data: private to this user (umask 077 for the listener and its jobs), settled
+    jobs older than keep_days removed; then what an earlier listener left (kit.dicom.recovery): returns the
+    jobs to run."""
+    os.umask(0o077)
+    jobs_dir.mkdir(parents=True, exist_ok=True)
+    jobs_dir.chmod(0o700)
+    for gone in prune(jobs_dir, keep_days):
+        log(f"job {gone.job}: removed ({gone.state}, finished {gone.finished_at}; LISTEN_KEEP_DAYS={keep_days:g})")
+    return recover(jobs_dir, log)
+
+
+def queued_jobs(jobs_dir: Path) -> list[Job]:
+    """Jobs queued on disk (by `make listen-retry`), oldest first."""
+    found = []
+    for status in read_jobs(jobs_dir):
+        if status.get("state") == "queued":
+            try:
+                found.append(Job.load(jobs_dir / status["job"]))
+            except (OSError, ValueError, KeyError):
+                continue
+    return found
+
+
+def serve(cfg: ListenerConfig, keep_days: float = DEFAULT_KEEP_DAYS, stop_grace_s: float = STOP_GRACE_S) -> int:
     command, pipeline_name = pipeline_command(cfg)
     quiet_libraries()
-    cfg.jobs_dir.mkdir(parents=True, exist_ok=True)
-    for name in fail_interrupted(cfg.jobs_dir):
-        log(f"job {name}: failed: interrupted by an earlier stop; instances kept")
+    leftover = start_housekeeping(cfg.jobs_dir, keep_days)
     stop = threading.Event()
+    rescan = threading.Event()  # SIGUSR1 from `make listen-retry`: a job was queued on disk
 
     def new_job(study_uid: str, calling_aet: str) -> Job:
         job = Job.create(cfg.jobs_dir, job_name(cfg.aet, pipeline_name), study_uid, calling_aet, str(cfg.pipeline))
@@ -129,8 +154,13 @@ def serve(cfg: ListenerConfig) -> int:
         stop.set()
         collector.wake.set()
 
+    def on_rescan(*_: object) -> None:
+        rescan.set()
+        collector.wake.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
+    signal.signal(signal.SIGUSR1, on_rescan)
     runner = JobRunner(command, cfg.workers, log, triton_hint)
     door = cfg.door
     limits = Limits(MAX_PDU, door.max_associations, door.max_per_caller, door.max_connections)
@@ -158,6 +188,8 @@ def serve(cfg: ListenerConfig) -> int:
     hint = triton_hint()
     if hint:
         log(f"warning: {hint}")
+    for job in leftover:
+        runner.enqueue(job)
     try:
         next_sweep = 0.0
         while not stop.is_set():
@@ -171,15 +203,20 @@ def serve(cfg: ListenerConfig) -> int:
                 scp.sweep()
                 sweep_incoming(cfg, door.network_timeout_s + 5)
                 next_sweep = time.monotonic() + 2.0
+            if rescan.is_set():
+                rescan.clear()
+                for job in queued_jobs(cfg.jobs_dir):
+                    if runner.enqueue(job):
+                        log(f"job {job.name}: queued again by 'make listen-retry'")
             # a closed association is seen at once (LISTEN_IDLE_S=0: the job starts then); the idle time of
             # other studies is checked every 0.2 s
             collector.wait(0.2)
     finally:
-        log("stopping")
+        log("stopping: no new associations; open ones are aborted")
         scp.stop()
         for job in collector.drain():
-            runner.abandon(job, "receiving")
-        runner.stop()
+            hold_incomplete(job)
+        runner.stop(stop_grace_s)
         (cfg.run_dir / STATE_FILE).unlink(missing_ok=True)
         log("stopped")
     return 0
@@ -201,6 +238,15 @@ def sweep_incoming(cfg: ListenerConfig, stale_s: float) -> None:
             with contextlib.suppress(OSError):
                 if now - path.stat().st_mtime > stale_s:
                     path.unlink()
+
+
+def hold_incomplete(job: Job) -> None:
+    """A study still being received when the listener stops may be partial: kept, not run."""
+    job.update(state="incomplete", finished_at=utc_now(),
+               reason=f"the listener stopped while receiving it ({job.status.instances} instance(s) kept in input/); "
+                      f"'make listen-retry JOB={job.name}' runs it, 'make listen-discard JOB={job.name}' removes it")
+    log(f"job {job.name}: incomplete: the listener stopped while receiving it; {job.status.instances} instance(s) "
+        "kept")
 
 
 def config_from(args: argparse.Namespace) -> ListenerConfig:
@@ -245,6 +291,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--dimse-timeout", type=float, default=d.dimse_timeout_s, help="seconds")
     ap.add_argument("--network-timeout", type=float, default=d.network_timeout_s, help="seconds")
     ap.add_argument("--min-free-mb", type=int, default=d.min_free_mb)
+    ap.add_argument("--keep-days", type=float, default=DEFAULT_KEEP_DAYS,
+                    help="settled jobs older than this are removed at start (0: kept forever)")
+    ap.add_argument("--stop-grace-s", type=float, default=STOP_GRACE_S,
+                    help="seconds a running pipeline gets after SIGTERM when the listener stops")
     ap.add_argument("--timeout", type=float, default=30.0, help="wait: seconds")
     ap.add_argument("--pid", type=int, default=0, help="wait: give up when this process ends")
     return ap.parse_args(argv)
@@ -262,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         cfg = config_from(args)
-        return serve(cfg)
+        if args.keep_days < 0 or args.stop_grace_s < 0:
+            raise ConfigError("LISTEN_KEEP_DAYS and LISTEN_STOP_GRACE_S must be >= 0")
+        return serve(cfg, args.keep_days, args.stop_grace_s)
     except (ConfigError, PipelineError) as exc:
         print(f"[odk] error: {exc}", file=sys.stderr)
         return 1

@@ -1,11 +1,17 @@
 """Runs each complete study's job: ``python -m kit.pipeline.run`` (the wiring of ``make run-pipeline``) on
-the job's input/ -> output/, its output in job.log, its outcome in status.json and the listener's log."""
+the job's input/ -> output/, its output in job.log, its outcome in status.json and the listener's log.
+
+Each pipeline leads its own process group, recorded in <job>/run.state while it runs (kit.dicom.procgroup);
+the runner ends whole groups when it stops. A pipeline that failed only in its delivery operator
+(register-results) leaves the job ``delivery-failed``: its results stay in output/ for `make listen-resend`.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -15,8 +21,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from kit.dicom import procgroup
 from kit.dicom.jobs import Job, utc_now
+from kit.dicom.recovery import delivered
 from kit.paths import ROOT
+
+# The operator that sends the results (its failure leaves them kept, ready to be sent again).
+DELIVERY_MODULE = "app.dicom.register"
+STOP_GRACE_S = 3.0  # SIGTERM -> SIGKILL of a running pipeline's group when the listener stops
+FAILED_OPS_RE = re.compile(r"operator (.*) failed; logs in ")
+OP_NAME_RE = re.compile(r"'([^']+)' \(exit (\d+)\)")
+# an operator's log line: python logging's "<date> <time> ERROR <logger>: <message>", or "[odk] error: ..."
+ERROR_LINE_RE = re.compile(r"\b(error|ERROR|CRITICAL|FATAL)\b")
+LOG_PREFIX_RE = re.compile(r"^(\d{4}-\d\d-\d\d[ T][\d:,.]+\s+)?((ERROR|CRITICAL)\s+\S+:\s+|\[odk\] error:\s*)")
 
 
 @dataclass(frozen=True)
@@ -38,14 +55,58 @@ class PipelineCommand:
         return argv
 
 
-def failure_reason(log_path: Path, code: int) -> str:
-    """The pipeline's own last error line, else its exit code."""
+def _lines(path: Path) -> list[str]:
     try:
-        lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        return path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
-        lines = []
-    errors = [line.split("error:", 1)[1].strip() for line in lines if line.startswith("[odk] error:")]
+        return []
+
+
+def failed_operators(log_path: Path) -> list[tuple[str, int]]:
+    """(operator, exit code) of each operator the pipeline's last error line names as failed."""
+    errors = [line for line in _lines(log_path) if line.startswith("[odk] error:")]
+    m = FAILED_OPS_RE.search(errors[-1]) if errors else None
+    return [(name, int(code)) for name, code in OP_NAME_RE.findall(m.group(1))] if m else []
+
+
+def operator_error(log_path: Path) -> str:
+    """The last line of an operator's own log that says error (its logging prefix removed), else ''."""
+    for line in reversed(_lines(log_path)):
+        if ERROR_LINE_RE.search(line):
+            return LOG_PREFIX_RE.sub("", line.strip())[:300]
+    return ""
+
+
+def failure_reason(log_path: Path, code: int, log_dir: Path | None = None) -> str:
+    """Why the pipeline failed: each failed operator with the last error line of its own log (log_dir/<op>.log),
+    else the pipeline's own last error line, else its exit code."""
+    errors = [line.split("error:", 1)[1].strip() for line in _lines(log_path) if line.startswith("[odk] error:")]
+    if log_dir is not None:
+        parts = []
+        for name, op_code in failed_operators(log_path):
+            own = operator_error(log_dir / f"{name}.log")
+            parts.append(f"operator '{name}' (exit {op_code}): {own}" if own else
+                         f"operator '{name}' (exit {op_code}) failed (see logs/{name}.log)")
+        if parts:
+            return "; ".join(parts)
     return errors[-1] if errors else f"the pipeline exited with code {code} (see job.log)"
+
+
+def delivery_operators(pipeline: Path) -> set[str]:
+    """Names of the pipeline's operators that run register-results (their command is python -m app.dicom.register)."""
+    from kit.pipeline.model import PipelineError, load_pipeline
+
+    try:
+        loaded = load_pipeline(pipeline, {})
+    except (PipelineError, OSError, ValueError):
+        return set()
+    return {op.name for op in loaded.operators if DELIVERY_MODULE in op.command}
+
+
+def only_delivery_failed(log_path: Path, delivery: set[str]) -> bool:
+    """The pipeline failed in its delivery operator(s) alone: every other operator did its part."""
+    failed = {name for name, _ in failed_operators(log_path)}
+    return bool(failed) and failed <= delivery
 
 
 class JobRunner:
@@ -57,7 +118,9 @@ class JobRunner:
         self.log = log
         self.triton_hint = triton_hint  # a warning when no Triton can be found, else None
         self.queue: queue.Queue[Job | None] = queue.Queue()
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.procs: dict[str, tuple[subprocess.Popen[bytes], Job]] = {}
+        self.known: set[str] = set()  # jobs queued or running here (a second request for one is ignored)
+        self.delivery = delivery_operators(command.pipeline)
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.threads = [threading.Thread(target=self._work, name=f"job-worker-{i}", daemon=True)
@@ -66,81 +129,122 @@ class JobRunner:
             t.start()
 
     def submit(self, job: Job) -> None:
-        job.update(state="queued")
+        try:
+            job.update(state="queued")
+        except OSError as exc:  # a full disk: the job still runs; its status is written when it can be
+            self.log(f"job {job.name}: cannot write its status ({exc}); queued all the same")
         self.log(f"job {job.name}: study {job.status.study_instance_uid}, {job.status.instances} instance(s) "
                  f"from {job.status.calling_aet} -> queued")
+        self.enqueue(job)
+
+    def enqueue(self, job: Job) -> bool:
+        """Queue a job whose status already says queued (a restart, `make listen-retry`); False when it is
+        queued or running here already."""
+        with self.lock:
+            if job.name in self.known:
+                return False
+            self.known.add(job.name)
         self.queue.put(job)
+        return True
 
     def _work(self) -> None:
         while True:
             job = self.queue.get()
             if job is None:
                 return
-            if self.stopping.is_set():
-                self.abandon(job, "queued")
+            if self.stopping.is_set():  # stays queued: the next start runs it
+                self.log(f"job {job.name}: still queued; the next 'make listen' runs it")
                 continue
-            self.run(job)
+            try:
+                self.run(job)
+            except OSError as exc:  # its folder went away or the disk is full: that job only
+                self.log(f"job {job.name}: cannot run: {exc}")
+            finally:
+                with self.lock:
+                    self.known.discard(job.name)
 
     def run(self, job: Job) -> None:
         hint = self.triton_hint()
         if hint:
             self.log(f"job {job.name}: warning: {hint}")
-        job.update(state="running", started_at=utc_now())
+        job.update(state="running", started_at=utc_now(), reason="", finished_at="")
         self.log(f"job {job.name}: running {self.command.pipeline}")
         start = time.monotonic()
-        env = {**os.environ, **dict(self.command.env)}
+        env = {**os.environ, **dict(self.command.env), procgroup.MARKER: str(job.folder)}
         with job.log_path.open("ab") as out:
             if hint:
                 out.write(f"[odk] warning: {hint}\n".encode())
                 out.flush()
-            try:
-                proc = subprocess.Popen(self.command.argv(job), cwd=ROOT, env=env, stdout=out,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-            except OSError as exc:
-                self._finish(job, 127, f"cannot start the pipeline: {exc}", start)
+            with self.lock:  # stop() sees every pipeline that starts: none starts once it began
+                if self.stopping.is_set():
+                    job.update(state="queued", started_at="")
+                    self.log(f"job {job.name}: still queued; the next 'make listen' runs it")
+                    return
+                try:
+                    proc = subprocess.Popen(self.command.argv(job), cwd=ROOT, env=env, stdout=out,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=True)
+                except OSError as exc:
+                    proc, error = None, exc
+                else:
+                    self.procs[job.name] = (proc, job)
+            if proc is None:
+                self._finish(job, 127, f"cannot start the pipeline: {error}", start)
                 return
-            with self.lock:
-                self.procs[job.name] = proc
-            code = proc.wait()
-            with self.lock:
-                self.procs.pop(job.name, None)
+            try:
+                procgroup.record(job.folder, proc.pid, utc_now())
+                code = proc.wait()
+            finally:
+                with self.lock:
+                    self.procs.pop(job.name, None)
+                if procgroup.members(job.folder):  # an operator that outlived its pipeline runner
+                    procgroup.kill_leftovers(job.folder)
+                procgroup.forget(job.folder)
         if self.stopping.is_set() and code != 0:
+            if delivered(job):  # stopped after its results reached the PACS: the status says so
+                self._finish(job, 0, "", start)
+                return
             self.abandon(job, "running")
             return
-        self._finish(job, code, "" if code == 0 else failure_reason(job.log_path, code), start)
+        self._finish(job, code, "" if code == 0 else failure_reason(job.log_path, code, job.folder / "logs"), start)
 
     def _finish(self, job: Job, code: int, reason: str, start: float) -> None:
         seconds = time.monotonic() - start
         state = "succeeded" if code == 0 else "failed"
+        if code != 0 and only_delivery_failed(job.log_path, self.delivery):
+            state = "delivery-failed"
+            reason += f"; the results are kept in output/: 'make listen-resend JOB={job.name}' sends them again"
         job.update(state=state, reason=reason, finished_at=utc_now())
-        detail = f"succeeded in {seconds:.1f} s" if code == 0 else f"failed after {seconds:.1f} s: {reason}"
+        detail = f"succeeded in {seconds:.1f} s" if code == 0 else f"{state} after {seconds:.1f} s: {reason}"
         self.log(f"job {job.name}: {detail} ({job.folder})")
 
     def abandon(self, job: Job, was: str) -> None:
         job.update(state="failed", finished_at=utc_now(),
-                   reason=f"the listener stopped while the job was {was}; its instances are kept in input/")
+                   reason=f"the listener stopped while the job was {was}; its instances are kept in input/ "
+                          f"('make listen-retry JOB={job.name}' runs it again)")
         self.log(f"job {job.name}: failed: listener stopped while {was}; instances kept in {job.input_dir}")
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """Stop taking jobs; end running pipelines (their whole process groups); fail what is left."""
-        self.stopping.set()
+    def stop(self, timeout: float = STOP_GRACE_S) -> None:
+        """Stop taking jobs; end running pipelines (SIGTERM to their whole process groups, SIGKILL after
+        ``timeout`` s); their jobs fail (retry-able), queued ones stay queued for the next start."""
         with self.lock:
-            procs = list(self.procs.values())
-        for proc in procs:
+            self.stopping.set()
+            running = list(self.procs.values())
+        for proc, _job in running:
             _signal_group(proc, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        for proc in procs:
+        for proc, job in running:
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                _signal_group(proc, signal.SIGKILL)
-                proc.wait()
+                self.log(f"job {job.name}: its pipeline did not end within {timeout:g} s of SIGTERM; killed")
+            # the runner and operators left in its group: killed, their shm regions and temporaries removed
+            procgroup.kill_leftovers(job.folder)
+            proc.wait()
         for _ in self.threads:
             self.queue.put(None)
         for t in self.threads:
-            t.join(timeout=max(0.1, deadline - time.monotonic()))
-        for proc in procs:  # operators the pipeline runner started in its group
-            _signal_group(proc, signal.SIGKILL)
+            t.join(timeout=max(1.0, deadline + 2.0 - time.monotonic()))
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:

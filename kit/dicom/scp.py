@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,10 +97,23 @@ class StorageSCP:
                      + (f"client certificates from the CA in {tls.ca} required" if tls.ca else
                         "no client certificate asked for (LISTEN_TLS_CA unset)"))
 
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server = None
+    def stop(self, grace_s: float = 2.0) -> None:
+        """Refuse new associations (the listening socket is closed first), then abort the open ones and wait
+        up to grace_s for their threads: nothing is stored once this returns."""
+        if self.server is None:
+            return
+        server, self.server = self.server, None
+        with contextlib.suppress(OSError):  # at once: the serve loop notices a shutdown only every 0.5 s
+            server.socket.close()
+        server.shutdown()
+        open_assocs = server.active_associations
+        for assoc in open_assocs:
+            assoc.abort()
+        deadline = time.monotonic() + grace_s
+        for assoc in open_assocs:
+            assoc.join(timeout=max(0.0, deadline - time.monotonic()))
+        if open_assocs:
+            self.log(f"{len(open_assocs)} open association(s) aborted")
 
     # -- the connection ----------------------------------------------------------------------------------------
     def on_open(self, event: evt.Event) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
+from kit.dicom import procgroup
 from kit.dicom.jobs import read_jobs
 from kit.dicom.runstate import read_state
 from kit.dicom.tls import listener_tls
@@ -80,10 +81,13 @@ def show(run_dir: Path) -> int:
     jobs = read_jobs(run_dir / "jobs")
     if jobs:
         width = max(len(j.get("job", "")) for j in jobs)
-        print(f"{'job':<{width}}  {'state':<9}  {'inst':>4}  calling AE        reason")
+        states = max(9, *(len(j.get("state", "")) for j in jobs))
+        print(f"{'job':<{width}}  {'state':<{states}}  {'inst':>4}  calling AE        reason")
         for j in jobs:
-            print(f"{j.get('job', ''):<{width}}  {j.get('state', ''):<9}  {j.get('instances', 0):>4}  "
-                  f"{j.get('calling_aet', ''):<16}  {j.get('reason', '')}")
+            run = procgroup.recorded(run_dir / "jobs" / j.get("job", "")) if j.get("state") == "running" else None
+            reason = f"process group {run.pgid}" if run else j.get("reason", "")
+            print(f"{j.get('job', ''):<{width}}  {j.get('state', ''):<{states}}  {j.get('instances', 0):>4}  "
+                  f"{j.get('calling_aet', ''):<16}  {reason}")
     else:
         print("listen: no jobs yet")
     return 0 if running else 3

@@ -11,6 +11,7 @@ pydicom, highdicom and pynetdicom are imported only by the names that need them.
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 from typing import Any
 
 _WHERE = {
@@ -33,7 +34,17 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'odk.dicom' has no attribute {name!r}")
     value = getattr(importlib.import_module(f"{__name__}.{where}"), name)
     globals()[name] = value
+    _unshadow()
     return value
+
+
+def _unshadow() -> None:
+    """Importing a submodule sets it on this package under its own name: for ``scan``, a module named like the
+    function it exports, that would hide the function from ``from odk.dicom import scan``."""
+    for name, where in _WHERE.items():
+        value = globals().get(name)
+        if name == where and isinstance(value, ModuleType):
+            globals()[name] = getattr(value, name)
 
 
 def __dir__() -> list[str]:

@@ -2,8 +2,9 @@
 ``AET@host:port?tls`` over DICOM TLS (odk/dicom/tls.py: DICOM_TLS_CA, DICOM_TLS_CERT, DICOM_TLS_KEY).
 
 Bounded retries: a destination that cannot be reached, or an association that fails mid-way, is tried again
-(up to ``retries`` more times, ``delay_s`` apart) for the objects it has not yet accepted. An object the
-destination answers with a failure status is not retried: the destination refused it.
+for the objects it has not yet accepted, with exponential backoff (``delay_s``, then twice as long each time,
+at most ``MAX_DELAY_S``) for up to ``retry_s`` seconds (and at most ``retries`` more times when that is set).
+An object the destination answers with a failure status is not retried: the destination refused it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,8 @@ log = logging.getLogger("odk.dicom")
 DEST_RE = re.compile(r"^(?P<aet>[\x21-\x3f\x41-\x5b\x5d-\x7e]{1,16})@(?P<host>[^:@\s?]+):(?P<port>\d{1,5})"
                      r"(?P<tls>\?tls)?$")
 MAX_CONTEXTS = 128
+DEFAULT_RETRY_S = 300.0  # DICOM_RETRY_S: how long an unreachable destination is tried again
+MAX_DELAY_S = 30.0  # the longest wait between two attempts
 
 
 @dataclass(frozen=True)
@@ -56,30 +59,48 @@ class StoreConfig:
 
     destinations: tuple[Destination, ...]
     calling_aet: str = "ODK"
-    retries: int = 2
+    retries: int | None = None  # None: as many as fit in retry_s
     delay_s: float = 1.0
     timeout_s: float = 30.0
     tls_context: ssl.SSLContext | None = None  # for the destinations marked ?tls
+    retry_s: float = DEFAULT_RETRY_S
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StoreConfig:
-        """DICOM_DESTINATION (AET@host:port, comma-separated), DICOM_CALLING_AET (ODK), DICOM_RETRIES (2),
-        DICOM_RETRY_DELAY_S (1), DICOM_TIMEOUT_S (30)."""
+        """DICOM_DESTINATION (AET@host:port, comma-separated), DICOM_CALLING_AET (ODK), DICOM_RETRY_S (300),
+        DICOM_RETRIES (no limit but DICOM_RETRY_S), DICOM_RETRY_DELAY_S (1, doubled each time),
+        DICOM_TIMEOUT_S (30)."""
         dests = parse_destinations(env.get("DICOM_DESTINATION", ""))
         try:
-            retries = int(env.get("DICOM_RETRIES", "2"))
+            retries = int(env["DICOM_RETRIES"]) if env.get("DICOM_RETRIES", "") != "" else None
             delay = float(env.get("DICOM_RETRY_DELAY_S", "1"))
             timeout = float(env.get("DICOM_TIMEOUT_S", "30"))
+            retry_s = float(env.get("DICOM_RETRY_S") or DEFAULT_RETRY_S)
         except ValueError as exc:
-            raise ConfigError(f"DICOM_RETRIES, DICOM_RETRY_DELAY_S, DICOM_TIMEOUT_S must be numbers ({exc})") from None
-        if retries < 0 or delay < 0 or timeout <= 0:
-            raise ConfigError("DICOM_RETRIES and DICOM_RETRY_DELAY_S must be >= 0, DICOM_TIMEOUT_S > 0")
+            raise ConfigError("DICOM_RETRY_S, DICOM_RETRIES, DICOM_RETRY_DELAY_S, DICOM_TIMEOUT_S must be numbers "
+                              f"({exc})") from None
+        if (retries is not None and retries < 0) or delay < 0 or timeout <= 0 or retry_s < 0:
+            raise ConfigError("DICOM_RETRY_S, DICOM_RETRIES and DICOM_RETRY_DELAY_S must be >= 0, DICOM_TIMEOUT_S > 0")
         calling = env.get("DICOM_CALLING_AET", "ODK")
         if not 0 < len(calling) <= 16:
             raise ConfigError(f"DICOM_CALLING_AET={calling!r}: an AE title has 1 to 16 characters")
         tls_context = client_context(env) if any(d.tls for d in dests) else None
         return cls(destinations=dests, calling_aet=calling, retries=retries, delay_s=delay, timeout_s=timeout,
-                   tls_context=tls_context)
+                   retry_s=retry_s, tls_context=tls_context)
+
+
+def backoff(cfg: StoreConfig, clock: Callable[[], float] = time.monotonic) -> Iterator[float]:
+    """The wait before each attempt: 0 for the first, then delay_s, doubling up to MAX_DELAY_S; ends when the
+    next wait would pass retry_s after the first attempt began, or after ``retries`` retries when set."""
+    deadline = clock() + cfg.retry_s
+    yield 0.0
+    delay, done = cfg.delay_s, 0
+    while cfg.retries is None or done < cfg.retries:
+        if clock() + delay > deadline:
+            return
+        yield delay
+        done += 1
+        delay = min(max(delay * 2, 0.1), MAX_DELAY_S)
 
 
 def parse_destination(text: str) -> Destination:
@@ -173,14 +194,14 @@ def send(instances: Sequence[Instance], dest: Destination, cfg: StoreConfig,
                              i.sop_uid, str(i.ds.SOPClassUID)) for i in instances]
     result.objects = statuses
     ae = _ae(cfg, instances)
-    for attempt in range(1 + cfg.retries):
+    for attempt, delay in enumerate(backoff(cfg)):
         pending = [k for k, s in enumerate(statuses) if not s.ok and s.status in ("not sent", "association lost")]
         if not pending:
             break
         if attempt:
-            log.info("%s: attempt %d of %d for %d object(s) in %.1f s", dest, attempt + 1, 1 + cfg.retries,
-                     len(pending), cfg.delay_s)
-            time.sleep(cfg.delay_s)
+            log.info("%s: attempt %d for %d object(s) in %.1f s (%s; trying for up to %g s)", dest, attempt + 1,
+                     len(pending), delay, result.error or "not all stored", cfg.retry_s)
+            time.sleep(delay)
         why = reachable(dest, ae.connection_timeout)
         if why:
             result.error = why
