@@ -67,7 +67,7 @@ cmd_start() {
     local known="$LISTEN_AET"
     [[ "$DICOM_CALLING_AET" == "$LISTEN_AET" ]] || known+=", $DICOM_CALLING_AET"
     log "note: Orthanc listens on all interfaces (it has no bind option); it accepts DICOM only from the AE titles it" \
-        "knows, each from its host ($known, PACS_ALLOWED_AETS=${PACS_ALLOWED_AETS:-}), its REST API from this machine only"
+        "knows, each from its host ($known, PACS_ALLOWED_AETS=$PACS_ALLOWED_AETS), its REST API from this machine only"
 }
 
 # Orthanc takes ~3.5 s to stop.
