@@ -120,9 +120,9 @@ def unsupported_features(config: mc.ModelConfig) -> list[str]:
 def platform_of(config: mc.ModelConfig) -> str | None:
     """The embedded server's name for the entry's runtime (ONNX_PLATFORM, TORCH_PLATFORM); None: neither.
     A config names its platform or its backend, as Triton accepts either."""
-    if ONNX_PLATFORM == config.platform or config.backend == ONNX_BACKEND:
+    if config.platform == ONNX_PLATFORM or config.backend == ONNX_BACKEND:
         return ONNX_PLATFORM
-    if TORCH_PLATFORM == config.platform or config.backend == TORCH_BACKEND:
+    if config.platform == TORCH_PLATFORM or config.backend == TORCH_BACKEND:
         return TORCH_PLATFORM
     return None
 
