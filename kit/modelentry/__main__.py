@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except EntryError as exc:
+        for line in exc.details:
+            _say(line)
         print(f"[odk] error: {exc}", file=sys.stderr)
         return 1
 

@@ -29,7 +29,12 @@ ONNX_TO_TRITON = {
 
 
 class EntryError(ValueError):
-    """A model entry cannot be written; the message (one line) says why and what to change."""
+    """A model entry cannot be written; the message (one line) says why and what to change, ``details`` name
+    each of several reasons (one line each, said before the message)."""
+
+    def __init__(self, message: str, details: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.details = list(details or [])
 
 
 @dataclasses.dataclass(frozen=True)
