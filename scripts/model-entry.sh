@@ -21,10 +21,11 @@ cmd_config() {
     case "${model,,}" in
         *.pt | *.ts | *.pth | *.torchscript) ensure_extra torch requirements-torch.txt "a TorchScript model" ;;
     esac
-    local args=(--model "$model" --name "$name" --models-dir "$MODELS_DIR"
-        --input-dims "${INPUT_DIMS:-}" --max-batch-size "${MAX_BATCH_SIZE:-4}"
-        --spacing-mm "${SPACING_MM:-}" --hu-window "${HU_WINDOW:-}" --labels "${LABELS:-}"
-        --label-nesting "${LABEL_NESTING:-}" --output-activation "${OUTPUT_ACTIVATION:-}")
+    # --opt=VALUE: a value may start with '-' (HU_WINDOW=-200,300).
+    local args=("--model=$model" "--name=$name" "--models-dir=$MODELS_DIR"
+        "--input-dims=${INPUT_DIMS:-}" "--max-batch-size=${MAX_BATCH_SIZE:-4}"
+        "--spacing-mm=${SPACING_MM:-}" "--hu-window=${HU_WINDOW:-}" "--labels=${LABELS:-}"
+        "--label-nesting=${LABEL_NESTING:-}" "--output-activation=${OUTPUT_ACTIVATION:-}")
     [[ "${MAX_BATCH_SIZE:-4}" =~ ^[0-9]{1,6}$ ]] || die "MAX_BATCH_SIZE must be a whole number >= 1, not '${MAX_BATCH_SIZE}'"
     exec "$ODK_PY" -m kit.modelentry config "${args[@]}"
 }
@@ -34,7 +35,7 @@ cmd_bundle() {
     [[ -n "$bundle" ]] || die "give the bundle's folder: make import-bundle BUNDLE=path/to/bundle [NAME=<name>]"
     [[ -d "$bundle" ]] || die "BUNDLE=$bundle is not a folder (a MONAI bundle: configs/metadata.json, configs/inference.json, models/model.ts)"
     ensure_extra monai requirements-monai.txt "a MONAI bundle"
-    local args=(--bundle "$bundle" --name "${NAME:-}" --models-dir "$MODELS_DIR")
+    local args=("--bundle=$bundle" "--name=${NAME:-}" "--models-dir=$MODELS_DIR")
     [[ "${ALLOW_UNSUPPORTED:-0}" != 1 ]] || args+=(--allow-unsupported)
     exec "$ODK_PY" -m kit.modelentry bundle "${args[@]}"
 }

@@ -13,6 +13,7 @@ torch is imported only when such a model is served (requirements-torch.txt, inst
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,10 +49,13 @@ def load_module(model_file: Path | str, threads: int = 0):
     if threads > 0:
         torch.set_num_threads(threads)
     try:
-        module = torch.jit.load(str(model_file), map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 points to torch.export
+            module = torch.jit.load(str(model_file), map_location="cpu")
     except Exception as exc:  # torch raises RuntimeError / ValueError / pickle errors for non-archives
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise NotTorchScript(f"{model_file} is not a TorchScript file torch.jit.load reads ({first[:160]}); "
+        text = str(exc).strip()
+        first = text.splitlines()[0].split(". ")[0] if text else type(exc).__name__
+        raise NotTorchScript(f"{model_file} is not a TorchScript file torch.jit.load reads ({first[:120]}); "
                              "save the model with torch.jit.trace(...).save() or torch.jit.script(...).save(), "
                              "not torch.save()") from None
     module.eval()
@@ -92,8 +96,6 @@ def output_order(spec: ModelSpec) -> tuple[list[str], list[str]]:
     """(the output names by their index, problems): outputs are named <name>__<index> (OUTPUT__0, ...)."""
     names = [t.name for t in spec.outputs]
     indices = [_index_of(n) for n in names]
-    if len(names) == 1 and indices[0] is None:
-        return names, []  # one output: its position is clear whatever its name
     if all(i is not None for i in indices) and sorted(indices) == list(range(len(names))):
         return [n for _, n in sorted(zip(indices, names, strict=True))], []
     return names, [f"output name(s) {names} must be <name>__<index> (OUTPUT__0, OUTPUT__1, ...): TorchScript "
