@@ -5,8 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from kit.triton import onnx_model
 from kit.triton.repository import TORCH_PLATFORM, ModelSpec
+
+
+def _onnx():
+    from kit.triton import onnx_model  # onnxruntime: imported when a model is opened, not to read a repository
+
+    return onnx_model
 
 
 def _torch():
@@ -29,19 +34,19 @@ def open_model(spec: ModelSpec, threads: int):
     """The runtime object that runs ``spec``: an onnxruntime session or a TorchScript module."""
     if spec.platform == TORCH_PLATFORM:
         return _torch().load_module(spec.model_file, threads)
-    return onnx_model.make_session(spec, threads)
+    return _onnx().make_session(spec, threads)
 
 
 def signature_problems(spec: ModelSpec, runner) -> list[str]:
     if spec.platform == TORCH_PLATFORM:
         return _torch().signature_problems(spec, runner)
-    return onnx_model.signature_problems(spec, runner)
+    return _onnx().signature_problems(spec, runner)
 
 
 def make_infer_func(spec: ModelSpec, runner) -> Callable:
     if spec.platform == TORCH_PLATFORM:
         return _torch().make_infer_func(spec, runner)
-    return onnx_model.make_infer_func(spec, runner)
+    return _onnx().make_infer_func(spec, runner)
 
 
 def runtime_name(spec: ModelSpec) -> str:
