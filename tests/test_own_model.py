@@ -329,3 +329,20 @@ def test_a_bundle_with_a_step_the_operator_lacks_is_refused(demo_bundle: Path, t
     assert r.returncode == 0, output_of(r)
     note = (models_dir / "anyway" / "IMPORTED.md").read_text()
     assert "NormalizeIntensityd" in note and "FillHolesd" in note
+
+
+def test_the_optional_extras_are_pinned_as_the_bench_pins_them() -> None:
+    """pyproject's torch/monai extras are satisfied by requirements-torch/-monai.txt, at the bench's versions."""
+    from packaging.requirements import Requirement
+    from test_packaging import _pins, _project
+
+    extras = _project()["optional-dependencies"]
+    for extra, files in (("torch", ("requirements-torch.txt",)),
+                         ("monai", ("requirements-torch.txt", "requirements-monai.txt"))):
+        pins = _pins(*files)
+        for spec in extras[extra]:
+            req = Requirement(spec)
+            assert req.specifier.contains(pins[req.name.lower()]), (extra, spec, pins)
+    bench = _pins("requirements-bench.txt")
+    ours = _pins("requirements-torch.txt", "requirements-monai.txt")
+    assert {k: bench[k] for k in ours} == ours
