@@ -346,3 +346,26 @@ def test_the_optional_extras_are_pinned_as_the_bench_pins_them() -> None:
     bench = _pins("requirements-bench.txt")
     ours = _pins("requirements-torch.txt", "requirements-monai.txt")
     assert {k: bench[k] for k in ours} == ours
+
+
+def test_a_pytorch_backend_entry_is_read_as_torchscript(tmp_path: Path) -> None:
+    """`backend: "pytorch"` (no platform) is the same runtime; the file is 1/model.pt unless named otherwise."""
+    from kit.triton.repository import TORCH_PLATFORM, read_model
+
+    entry = tmp_path / "by_backend"
+    (entry / "1").mkdir(parents=True)
+    (entry / "1" / "model.pt").write_bytes(b"")
+    text = (DEMO / "config.pbtxt").read_text().replace('platform: "onnxruntime_onnx"', 'backend: "pytorch"')
+    (entry / "config.pbtxt").write_text(text.replace('name: "segmentation_liver_v1"', 'name: "by_backend"'))
+    specs, problems = read_model(entry)
+    assert not problems and specs[0].platform == TORCH_PLATFORM
+    assert specs[0].model_file == entry / "1" / "model.pt"
+
+
+def test_without_the_extra_the_line_says_how_to_install_it() -> None:
+    """ODK_NO_INSTALL=1: what make triton / make import-bundle say instead of installing a missing extra."""
+    proc = subprocess.run(["bash", "-c", 'source scripts/lib.sh; ensure_extra no_such_module_here '
+                           'requirements-torch.txt "a TorchScript model"'], cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, "ODK_NO_INSTALL": "1"}, check=False)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, output_of(proc)
+    assert "pip install -r requirements-torch.txt" in proc.stderr and proc.stderr.startswith("[odk] error: ")
