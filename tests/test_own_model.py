@@ -184,6 +184,7 @@ def _bench_python() -> Path | None:
     return None
 
 
+@pytest.mark.slow
 def test_monai_bundle_run_agrees_with_the_operator(demo_bundle: Path, onnx_labels: np.ndarray,
                                                    tmp_path: Path) -> None:
     python = _bench_python()
@@ -201,6 +202,7 @@ def test_monai_bundle_run_agrees_with_the_operator(demo_bundle: Path, onnx_label
     assert _dice(theirs == 2, onnx_labels == 2) >= 0.9
 
 
+@pytest.mark.slow
 def test_make_demo_serves_the_torchscript_entry(models: Path, tmp_path: Path) -> None:
     """`make demo` on a repository with only the TorchScript entry: make triton checks it and serves it."""
     repo = tmp_path / "models"
@@ -249,6 +251,11 @@ def test_the_start_check_names_each_mismatch(models: Path, tmp_path: Path) -> No
     assert len(problems) == 2, problems
     assert "is FP32 from the model but FP16 in config.pbtxt" in problems[0]
     assert "dims [3, 96, 96, 96] from the model, config.pbtxt dims [4, 96, 96, 96]" in problems[1]
+    # The input named after forward()'s argument instead of INPUT__0: Triton's other convention, served.
+    text = (models / "liver_ts" / "config.pbtxt").read_text().replace('name: "INPUT__0"', 'name: "x"')
+    (entry / "config.pbtxt").write_text(text)
+    ok, bad = check_models(tuple(read_model(entry)[0]), 1)
+    assert ok and not bad, bad
 
 
 # --- what is refused -----------------------------------------------------------------------------------------
@@ -257,9 +264,14 @@ def _nothing_in(models_dir: Path) -> bool:
     return not models_dir.exists() or not any(models_dir.iterdir())
 
 
-def test_a_file_that_is_not_torchscript_is_refused(torch_and_monai: None, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["text", "state_dict"])
+def test_a_file_that_is_not_torchscript_is_refused(torch_and_monai: None, tmp_path: Path, kind: str) -> None:
     bad = tmp_path / "model.pt"
-    bad.write_bytes(b"these are not the weights you are looking for\n")
+    if kind == "text":
+        bad.write_bytes(b"these are not the weights you are looking for\n")
+    else:  # torch.save() of the weights: the most common '.pt' that is not TorchScript
+        proc = _run("-c", "import sys, torch; torch.save({'w': torch.zeros(2)}, sys.argv[1])", str(bad))
+        assert proc.returncode == 0, output_of(proc)
     r = make("model-config", MODEL=str(bad), NAME="bad", MODELS_DIR=str(tmp_path / "models"),
              INPUT_DIMS="1,96,96,96")
     assert "is not a TorchScript file" in one_error_line(r)
@@ -307,6 +319,7 @@ def test_a_bundle_without_metadata_is_refused(demo_bundle: Path, tmp_path: Path)
     assert _nothing_in(tmp_path / "models")
 
 
+@pytest.mark.slow
 def test_a_bundle_with_a_step_the_operator_lacks_is_refused(demo_bundle: Path, tmp_path: Path) -> None:
     bundle = tmp_path / "bundle"
     shutil.copytree(demo_bundle, bundle)
