@@ -80,7 +80,7 @@ triton-status: $(DEV_STAMP) ## mode, URLs, models and readiness of the running T
 	@scripts/triton.sh status
 
 # A model entry in MODELS_DIR written from the model itself (docs/own-model.md); MODEL, NAME, INPUT_DIMS,
-# SPACING_MM, HU_WINDOW, LABELS, LABEL_NESTING, OUTPUT_ACTIVATION, MAX_BATCH_SIZE, BUNDLE, ALLOW_UNSUPPORTED
+# SPACING_MM, HU_WINDOW, LABELS, LABEL_NESTING, OUTPUT_ACTIVATION, MAX_BATCH_SIZE, BUNDLE, ALLOW_UNSUPPORTED, FORMAT
 # are read from the command line.
 model-config: $(DEV_STAMP) ## MODELS_DIR/NAME from MODEL=file.onnx|.pt (INPUT_DIMS, SPACING_MM, HU_WINDOW, LABELS)
 	@scripts/model-entry.sh config

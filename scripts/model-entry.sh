@@ -4,7 +4,7 @@
 # docs/own-model.md).
 #   scripts/model-entry.sh config   MODEL=file NAME=name [INPUT_DIMS= SPACING_MM= HU_WINDOW= LABELS= LABEL_NESTING=
 #                                   OUTPUT_ACTIVATION= MAX_BATCH_SIZE=]
-#   scripts/model-entry.sh bundle   BUNDLE=dir [NAME=name ALLOW_UNSUPPORTED=1]
+#   scripts/model-entry.sh bundle   BUNDLE=dir [NAME=name ALLOW_UNSUPPORTED=1 FORMAT=torchscript|onnx]
 set -euo pipefail
 # shellcheck source=scripts/lib.sh source-path=SCRIPTDIR
 source "$(dirname "$0")/lib.sh"
@@ -35,7 +35,7 @@ cmd_bundle() {
     [[ -n "$bundle" ]] || die "give the bundle's folder: make import-bundle BUNDLE=path/to/bundle [NAME=<name>]"
     [[ -d "$bundle" ]] || die "BUNDLE=$bundle is not a folder (a MONAI bundle: configs/metadata.json, configs/inference.json, models/model.ts)"
     ensure_extra monai requirements-monai.txt "a MONAI bundle"
-    local args=("--bundle=$bundle" "--name=${NAME:-}" "--models-dir=$MODELS_DIR")
+    local args=("--bundle=$bundle" "--name=${NAME:-}" "--models-dir=$MODELS_DIR" "--format=${FORMAT:-torchscript}")
     [[ "${ALLOW_UNSUPPORTED:-0}" != 1 ]] || args+=(--allow-unsupported)
     exec "$ODK_PY" -m kit.modelentry bundle "${args[@]}"
 }

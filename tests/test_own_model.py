@@ -89,14 +89,17 @@ def demo_bundle(demo_ts: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 @pytest.fixture(scope="session")
 def models(demo_ts: Path, demo_bundle: Path, tmp_path_factory: pytest.TempPathFactory,
            pytestconfig: pytest.Config) -> Path:
-    """A repository with the ONNX demo entry, the TorchScript one of `make model-config`, the bundle's one of
-    `make import-bundle`."""
+    """A repository with the ONNX demo entry, the TorchScript one of `make model-config`, the bundle's of
+    `make import-bundle` (its TorchScript, and exported to ONNX)."""
     root = tmp_path_factory.mktemp("own-models")
     shutil.copytree(DEMO, root / DEMO.name)
     r = make("model-config", pytestconfig, MODEL=str(demo_ts), NAME="liver_ts", MODELS_DIR=str(root),
              INPUT_DIMS="1,96,96,96", **PARAMS)
     assert r.returncode == 0, output_of(r)
     r = make("import-bundle", pytestconfig, BUNDLE=str(demo_bundle), NAME="liver_bundle", MODELS_DIR=str(root))
+    assert r.returncode == 0, output_of(r)
+    r = make("import-bundle", pytestconfig, BUNDLE=str(demo_bundle), NAME="liver_bundle_onnx", MODELS_DIR=str(root),
+             FORMAT="onnx")
     assert r.returncode == 0, output_of(r)
     return root
 
@@ -170,6 +173,18 @@ def test_imported_bundle_labels_equal_the_onnx_models(server: str, onnx_labels: 
                    "Activationsd.softmax", "AsDiscreted.argmax", "Orientationd.axcodes"):
         assert source in note, note
     labels = _segment(server, tmp_path, "liver_bundle", "shm")
+    assert int((labels != onnx_labels).sum()) == 0
+
+
+def test_a_bundle_imported_as_onnx_gives_the_same_labels(server: str, onnx_labels: np.ndarray, models: Path,
+                                                        tmp_path: Path) -> None:
+    from app.model import parse_config
+
+    config = parse_config(models / "liver_bundle_onnx" / "config.pbtxt")
+    assert config.platform == "onnxruntime_onnx" and (models / "liver_bundle_onnx" / "1" / "model.onnx").is_file()
+    assert dict(config.parameters) == dict(parse_config(DEMO / "config.pbtxt").parameters)
+    assert "exported to ONNX" in (models / "liver_bundle_onnx" / "IMPORTED.md").read_text()
+    labels = _segment(server, tmp_path, "liver_bundle_onnx", "grpc")
     assert int((labels != onnx_labels).sum()) == 0
 
 

@@ -40,7 +40,7 @@ def cmd_bundle(args) -> int:
     from kit.modelentry.bundle import import_bundle
 
     target, warnings = import_bundle(Path(args.bundle), Path(args.models_dir), args.name or None,
-                                     args.allow_unsupported)
+                                     args.allow_unsupported, args.format or "torchscript")
     for line in warnings:
         _say(f"warning: {line}")
     _say(f"wrote {target} from the bundle {args.bundle} (what came from where: {target / 'IMPORTED.md'})")
@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models-dir", default="local/models")
     p.add_argument("--allow-unsupported", action="store_true",
                    help="import even when a transform cannot be reproduced (each one is still named)")
+    p.add_argument("--format", default="torchscript", help="torchscript (default) or onnx (exported here)")
     p.set_defaults(func=cmd_bundle)
     args = parser.parse_args(argv)
     try:

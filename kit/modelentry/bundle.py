@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import re
 import tempfile
@@ -21,7 +22,7 @@ import warnings
 from pathlib import Path
 
 from kit.modelentry.entry import Parameters, check_name, model_config, write_entry
-from kit.modelentry.signature import EntryError, torchscript_signature
+from kit.modelentry.signature import EntryError, onnx_signature, torchscript_signature
 
 OPERATOR_OVERLAP = 0.25  # app.config.OperatorConfig.overlap
 OPERATOR_SIGMA_SCALE = 0.125  # app.sliding: Gaussian sigma = roi / 8
@@ -82,6 +83,8 @@ def _inference_file(bundle: Path) -> Path:
 
 
 def _parse(bundle: Path, inference: Path, work: Path):
+    # MONAI says on import that an optional GPU DICOM decoder is missing: nothing the import needs.
+    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
@@ -271,11 +274,11 @@ def read_bundle(bundle: Path) -> Reading:
     return r
 
 
-def _note(r: Reading, name: str, model_file: Path, allowed: bool) -> str:
+def _note(r: Reading, name: str, model_file: Path, allowed: bool, how: str) -> str:
     lines = [f"# {name}: imported from a MONAI bundle", "",
              f"Imported by `make import-bundle BUNDLE={r.bundle}` (kit.modelentry.bundle): the network is the "
-             f"bundle's `{model_file.relative_to(r.bundle)}` (TorchScript) as `1/model.pt`, served as "
-             "`pytorch_libtorch`; the operator's parameters in config.pbtxt come from:", "",
+             f"bundle's `{model_file.relative_to(r.bundle)}` {how}; the operator's parameters in config.pbtxt "
+             "come from:", "",
              "| what | value | from |", "|---|---|---|"]
     lines += [f"| {what} | {value} | {where} |" for what, value, where in r.taken]
     if r.env:
@@ -296,9 +299,43 @@ def default_name(bundle: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", raw).strip("_.") or "bundle"
 
 
+ONNX_OPSET = 17
+EXPORT_TOLERANCE = 1e-4
+FORMATS = ("torchscript", "onnx")
+
+
+def export_onnx(model_ts: Path, out: Path, dims: tuple[int, ...]) -> float:
+    """models/model.ts as ONNX (opset 17, dynamic batch axis, tensors INPUT__0 / OUTPUT__0 as in the TorchScript
+    entry); returns the largest difference from TorchScript on a random batch of 2 (EntryError above 1e-4)."""
+    import numpy as np
+    import torch
+
+    from kit.triton.onnx_model import open_session
+    from kit.triton.torch_model import load_module
+
+    module = load_module(model_ts)
+    x = torch.rand(2, *dims, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (x[:1],), str(out), dynamo=False, opset_version=ONNX_OPSET,
+                          input_names=["INPUT__0"], output_names=["OUTPUT__0"],
+                          dynamic_axes={"INPUT__0": {0: "batch"}, "OUTPUT__0": {0: "batch"}})
+        with torch.inference_mode():
+            want = module(x).numpy()
+    got = open_session(out, threads=1).run(["OUTPUT__0"], {"INPUT__0": x.numpy()})[0]
+    err = float(np.abs(got - want).max())
+    if err > EXPORT_TOLERANCE:
+        raise EntryError(f"the ONNX export of models/model.ts differs from it by {err:.1e} (> {EXPORT_TOLERANCE:g}); "
+                         "import it as TorchScript (without FORMAT=onnx)")
+    return err
+
+
 def import_bundle(bundle: Path, models_dir: Path, name: str | None, allow_unsupported: bool = False,
-                  ) -> tuple[Path, list[str]]:
-    """Write MODELS_DIR/<name> from the bundle; returns (the entry, warnings). EntryError when refused."""
+                  fmt: str = "torchscript") -> tuple[Path, list[str]]:
+    """Write MODELS_DIR/<name> from the bundle; returns (the entry, warnings). EntryError when refused.
+    ``fmt`` onnx: the network exported to ONNX (served by onnxruntime) instead of its TorchScript."""
+    if fmt not in FORMATS:
+        raise EntryError(f"FORMAT={fmt!r}: expected torchscript (the default) or onnx")
     if not bundle.is_dir():
         raise EntryError(f"BUNDLE={bundle} is not a folder")
     name = check_name(name or default_name(bundle))
@@ -316,16 +353,25 @@ def import_bundle(bundle: Path, models_dir: Path, name: str | None, allow_unsupp
                          "'python -m monai.bundle ckpt_export' or torch.jit.trace(...).save()")
     if r.roi is None:
         raise EntryError("the bundle's inferer gives no roi_size; the operator needs the window size")
-    sig = torchscript_signature(model_file, (r.channels_in, *r.roi))
+    dims = (r.channels_in, *r.roi)
+    sig = torchscript_signature(model_file, dims)
     out_channels = sig.outputs[0].shape[1] if len(sig.outputs[0].shape) > 1 else None
     if r.channels_out is not None and out_channels != r.channels_out:
         raise EntryError(f"models/model.ts returns {out_channels} channels but metadata.json says "
                          f"{r.channels_out}")
     params = Parameters(spacing_mm=r.spacing_mm, hu_window=r.hu_window, labels=r.labels,
                         label_nesting=r.label_nesting)
-    config = model_config(name, sig, params, r.sw_batch_size)
-    target = write_entry(models_dir, name, model_file, sig, config,
-                         extra_files={"IMPORTED.md": _note(r, name, model_file, allow_unsupported)})
+    with tempfile.TemporaryDirectory(prefix="odk-bundle-export-") as tmp:
+        served, how = model_file, "(TorchScript) as `1/model.pt`, served as `pytorch_libtorch`"
+        if fmt == "onnx":
+            served = Path(tmp) / "model.onnx"
+            err = export_onnx(model_file, served, dims)
+            sig = onnx_signature(served)
+            how = (f"exported to ONNX (opset {ONNX_OPSET}, dynamic batch axis; it agrees with the TorchScript to "
+                   f"{err:.1e}) as `1/model.onnx`, served as `onnxruntime_onnx`")
+        config = model_config(name, sig, params, r.sw_batch_size)
+        target = write_entry(models_dir, name, served, sig, config,
+                             extra_files={"IMPORTED.md": _note(r, name, model_file, allow_unsupported, how)})
     warnings = [f"cannot reproduce: {u}" for u in r.unsupported]
     warnings += [f"set {k}={v} in env.list: the bundle's {'overlap' if k == 'ODK_OVERLAP' else 'blending'} "
                  "(the operator reads it from its environment)" for k, v in r.env.items()]
