@@ -160,7 +160,7 @@ def _torch_softmax_output(module) -> bool:
 
 
 def torchscript_signature(path: Path, input_dims: tuple[int, ...] | None) -> Signature:
-    from kit.triton.torch_model import NotTorchScript, forward_arguments, load_module
+    from kit.triton.torch_model import TORCH_TO_TRITON, NotTorchScript, forward_arguments, load_module, probe
 
     try:
         module = load_module(path)
@@ -179,8 +179,6 @@ def torchscript_signature(path: Path, input_dims: tuple[int, ...] | None) -> Sig
     spec = ModelSpec(name="probe", version=1, platform=TORCH_PLATFORM, model_file=path, max_batch_size=2,
                      inputs=(TensorSpec("INPUT__0", OPERATOR_DTYPE, input_dims),), outputs=(), parameters={},
                      batching=None, instance_count=1)
-    from kit.triton.torch_model import TORCH_TO_TRITON, probe
-
     results = {}
     for batch in (1, 2):
         try:

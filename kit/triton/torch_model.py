@@ -5,7 +5,7 @@ carries no tensor names and no shapes, so, as in Triton's backend, the inputs ar
 (``INPUT__0``) or after the forward() arguments, the outputs ``<name>__<index>`` (``OUTPUT__0``), and the
 dims come from config.pbtxt. At start the module is run once on zeros of the declared inputs (a batch of 2
 when the model batches): what the run shows (count, dtypes, dims, a batch axis that does not follow the
-request's) is compared with config.pbtxt, one line per mismatch.
+request's) is compared with config.pbtxt, one line per mismatch. Inputs with variable dims (-1) are not probed.
 
 torch is imported only when such a model is served (requirements-torch.txt, installed on demand).
 """
@@ -119,7 +119,7 @@ def probe(module, spec: ModelSpec, batch: int) -> list:
     ordered, _ = input_order(spec, forward_arguments(module))
     by_name = {t.name: t for t in spec.inputs}
     lead = (batch,) if spec.max_batch_size > 0 else ()
-    args = [torch.zeros(lead + tuple(max(d, 1) for d in by_name[n].dims),
+    args = [torch.zeros(lead + tuple(by_name[n].dims),
                         dtype=getattr(torch, TRITON_TO_TORCH[by_name[n].triton_dtype])) for n in ordered]
     with torch.inference_mode():
         return _as_tensors(module(*args))
@@ -161,6 +161,8 @@ def signature_problems(spec: ModelSpec, module) -> list[str]:
     problems += order_problems + output_order(spec)[1]
     if problems:
         return problems
+    if any(d < 0 for t in spec.inputs for d in t.dims):
+        return []  # variable dims: no one shape to probe with (Triton's backend does not check them either)
     batch = min(PROBE_BATCH, spec.max_batch_size) if spec.max_batch_size > 0 else 1
     try:
         outputs = probe(module, spec, batch)
