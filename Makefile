@@ -67,7 +67,7 @@ export LISTEN_MAX_ASSOCIATIONS LISTEN_MAX_PER_CALLER LISTEN_MAX_CONNECTIONS LIST
 .PHONY: help venv demo test lint triton triton-stop triton-status build wrap run-local \
         validate run-pipeline deploy bench bench-report phantoms train evaluate wheel clean \
         pacs pacs-stop pacs-status listen listen-stop listen-status listen-retry listen-resend listen-discard \
-        listen-prune demo-dicom new-operator
+        listen-prune demo-dicom new-operator model-config import-bundle
 
 help: ## one line per target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -96,6 +96,15 @@ triton-stop: $(DEV_STAMP) ## stop the Triton that `make triton` started
 
 triton-status: $(DEV_STAMP) ## mode, URLs, models and readiness of the running Triton
 	@scripts/triton.sh status
+
+# A model entry in MODELS_DIR written from the model itself (docs/own-model.md); MODEL, NAME, INPUT_DIMS,
+# SPACING_MM, HU_WINDOW, LABELS, LABEL_NESTING, OUTPUT_ACTIVATION, MAX_BATCH_SIZE, BUNDLE, ALLOW_UNSUPPORTED, FORMAT
+# are read from the command line.
+model-config: $(DEV_STAMP) ## MODELS_DIR/NAME from MODEL=file.onnx|.pt (INPUT_DIMS, SPACING_MM, HU_WINDOW, LABELS)
+	@scripts/model-entry.sh config
+
+import-bundle: $(DEV_STAMP) ## MODELS_DIR/NAME from a MONAI BUNDLE=folder (its metadata.json and inference.json)
+	@scripts/model-entry.sh bundle
 
 build: $(DEV_STAMP) ## build the operator image IMAGE:TAG from Dockerfile
 	@scripts/build.sh

@@ -266,3 +266,16 @@ reap_operator_leftovers() {
     "$ODK_PY" -m kit.triton reap --pid "${1:-0}" --output-dir "$2" --since "$3" --grpc-url "${4:-}" \
         || warn "could not check what the operator left in /dev/shm and $2"
 }
+
+# ensure_extra MODULE REQUIREMENTS WHAT: the optional REQUIREMENTS (requirements-torch.txt, requirements-monai.txt)
+# installed into the kit's virtualenv when WHAT needs MODULE and it is not there yet; with ODK_NO_INSTALL=1 the
+# one line says how instead.
+ensure_extra() {
+    local module="$1" reqs="$2" what="$3"
+    "$ODK_PY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$module') is None)" && return 0
+    if [[ "${ODK_NO_INSTALL:-0}" == 1 ]]; then
+        die "$what needs $module, which is not in $ODK_VENV; install it with '$ODK_PY -m pip install -r $reqs'"
+    fi
+    log "$what needs $module: installing $reqs into $ODK_VENV (once; ODK_NO_INSTALL=1 says how instead)"
+    "$ODK_ROOT/scripts/venv.sh" "$ODK_VENV" "$ODK_ROOT/$reqs"
+}

@@ -204,6 +204,10 @@ start_container() {
 start_embedded() {
     local models args
     models="$(models_abs)"
+    # torch only for a TorchScript model (requirements-torch.txt), never for ONNX-only repositories.
+    if "$ODK_PY" -m kit.triton runtimes --models-dir "$models" | grep -qx torch; then
+        ensure_extra torch requirements-torch.txt "a TorchScript model in $MODELS_DIR"
+    fi
     args=(--models-dir "$models" --http-port "$TRITON_HTTP_PORT" --grpc-port "$TRITON_GRPC_PORT"
         --metrics-port "$TRITON_METRICS_PORT" --address "$TRITON_ADDRESS"
         --run-dir "$TRITON_RUN_DIR" --timeout "$TRITON_READY_TIMEOUT")

@@ -84,6 +84,15 @@ def _bench() -> str | None:
     return "no .venv-bench (torch CPU + MONAI)"
 
 
+def _torch() -> str | None:
+    """torch and MONAI in the suite's own environment (.venv): the own-model tests serve TorchScript and import
+    a MONAI bundle, as make triton and make import-bundle would install them on demand."""
+    import importlib.util
+
+    gone = [m for m in ("torch", "monai") if importlib.util.find_spec(m) is None]
+    return f"{' and '.join(gone)} not in {sys.prefix}" if gone else None
+
+
 GROUPS: dict[str, Group] = {g.name: g for g in (
     Group("containers", "podman (or docker) building and running the kit's images",
           "sudo scripts/setup-podman.sh", _containers),
@@ -96,6 +105,8 @@ GROUPS: dict[str, Group] = {g.name: g for g in (
                          "dcmcjpls", "dciodvfy")),
     Group("bench", "the MONAI agreement check (torch + MONAI)",
           "scripts/venv.sh .venv-bench requirements-bench.txt", _bench, auto="user"),
+    Group("torch", "TorchScript models and MONAI bundles (torch CPU + MONAI in .venv)",
+          "scripts/venv.sh .venv requirements-monai.txt", _torch, auto="user"),
     Group("kubectl", "a real kubectl against an unreachable cluster",
           "curl -fLo kubectl https://dl.k8s.io/release/v1.34.0/bin/linux/amd64/kubectl && sudo install kubectl "
           "/usr/local/bin/", lambda: _tools("kubectl"), auto=""),

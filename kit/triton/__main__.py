@@ -192,6 +192,20 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_runtimes(args) -> int:
+    """The runtimes the repository's models need, one per line (onnx, torch): make triton installs torch
+    only when a TorchScript model is there."""
+    from kit.triton.repository import TORCH_PLATFORM, read_repository
+
+    try:
+        repo = read_repository(args.models_dir)
+    except FileNotFoundError:
+        return 0
+    for platform in sorted({m.platform for m in repo.models}):
+        print("torch" if platform == TORCH_PLATFORM else "onnx")
+    return 0
+
+
 def cmd_record_container(args) -> int:
     """Record a started Triton container in --run-dir: the run state has one writer, kit.triton.state."""
     from kit.triton.state import RunState, write_state
@@ -267,6 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("models", help="list the model directories of a repository")
     p.add_argument("--models-dir", default="local/models")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("runtimes", help="the runtimes the repository's models need (onnx, torch)")
+    p.add_argument("--models-dir", default="local/models")
+    p.set_defaults(func=cmd_runtimes)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from kit.paths import ROOT
+from kit.triton.engines import missing_runtime
 from kit.triton.readiness import NotReady, port_in_use, wait_ready
 from kit.triton.repository import read_repository
 from kit.triton.state import (
@@ -172,6 +173,9 @@ def _check_can_start(models_dir: Path, ports: Ports, run_dir: Path, skip_unserva
     if repo.unservable and not skip_unservable:
         raise StartError("model(s) the embedded server cannot serve: " + "; ".join(map(str, repo.unservable))
                          + ". Fix them, or set TRITON_SKIP_UNSERVABLE=1 to serve the others")
+    missing = [f"{m.name}: {why}" for m in repo.models if (why := missing_runtime(m))]
+    if missing:  # said before a server is started for nothing
+        raise StartError("; ".join(missing))
     if not repo.models:
         raise StartError(f"no servable model in {models_dir}; put a model repository there "
                          "(e.g. 'make train' exports local/models) or set MODELS_DIR")

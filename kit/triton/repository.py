@@ -21,6 +21,10 @@ from odk import available_versions, parse_config, select_versions
 ONNX_PLATFORM = "onnxruntime_onnx"
 ONNX_BACKEND = "onnxruntime"
 DEFAULT_ONNX_FILENAME = "model.onnx"
+# TorchScript, as Triton's PyTorch backend serves it (kit.triton.torch_model runs it).
+TORCH_PLATFORM = "pytorch_libtorch"
+TORCH_BACKEND = "pytorch"
+DEFAULT_TORCH_FILENAME = "model.pt"
 # A parameter key PyTriton's proxy model uses for itself; a model may not define it.
 RESERVED_PARAMETER_KEYS = frozenset({"workspace-path", "trace-config"})
 
@@ -53,7 +57,7 @@ class ModelSpec:
 
     name: str
     version: int
-    platform: str
+    platform: str  # ONNX_PLATFORM or TORCH_PLATFORM, whichever way config.pbtxt named it
     model_file: Path
     max_batch_size: int
     inputs: tuple[TensorSpec, ...]
@@ -113,6 +117,16 @@ def unsupported_features(config: mc.ModelConfig) -> list[str]:
     return found
 
 
+def platform_of(config: mc.ModelConfig) -> str | None:
+    """The embedded server's name for the entry's runtime (ONNX_PLATFORM, TORCH_PLATFORM); None: neither.
+    A config names its platform or its backend, as Triton accepts either."""
+    if config.platform == ONNX_PLATFORM or config.backend == ONNX_BACKEND:
+        return ONNX_PLATFORM
+    if config.platform == TORCH_PLATFORM or config.backend == TORCH_BACKEND:
+        return TORCH_PLATFORM
+    return None
+
+
 def batching_of(config: mc.ModelConfig) -> Batching | None:
     if not config.HasField("dynamic_batching"):
         return None
@@ -136,10 +150,12 @@ def read_model(model_dir: Path) -> tuple[list[ModelSpec], list[Unservable]]:
         return [], [Unservable(dir_name, f"config.pbtxt does not parse as a Triton ModelConfig: {exc}")]
     if config.name and config.name != dir_name:
         return [], [Unservable(dir_name, f"config.pbtxt name '{config.name}' differs from the directory name")]
-    if config.platform != ONNX_PLATFORM and config.backend != ONNX_BACKEND:
+    platform = platform_of(config)
+    if platform is None:
         kind = config.platform or config.backend or "unspecified"
         return [], [Unservable(dir_name, f"platform/backend '{kind}' cannot run on the embedded CPU server "
-                                         f"(it serves {ONNX_PLATFORM} only); use TRITON_MODE=container")]
+                                         f"(it serves {ONNX_PLATFORM} and {TORCH_PLATFORM}); "
+                                         "use TRITON_MODE=container")]
     unsupported = unsupported_features(config)
     if unsupported:
         return [], [Unservable(dir_name, "config.pbtxt uses " + ", ".join(unsupported)
@@ -152,14 +168,15 @@ def read_model(model_dir: Path) -> tuple[list[ModelSpec], list[Unservable]]:
     serve, rest = versions[-1], versions[:-1]
     problems = [Unservable(f"{dir_name}/{v}", f"the embedded server serves one version per model "
                                               f"(serving version {serve})") for v in rest]
-    model_file = model_dir / str(serve) / (config.default_model_filename or DEFAULT_ONNX_FILENAME)
+    default_file = DEFAULT_TORCH_FILENAME if platform == TORCH_PLATFORM else DEFAULT_ONNX_FILENAME
+    model_file = model_dir / str(serve) / (config.default_model_filename or default_file)
     if not model_file.is_file():
         problems.append(Unservable(dir_name, f"model file {model_file} is missing"))
         return [], problems
     spec = ModelSpec(
         name=dir_name,
         version=serve,
-        platform=ONNX_PLATFORM,
+        platform=platform,
         model_file=model_file,
         max_batch_size=int(config.max_batch_size),
         inputs=tensor_specs(config.input),

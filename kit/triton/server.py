@@ -12,7 +12,8 @@ import signal
 import sys
 from pathlib import Path
 
-from kit.triton.onnx_model import cpu_threads, make_infer_func, make_session, signature_problems
+from kit.triton.engines import make_infer_func, missing_runtime, open_model, runtime_name, signature_problems
+from kit.triton.onnx_model import cpu_threads
 from kit.triton.pytriton_private import publish_parameters
 from kit.triton.repository import ModelSpec, Unservable, read_repository
 from kit.triton.state import Ports, fix_libpython_path
@@ -45,7 +46,7 @@ def _carry_parameters(triton, spec: ModelSpec) -> None:
 def _bind(triton, spec: ModelSpec, threads: int) -> None:
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 
-    sessions = [make_session(spec, threads) for _ in range(spec.instance_count)]
+    sessions = [open_model(spec, threads) for _ in range(spec.instance_count)]
     batcher = None
     if spec.batching is not None:
         batcher = DynamicBatcher(
@@ -70,14 +71,15 @@ def _bind(triton, spec: ModelSpec, threads: int) -> None:
 
 
 def check_models(models: tuple[ModelSpec, ...], threads: int) -> tuple[list[ModelSpec], list[Unservable]]:
-    """Open every model with onnxruntime and compare its graph with config.pbtxt."""
+    """Open every model with its runtime (onnxruntime, torch) and compare it with config.pbtxt."""
     ok: list[ModelSpec] = []
     bad: list[Unservable] = []
     for spec in models:
+        missing = missing_runtime(spec)
         try:
-            problems = signature_problems(spec, make_session(spec, 1))
+            problems = [missing] if missing else signature_problems(spec, open_model(spec, 1))
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
-            problems = [f"onnxruntime cannot load {spec.model_file}: {exc}"]
+            problems = [f"{runtime_name(spec)} cannot load {spec.model_file}: {exc}"]
         if problems:
             bad.append(Unservable(spec.name, "; ".join(problems)))
         else:
@@ -124,8 +126,8 @@ def serve(opts: ServeOptions) -> int:
     try:
         for spec in models:
             _bind(triton, spec, threads or cpu_threads(spec.instance_count))
-            LOG.info("serving %s version %d (%s) with onnxruntime on CPU",
-                     spec.name, spec.version, spec.model_file)
+            LOG.info("serving %s version %d (%s) with %s on CPU",
+                     spec.name, spec.version, spec.model_file, runtime_name(spec))
         triton.serve()
     except KeyboardInterrupt:
         LOG.info("stopping")
