@@ -77,10 +77,6 @@ def _browser() -> str | None:
 def _bench() -> str | None:
     if (ROOT / ".venv-bench" / "bin" / "python").is_file():
         return None
-    import importlib.util
-
-    if all(importlib.util.find_spec(m) for m in ("torch", "monai")):
-        return None
     return "no .venv-bench (torch CPU + MONAI)"
 
 

@@ -120,16 +120,10 @@ def test_operator_limit_and_report(setup: BenchSetup) -> None:
 
 
 def _bench_python() -> str:
-    """A python with torch + MONAI: this one, else .venv-bench's; else skipped (tests/requires.py: 'bench')."""
-    import importlib.util
-
+    """The bench environment's python (torch + MONAI + scikit-image, as make bench runs the peer); skipped
+    without it (tests/requires.py: 'bench')."""
     requires("bench")
-    if all(importlib.util.find_spec(m) for m in ("torch", "monai")):
-        return sys.executable
-    bench = Path(__file__).resolve().parents[1] / ".venv-bench" / "bin" / "python"
-    if bench.is_file():
-        return str(bench)
-    pytest.fail("torch and MONAI are in neither this environment nor .venv-bench")
+    return str(Path(__file__).resolve().parents[1] / ".venv-bench" / "bin" / "python")
 
 
 def test_monai_peer_does_the_same_job(setup: BenchSetup) -> None:
