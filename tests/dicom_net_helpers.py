@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pydicom
@@ -22,6 +23,8 @@ from requires import requires
 from kit.dicom.jobs import SETTLED_STATES
 from kit.dicom.orthanc import Rest
 from kit.triton.readiness import free_ports, port_in_use
+
+T = TypeVar("T")
 
 
 def require_tools() -> None:
@@ -151,6 +154,22 @@ def copy_as_new_study(source: Path, target: Path) -> str:
         target.mkdir(parents=True, exist_ok=True)
         ds.save_as(target / f"IM{i:04d}.dcm", enforce_file_format=True)
     return study
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, what: str) -> T:
+    """``predicate()`` once it is truthy, polled every 0.1 s; AssertionError naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = predicate()
+        if got:
+            return got
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def job_status(listener: Listener, name: str) -> dict:
+    """The status.json of the listener's job ``name``."""
+    return json.loads((listener.jobs_dir / name / "status.json").read_text())
 
 
 def jobs(listener: Listener) -> list[dict]:

@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -25,12 +23,14 @@ from conftest import TritonServer
 from container_helpers import ROOT, check, make, output_of
 from dicom_net_helpers import (
     Listener,
+    job_status,
     jobs,
     require_tools,
     running_listener,
     running_pacs,
     storescu,
     triton_env,
+    wait_for,
     wait_jobs,
 )
 
@@ -50,20 +50,6 @@ def sample_series(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("sample-dicom") / "synthetic_phantom_001"
     write_series(SAMPLE, folder)
     return folder
-
-
-def wait_for(predicate: Callable[[], T], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = predicate()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def status_of(listener: Listener, name: str) -> dict:
-    return json.loads((listener.jobs_dir / name / "status.json").read_text())
 
 
 def job_at(listener: Listener, operator: str, timeout: float = 300) -> tuple[dict, procgroup.RunState]:
@@ -119,7 +105,7 @@ def test_pacs_down_keeps_the_results_then_resend_delivers(sample_series: Path, t
             assert f"results delivered to {destination}" in resent.stderr, output_of(resent)
             seg = wait_new_seg(pacs.rest, str(study), set(), timeout=30)
             seg_series = pacs.rest.series("SEG")
-            after = status_of(listener, job["job"])
+            after = job_status(listener, job["job"])
     assert len(seg_series) == 1, seg_series
     assert seg.dataset.SOPInstanceUID == pydicom.dcmread(kept, stop_before_pixels=True).SOPInstanceUID
     assert after["state"] == "succeeded" and "make listen-resend" in after["reason"], after
@@ -159,8 +145,8 @@ def test_triton_gone_mid_job_reason_then_retry_succeeds(sample_series: Path, tri
             retried = make("listen-retry", pytestconfig, env=listener.env, JOB=job["job"])
             check(retried)
             assert "the running listener" in retried.stderr, output_of(retried)
-            wait_for(lambda: status_of(listener, job["job"])["state"] in ("succeeded", "failed"), 300, "the retry")
-            done = status_of(listener, job["job"])
+            wait_for(lambda: job_status(listener, job["job"])["state"] in ("succeeded", "failed"), 300, "the retry")
+            done = job_status(listener, job["job"])
             log = listener.log.read_text()
     finally:
         stop(triton_dir)
@@ -188,15 +174,15 @@ def test_listener_killed_mid_job_restart_ends_orphan_and_reruns_once(sample_seri
                  10, "the listener to die")
         orphans = group_alive(rec.pgid)
         assert orphans, "the pipeline died with the listener; nothing to recover"
-        assert status_of(listener, job["job"])["state"] == "running"
+        assert job_status(listener, job["job"])["state"] == "running"
 
         check(make("listen", pytestconfig, env=listener.env, **settings))
         assert group_alive(rec.pgid) == [], "the orphaned pipeline still runs after the restart"
         left = [p.name for pid in orphans for p in Path("/dev/shm").glob(f"odk_{pid}_*")]
         assert left == [], f"the killed operator's shared memory is left: {left}"
-        wait_for(lambda: status_of(listener, job["job"])["state"] in ("succeeded", "failed", "delivery-failed"),
+        wait_for(lambda: job_status(listener, job["job"])["state"] in ("succeeded", "failed", "delivery-failed"),
                  600, "the job to run again")
-        done = status_of(listener, job["job"])
+        done = job_status(listener, job["job"])
         seg = wait_new_seg(pacs.rest, str(study), set(), timeout=30)
         seg_series = pacs.rest.series("SEG")
         log = listener.log.read_text()

@@ -12,7 +12,6 @@ import json
 import os
 import stat
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -22,12 +21,14 @@ import pytest
 from container_helpers import ROOT, check, make, one_error_line, output_of
 from dicom_net_helpers import (
     Listener,
+    job_status,
     jobs,
     port_free,
     processes_mentioning,
     require_tools,
     running_listener,
     storescu,
+    wait_for,
     wait_jobs,
     write_ct_series,
 )
@@ -43,20 +44,6 @@ PIPELINE = ROOT / "tests" / "data" / "listener" / "inventory-pipeline.yml"
 @pytest.fixture(autouse=True)
 def _tools() -> None:
     require_tools()
-
-
-def wait_for(predicate: Callable[[], T], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = predicate()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def job_named(listener: Listener, name: str) -> dict:
-    return json.loads((listener.jobs_dir / name / "status.json").read_text())
 
 
 def running_job(listener: Listener, timeout: float = 60) -> tuple[dict, procgroup.RunState]:
@@ -182,8 +169,8 @@ def test_private_job_folders_prune_discard_and_queued_jobs_run_at_start(tmp_path
         line = one_error_line(refused)
         assert f"job {b['job']} is running" in line, line
         check(make("listen-stop", pytestconfig, env=listener.env))
-    assert job_named(listener, b["job"])["state"] == "failed"
-    assert job_named(listener, c["job"])["state"] == "queued"  # complete: it runs at the next start
+    assert job_status(listener, b["job"])["state"] == "failed"
+    assert job_status(listener, c["job"])["state"] == "queued"  # complete: it runs at the next start
 
     for name in (a["job"], b["job"], c["job"]):
         backdate(listener, name, days=10)
@@ -197,7 +184,7 @@ def test_private_job_folders_prune_discard_and_queued_jobs_run_at_start(tmp_path
     assert (listener.jobs_dir / c["job"]).is_dir()  # queued: never pruned
 
     with running_listener(run_dir, PIPELINE, pytestconfig, port=port) as listener:
-        done = wait_for(lambda: job_named(listener, c["job"])["state"] == "succeeded", 120, "the queued job")
+        done = wait_for(lambda: job_status(listener, c["job"])["state"] == "succeeded", 120, "the queued job")
         assert done
         assert storescu(tmp_path / "d", listener.port).returncode == 0
         d = wait_for(lambda: [j for j in jobs(listener) if j["instances"] == 2 and j["state"] == "succeeded"],
