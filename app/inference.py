@@ -24,7 +24,7 @@ from . import stopping
 from .config import OperatorConfig
 from .deadline import DeadlineExpired, bounded
 from .errors import TritonUnavailable
-from .model import ModelSpec, build_spec
+from .model import ModelSpec, build_spec, served_engine
 from .shm_regions import Regions
 from .triton_text import is_local_address, not_ready_message, short_reason, unknown_model_message
 
@@ -66,6 +66,7 @@ class TritonSession:
         self.cfg = cfg
         self.client = grpcclient.InferenceServerClient(url=cfg.triton_url)
         self.spec: ModelSpec | None = None
+        self.engine = ""  # what runs the model, from its served config (describe_model)
         self.transport = "grpc"
         self._regions = Regions()
         self._answering = True  # False once a call was abandoned at its deadline: no clean-up calls then
@@ -169,6 +170,7 @@ class TritonSession:
             raise TritonUnavailable(f"Triton at {cfg.triton_url} could not describe model '{cfg.model_name}'"
                                     f" ({short_reason(exc)}); check 'make triton-status'") from None
         self.spec = build_spec(meta, config, cfg)
+        self.engine = served_engine(config)
         return self.spec
 
     def choose_transport(self) -> str:

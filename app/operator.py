@@ -79,9 +79,9 @@ def run(inputs: Sequence[Path], output: Path, cfg: OperatorConfig) -> RunSummary
     with TritonSession.open(cfg) as session:
         spec, transport = session.spec, session.transport
         assert spec is not None
-        log.info("model %s v%s: window %s at %s mm, HU window %s, batch %d, transport %s", spec.name,
+        log.info("model %s v%s: window %s at %s mm, HU window %s, batch %d, transport %s, engine %s", spec.name,
                  spec.version, "x".join(map(str, spec.roi)), ",".join(f"{s:g}" for s in spec.spacing_mm),
-                 ",".join(f"{w:g}" for w in spec.hu_window), session.batch_capacity(), transport)
+                 ",".join(f"{w:g}" for w in spec.hu_window), session.batch_capacity(), transport, session.engine)
         predict = session.predictor()
         for study in studies:
             stopping.check()

@@ -21,8 +21,9 @@ from app.model import available_versions, parse_config, select_versions
 ONNX_PLATFORM = "onnxruntime_onnx"
 ONNX_BACKEND = "onnxruntime"
 DEFAULT_ONNX_FILENAME = "model.onnx"
-# A parameter key PyTriton's proxy model uses for itself; a model may not define it.
-RESERVED_PARAMETER_KEYS = frozenset({"workspace-path", "trace-config"})
+# Parameter keys PyTriton's proxy model uses for itself, and the one the embedded server names its engine
+# with (kit.triton.engines): a model may not define them.
+RESERVED_PARAMETER_KEYS = frozenset({"workspace-path", "trace-config", "odk_engine"})
 
 
 @dataclasses.dataclass(frozen=True)
