@@ -17,6 +17,7 @@ from pathlib import Path
 
 from kit.dicom.jobs import Job, utc_now
 from kit.paths import ROOT
+from kit.warm import client as warm
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class JobRunner:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+        self.warm = _warm_server(command.runtime, log)  # the jobs' host operators fork from it (kit.warm)
         self.threads = [threading.Thread(target=self._work, name=f"job-worker-{i}", daemon=True)
                         for i in range(workers)]
         for t in self.threads:
@@ -89,6 +91,8 @@ class JobRunner:
         self.log(f"job {job.name}: running {self.command.pipeline}")
         start = time.monotonic()
         env = {**os.environ, **dict(self.command.env)}
+        if self.warm is not None and self.warm.alive():
+            env[warm.SOCKET_VARIABLE] = str(self.warm.socket)
         with job.log_path.open("ab") as out:
             if hint:
                 out.write(f"[odk] warning: {hint}\n".encode())
@@ -141,6 +145,18 @@ class JobRunner:
             t.join(timeout=max(0.1, deadline - time.monotonic()))
         for proc in procs:  # operators the pipeline runner started in its group
             _signal_group(proc, signal.SIGKILL)
+        if self.warm is not None:  # it ends the operators it forked (their own sessions) first
+            self.warm.stop()
+
+
+def _warm_server(runtime: str, log: Callable[[str], None]) -> warm.WarmServer | None:
+    if runtime == "container" or not warm.enabled():
+        return None
+    try:
+        return warm.WarmServer.start()
+    except (warm.WarmError, OSError) as exc:
+        log(f"warning: operators start cold: {exc}")
+        return None
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
