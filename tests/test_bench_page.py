@@ -66,7 +66,8 @@ def test_page_is_generated_from_a_real_bench_run(tmp_path: Path) -> None:
     assert f"onnxruntime {m['versions']['onnxruntime']}" in generated and f"Python {m['python']}" in generated
     shm = result["studies"]["tiny"]["operator_shm"]["summary"]
     assert f"| operator, shm | {shm['timings_s']['read']:.2f} |" in generated
-    for row in ("| operator, gRPC |", "| limit (onnxruntime in-process) |", "| operator_shm/limit |"):
+    for row in ("| operator, gRPC |", "| onnxruntime in-process |", "| OpenVINO in-process |", "| operator_shm/limit |",
+                "The limit is the faster in-process engine on the same windows: "):
         assert row in generated
     assert "MONAI |" not in generated  # not run: not shown
     # The DICOM figures of the same run, in the same JSON, with verdicts that follow their numbers.
