@@ -115,6 +115,26 @@ def _dicom_latency(lat: dict) -> list[str]:
         default = " (default)" if st["idle_s"] == lat["default_idle_s"] else ""
         lines.append(f"| {st['idle_s']:g}{default} | {st['latency_s']:.2f} | {st['operator_alone_s']:.2f} | "
                      f"{st['ratio']:.2f} | {st['outside_operators_s']:.2f} | {_verdict(st['target'])} |")
+    if lat.get("warm_vs_cold"):
+        lines += ["", *_warm_vs_cold(lat["warm_vs_cold"])]
+    return lines
+
+
+def _warm_vs_cold(cmp: dict) -> list[str]:
+    """The job's stages with every operator started cold (before) and from the fork server (after), and what
+    importing each stage's module costs either way."""
+    cold, warm, imports = cmp["cold"], cmp["warm"], cmp["imports_s"]
+    lines = [f"Stages of the job at LISTEN_IDLE_S={cmp['idle_s']:g}, operators started cold (a new interpreter each) "
+             "and warm (forked from the fork server, `ODK_WARM_START=1`, the default); the import columns are the "
+             "stage's own module imported in a new interpreter and in a fork server child (seconds, medians).", "",
+             "| stage | cold start | warm start | import, cold | import, warm |", "|---|---:|---:|---:|---:|"]
+    for stage in dict.fromkeys([*cold["stages_s"], *warm["stages_s"]]):
+        imp = imports.get(stage, {})
+        lines.append(f"| {stage} | {cold['stages_s'].get(stage, float('nan')):.1f} | "
+                     f"{warm['stages_s'].get(stage, float('nan')):.1f} | {imp.get('cold', float('nan')):.2f} | "
+                     f"{imp.get('warm', float('nan')):.2f} |")
+    lines += [f"| storescu → SEG | {cold['latency_s']:.2f} | {warm['latency_s']:.2f} | | |",
+              f"| latency/operator_alone | {cold['ratio']:.2f} | {warm['ratio']:.2f} | | |"]
     return lines
 
 

@@ -178,14 +178,17 @@ def start_operator(name: str, argv: list[str], env: dict[str, str],
                             text=True, errors="replace", bufsize=1)
 
 
-def warm_server(runtime: str, stack: contextlib.ExitStack, log_dir: Path) -> Path | None:
+def warm_server(runtime: str, operators: int, stack: contextlib.ExitStack, log_dir: Path) -> Path | None:
     """The fork server host operators start from: the listener's (ODK_WARM_SOCKET), else one for this run,
-    stopped with it; None for containers, with ODK_WARM_START=0, or when it cannot start (then cold)."""
+    stopped with it; None for containers, with ODK_WARM_START=0, for a run of one operator (its imports would
+    only move into the server), or when it cannot start (then cold)."""
     if runtime != "host" or not warm.enabled():
         return None
     given = os.environ.get(warm.SOCKET_VARIABLE)
     if given and Path(given).exists():
         return Path(given)
+    if operators < 2:
+        return None
     try:
         server = stack.enter_context(warm.WarmServer.start(log=log_dir / "warm-server.log"))
     except (warm.WarmError, OSError) as exc:
@@ -293,7 +296,8 @@ def _main(args: argparse.Namespace) -> int:
             log_dir.mkdir(parents=True, exist_ok=True)
             settings = Settings(runtime=runtime, engine=args.engine or None, repo_image=args.image,
                                 python=Path(sys.executable), dockerfile=args.dockerfile, log_dir=log_dir,
-                                job_name=args.job_name, warm_socket=warm_server(runtime, stack, log_dir))
+                                job_name=args.job_name,
+                                warm_socket=warm_server(runtime, len(pipeline.operators), stack, log_dir))
             results = run_pipeline(pipeline, args.input_dir, args.output_dir, settings)
     except (PipelineError, ValueError) as exc:
         for problem in getattr(exc, "problems", ()):
