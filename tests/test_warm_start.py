@@ -72,6 +72,7 @@ def test_operators_start_warm_and_only_the_failing_ones_fail(tmp_path: Path) -> 
         assert record["argv"] == ["tests/data/pipelines/warm/probe.py", f"{who}-arg"]
         assert record["variables"] == {"WARM_PROBE": "ok", "WARM_WHO": who}, "its own environment, read fresh"
         assert record["tasks"] == 1 and record["threads"] == 1, "no thread inherited from the server"
+        assert record["fds"] == [0, 1, 2, 3], "only its own stdin/stdout/stderr (3: the listing's own)"
         assert record["handlers_at_start"] == 0, "logging unconfigured until the operator configures it"
         assert record["preloaded"] == PRELOADED
     assert "probe: wrote" in (tmp_path / "logs" / "first.log").read_text()

@@ -51,9 +51,11 @@ class State:
     selector: selectors.BaseSelector
     children: dict[int, Child] = field(default_factory=dict)  # by pid
     stopping: bool = False
+    owner_fd: int = -1
 
     def inherited_fds(self) -> list[int]:
-        fds = [self.listener.fileno()]
+        """The server's own descriptors, closed in every child (it keeps only its stdin/stdout/stderr)."""
+        fds = [self.listener.fileno(), self.owner_fd]
         with contextlib.suppress(Exception):
             fds.append(self.selector.fileno())  # type: ignore[attr-defined]
         for c in self.children.values():
@@ -114,7 +116,7 @@ def _run_child(request: dict, fds: list[int], inherited: list[int]) -> int:
     for target, fd in enumerate(fds[:3]):
         os.dup2(fd, target)
     for fd in {*fds, *inherited}:
-        if fd > 2:
+        if fd > 2:  # -1 (no owner descriptor) is skipped too
             with contextlib.suppress(OSError):
                 os.close(fd)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -290,8 +292,8 @@ def serve(socket_path: Path, owner_pid: int) -> int:
         os.umask(old_umask)
     state.listener.listen(16)
     state.selector.register(state.listener, selectors.EVENT_READ, ("accept", None))
-    owner = os.pidfd_open(owner_pid)
-    state.selector.register(owner, selectors.EVENT_READ, ("owner", None))
+    state.owner_fd = os.pidfd_open(owner_pid)
+    state.selector.register(state.owner_fd, selectors.EVENT_READ, ("owner", None))
     print(json.dumps({"ready": os.getpid(), "missing": missing}), flush=True)
     try:
         while not state.stopping:

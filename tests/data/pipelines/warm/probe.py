@@ -1,7 +1,7 @@
 """A warm-start probe operator: records how it was started, then does what WARM_PROBE asks.
 
 WARM_PROBE=ok writes ``started.json`` into its output (pid, process group, session, cwd, argv, its own
-variables, threads, logging handlers, which heavy libraries were already imported); crash exits 1;
+variables, threads, open descriptors, logging handlers, which heavy libraries were already imported); crash exits 1;
 killed sends itself SIGKILL.
 """
 
@@ -28,6 +28,7 @@ out = Path(os.environ["NVIDIA_CLARA_OUTPUTPATHS"].split(";")[0].split(":", 1)[-1
 record = {"pid": os.getpid(), "pgid": os.getpgid(0), "sid": os.getsid(0), "cwd": os.getcwd(), "argv": sys.argv,
           "variables": {k: v for k, v in os.environ.items() if k.startswith("WARM_")},
           "tasks": len(os.listdir("/proc/self/task")), "threads": threading.active_count(),
+          "fds": sorted(int(fd) for fd in os.listdir("/proc/self/fd")),
           "handlers_at_start": handlers_at_start, "preloaded": preloaded}
 (out / "started.json").write_text(json.dumps(record))
 print(f"probe: wrote {out / 'started.json'}", flush=True)
