@@ -165,8 +165,15 @@ def test_both_engines_give_the_same_labels(client, transport: str) -> None:
     assert with_ov.shape == with_ort.shape == (2, 3, 96, 96, 96)
     labels = with_ort.argmax(axis=1)
     assert (labels > 0).mean() > 0.05, "the windows hold liver"
-    assert np.array_equal(with_ov.argmax(axis=1), labels)
-    np.testing.assert_allclose(with_ov, with_ort, rtol=0, atol=1e-4)
+    diff = float(np.abs(with_ov - with_ort).max())
+    assert diff < 1e-4
+    # Equal labels, except where onnxruntime's top two classes are within the engines' difference of each
+    # other (a tie either engine may break either way: 6 of the 1.8 million voxels here are within 1e-5).
+    top2 = np.sort(with_ort, axis=1)[:, -2:]
+    tie = (top2[:, 1] - top2[:, 0]) <= 2 * diff
+    differ = with_ov.argmax(axis=1) != labels
+    assert not (differ & ~tie).any()
+    assert differ.sum() <= 10
 
 
 def test_a_model_openvino_cannot_compile_falls_back_with_one_warning(client, server: Server) -> None:
