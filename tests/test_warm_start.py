@@ -133,3 +133,24 @@ def test_what_cannot_start_warm_says_why(server: WarmServer, tmp_path: Path) -> 
     changed = {**os.environ, "PYTHONPATH": str(tmp_path)}
     reason = spawn(server.socket, _script(tmp_path, "pass\n"), changed, tmp_path)
     assert isinstance(reason, str) and "PYTHONPATH" in reason
+
+
+def test_the_server_ends_with_its_owner_even_when_the_owner_is_killed(tmp_path: Path) -> None:
+    owner = subprocess.Popen([sys.executable, "-c", "import time\nfrom kit.warm.client import WarmServer\n"
+                              "s = WarmServer.start()\nprint(s.pid, s.folder, flush=True)\ntime.sleep(120)\n"],
+                             cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None
+        pid, folder = owner.stdout.readline().split()
+        assert _alive(int(pid)) and Path(folder).is_dir()
+        owner.kill()
+        owner.wait()
+        deadline = time.monotonic() + 15
+        while _alive(int(pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(int(pid)), "the fork server outlived its owner"
+        assert not Path(folder).exists(), "its socket and private folder are gone"
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from kit.warm.server import FOLDER_PREFIX
+
 # The variable that hands a started server to the pipeline runs of a listener (kit.dicom.runner).
 SOCKET_VARIABLE = "ODK_WARM_SOCKET"
 # ODK_WARM_START=0 starts every operator cold (one interpreter per operator, as in a container).
@@ -57,7 +59,7 @@ class WarmServer:
     def start(cls, python: str | None = None, log: Path | None = None, timeout: float = READY_TIMEOUT_S) -> WarmServer:
         """Start ``python -m kit.warm serve`` in its own session, owned by this process; return once it has
         imported its libraries and listens. Raises WarmError (and leaves nothing running) when it cannot."""
-        folder = Path(tempfile.mkdtemp(prefix="odk-warm-"))  # 0700: only this user reaches the socket
+        folder = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX))  # 0700: only this user reaches the socket
         path = folder / "fork.sock"
         argv = [python or sys.executable, "-u", "-m", "kit.warm", "serve", "--socket", str(path),
                 "--owner-pid", str(os.getpid())]

@@ -34,6 +34,7 @@ from kit.warm.command import STARTUP_VARIABLES, parse
 PRELOAD = ("numpy", "scipy.ndimage", "nibabel", "PIL.Image", "pydicom", "highdicom", "pynetdicom",
            "tritonclient.grpc", "tritonclient.utils.shared_memory", "yaml", "setproctitle")
 MAX_FDS = 3
+FOLDER_PREFIX = "odk-warm-"  # the private folder kit.warm.client makes for the socket
 GRACE_S = 10.0
 
 
@@ -313,6 +314,9 @@ def serve(socket_path: Path, owner_pid: int) -> int:
         state.listener.close()
         with contextlib.suppress(FileNotFoundError):
             socket_path.unlink()
+        if socket_path.parent.name.startswith(FOLDER_PREFIX):  # its owner's folder, when the owner is gone
+            with contextlib.suppress(OSError):
+                socket_path.parent.rmdir()
     return 0
 
 
