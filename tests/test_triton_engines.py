@@ -26,6 +26,7 @@ from onnx import TensorProto, helper
 
 from kit.triton.engines import ENGINE_PARAMETER, OPENVINO, requested_engine
 from kit.triton.readiness import free_ports
+from kit.triton.reap import unregister
 from kit.triton.state import LOG_FILE, Ports
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,12 +116,12 @@ def _infer_grpc(client, model: str, x: np.ndarray) -> np.ndarray:
     return result.as_numpy("NV_MODEL_OUTPUT")
 
 
-def _infer_shm(client, model: str, x: np.ndarray) -> np.ndarray:
+def _infer_shm(client, model: str, x: np.ndarray, server_url: str) -> np.ndarray:
     out_shape = [x.shape[0], 3, *x.shape[2:]]
     out_bytes = int(np.prod(out_shape)) * 4
-    tag = uuid.uuid4().hex[:8]
-    regions = {"in": (f"in_{tag}", f"/odk_test_in_{tag}", x.nbytes), "out": (f"out_{tag}", f"/odk_test_out_{tag}",
-                                                                           out_bytes)}
+    prefix = f"engines_{uuid.uuid4().hex[:8]}_"
+    regions = {"in": (f"{prefix}in", f"/odk_test_{prefix}in", x.nbytes),
+               "out": (f"{prefix}out", f"/odk_test_{prefix}out", out_bytes)}
     handles = {k: shm.create_shared_memory_region(*v) for k, v in regions.items()}
     try:
         shm.set_shared_memory_region(handles["in"], [x])
@@ -133,8 +134,9 @@ def _infer_shm(client, model: str, x: np.ndarray) -> np.ndarray:
         client.infer(model, [inp], outputs=[out])
         return shm.get_contents_as_numpy(handles["out"], np.float32, out_shape).copy()
     finally:
-        for name, _, _ in regions.values():
-            client.unregister_system_shared_memory(name)
+        # As the operator's clean-up does: the server may hold a region for a moment after answering
+        # ("currently in use"), so unregistering is retried.
+        unregister(server_url, prefix)
         for handle in handles.values():
             shm.destroy_shared_memory_region(handle)
 
@@ -158,10 +160,13 @@ def test_the_config_line_switches_the_engine(client, server: Server) -> None:
 
 
 @pytest.mark.parametrize("transport", ["grpc", "shm"])
-def test_both_engines_give_the_same_labels(client, transport: str) -> None:
+def test_both_engines_give_the_same_labels(client, server: Server, transport: str) -> None:
     x = _sample_windows()
-    infer = _infer_grpc if transport == "grpc" else _infer_shm
-    with_ov, with_ort = infer(client, OV_MODEL, x), infer(client, ORT_MODEL, x)
+    if transport == "grpc":
+        with_ov, with_ort = _infer_grpc(client, OV_MODEL, x), _infer_grpc(client, ORT_MODEL, x)
+    else:
+        with_ov, with_ort = (_infer_shm(client, OV_MODEL, x, server.grpc_url),
+                             _infer_shm(client, ORT_MODEL, x, server.grpc_url))
     assert with_ov.shape == with_ort.shape == (2, 3, 96, 96, 96)
     labels = with_ort.argmax(axis=1)
     assert (labels > 0).mean() > 0.05, "the windows hold liver"
