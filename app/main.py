@@ -37,7 +37,8 @@ def prepare(session: odk.TritonSession) -> Model:
     model = Model(window, (spacing[0], spacing[1], spacing[2]), (hu[0], hu[1]))
     log.info(f"model {spec.name} v{spec.version}: window {'x'.join(map(str, window.roi))} at"
                   f" {','.join(f'{s:g}' for s in spacing)} mm, HU window {','.join(f'{w:g}' for w in hu)},"
-                  f" batch {spec.windows_per_request(cfg.batch_size)}, transport {session.transport}")
+                  f" batch {spec.windows_per_request(cfg.batch_size)}, transport {session.transport},"
+                  f" engine {session.engine}")
     return model
 
 

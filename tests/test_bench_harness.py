@@ -96,6 +96,11 @@ def test_operator_limit_and_report(setup: BenchSetup) -> None:
     lim_labels = _labels(job.work / "t-limit-out" / "tiny_seg.nii.gz")
     assert op_labels.shape == SIZES["tiny"].shape
     assert (op_labels == lim_labels).mean() > 0.999
+    # The limit's other engine on the same windows: OpenVINO, with the embedded Triton's options.
+    limit_ov = run_worker(job, "kit.bench.limit", "t-limit-ov", ("--engine", "openvino"))
+    assert limit["engine"] == "onnxruntime" and limit_ov["engine"] == "openvino"
+    assert limit_ov["max_abs_diff_vs_onnxruntime"] < 1e-4
+    assert (_labels(job.work / "t-limit-ov-out" / "tiny_seg.nii.gz") == lim_labels).mean() > 0.999
     assert sum(limit["labels_voxels"]) == int(np.prod(SIZES["tiny"].shape))
     # Classes and volumes as the model names them (config.pbtxt labels), not as the bench assumes them.
     assert len(limit["labels_voxels"]) == len(setup.model.labels)

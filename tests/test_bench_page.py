@@ -66,7 +66,8 @@ def test_page_is_generated_from_a_real_bench_run(tmp_path: Path) -> None:
     assert f"onnxruntime {m['versions']['onnxruntime']}" in generated and f"Python {m['python']}" in generated
     shm = result["studies"]["tiny"]["operator_shm"]["summary"]
     assert f"| operator, shm | {shm['timings_s']['read']:.2f} |" in generated
-    for row in ("| operator, gRPC |", "| limit (onnxruntime in-process) |", "| operator_shm/limit |"):
+    for row in ("| operator, gRPC |", "| onnxruntime in-process |", "| OpenVINO in-process |", "| operator_shm/limit |",
+                "The limit is the faster in-process engine on the same windows: "):
         assert row in generated
     assert "MONAI |" not in generated  # not run: not shown
     # The DICOM figures of the same run, in the same JSON, with verdicts that follow their numbers.
@@ -81,6 +82,14 @@ def test_page_is_generated_from_a_real_bench_run(tmp_path: Path) -> None:
         verdict = "met" if st["ratio"] <= 1.5 else "missed"
         assert (f"| 0 | {st['latency_s']:.2f} | {st['operator_alone_s']:.2f} | {st['ratio']:.2f} | "
                 f"{st['outside_operators_s']:.2f} | <= 1.5: {verdict} |") in generated
+        # The job's stages before (cold) and after (warm start), with each stage's imports on their own.
+        cmp = latency["warm_vs_cold"]
+        assert set(cmp["imports_s"]) == {"dicom-reader", "segmentation", "dicom-seg-writer", "register-results"}
+        assert all(v["cold"] > 0 and v["warm"] >= 0 for v in cmp["imports_s"].values())
+        assert "| stage | cold start | warm start | import, cold | import, warm |" in generated
+        reader = cmp["imports_s"]["dicom-reader"]
+        assert f"| dicom-reader | {cmp['cold']['stages_s']['dicom-reader']:.1f} | " in generated
+        assert f" | {reader['cold']:.2f} | {reader['warm']:.2f} |" in generated
     else:
         assert "skipped" in latency and "Not measured in this run" in generated
     assert update(text, result) == text  # regenerating from the same run changes nothing

@@ -209,6 +209,9 @@ def test_triton_cpu_image_is_a_drop_in(engine: str, triton_container: TritonCont
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{triton_container.grpc_port}")
     assert client.is_server_live() and client.is_server_ready()
     assert client.is_model_ready("segmentation_liver_v1")
+    # The demo model's config.pbtxt asks for OpenVINO: the image has it, as the host's embedded server.
+    config = client.get_model_config("segmentation_liver_v1").config
+    assert config.parameters["odk_engine"].string_value == "openvino"
     state = subprocess.run([engine, "inspect", "-f", "{{.State.Running}} {{.Config.User}}", triton_container.name],
                            capture_output=True, text=True, check=True).stdout.split()
     assert state == ["true", "10002:10002"]

@@ -46,6 +46,8 @@ def test_make_demo(tmp_path):
         assert path.is_file() and str(path) in log, log
     labels = np.asarray(nib.load(str(seg)).dataobj)
     assert labels.shape == nib.load(str(SAMPLE)).shape
+    # The demo model's config.pbtxt asks for OpenVINO (f32): its label map is onnxruntime's voxel for voxel.
+    assert "transport shm, engine openvino" in log, log
     assert hashlib.sha256(np.ascontiguousarray(labels).tobytes()).hexdigest() == SAMPLE_LABELS_SHA256
     report = json.loads((out / "synthetic_phantom_001.json").read_text())
     assert {k: report[k] for k in SAMPLE_VOLUMES_ML} == SAMPLE_VOLUMES_ML

@@ -71,7 +71,9 @@ def test_two_studies_sent_concurrently_make_two_jobs(tmp_path: Path, pytestconfi
         inventory = json.loads((folder / "output" / "inventory" / "inventory.json").read_text())
         assert {i["study"] for i in inventory} == {job["study_instance_uid"]}
         assert len(inventory) == job["instances"] == len(received(job, listener.jobs_dir))
-        assert "[inventory]" in (folder / "job.log").read_text()
+        job_log = (folder / "job.log").read_text()
+        assert "[inventory]" in job_log
+        assert "inventory: " in job_log and "(warm start: forked by the fork server, pid " in job_log, job_log
     assert sorted(j["instances"] for j in done) == [9, 12]
     log = listener.log.read_text()
     for job in done:
@@ -145,6 +147,7 @@ def test_listen_stop_ends_running_job_and_leaves_no_process_or_port(tmp_path: Pa
     assert not Path(f"/proc/{pid}").exists()
     assert processes_mentioning(str(run_dir)) == []
     assert processes_mentioning("tests/dicom_inventory.py") == []
+    assert processes_mentioning("kit.warm") == [], "the fork server the listener started is gone"
     assert port_free(listener.port)
     assert not (run_dir / "listen" / "listen.pid").exists()
     (job,) = jobs(listener)

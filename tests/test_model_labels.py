@@ -25,7 +25,8 @@ from odk.overlay import PALETTE
 
 def segment_in_process(src: Path, out: Path, spec: odk.ModelSpec, predict, cfg: OperatorConfig) -> dict:
     """The segmentation operator's own steps (app/main.py), with the model called in-process, not through Triton."""
-    session = SimpleNamespace(cfg=cfg, spec=spec, transport="onnxruntime", predictor=lambda: predict)
+    session = SimpleNamespace(cfg=cfg, spec=spec, transport="onnxruntime", engine="onnxruntime",
+                              predictor=lambda: predict)
     return segmentation.process(odk.Study(src, out), session, segmentation.prepare(session)).to_json()
 
 

@@ -36,6 +36,7 @@ from kit.phantom.dicom import write_series
 from kit.triton import embedded
 from kit.triton.readiness import free_ports
 from kit.triton.state import Ports
+from kit.warm.client import SWITCH_VARIABLE, WarmServer, spawn
 from odk import number_list
 
 SAMPLE = ROOT / "local" / "input" / "synthetic_phantom_001.nii.gz"
@@ -144,11 +145,13 @@ def bench_latency(models_dir: Path, work: Path, repeats: int = 3, idles: list[fl
     triton_dir = work / "triton"
     try:
         embedded.start(models_dir, Ports(http, grpc, metrics), triton_dir, timeout=180)
-        settings = measure(idles, repeats, series, work, env, Rest(f"http://127.0.0.1:{pacs_http}"), listen)
+        settings, compare = measure(idles, repeats, series, work, env, Rest(f"http://127.0.0.1:{pacs_http}"),
+                                    listen)
     finally:
         embedded.stop(triton_dir)
     return {"study": SAMPLE.name, "instances": len(list(series.glob("*.dcm"))), "repeats": repeats,
-            "default_idle_s": DEFAULT_IDLE_S, "goal_ratio": report.TARGETS[GOAL], "settings": settings}
+            "default_idle_s": DEFAULT_IDLE_S, "goal_ratio": report.TARGETS[GOAL], "settings": settings,
+            "warm_vs_cold": compare}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,31 +174,78 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _round_trips(idle: float, repeats: int, series: Path, work: Path, env: dict[str, str], rest: Rest,
+                 listen_port: int, start: str) -> list[dict]:
+    """``repeats`` pairs (operator alone, round trip) on a listener at ``idle``, operators started ``start``."""
+    env = {**env, "LISTEN_IDLE_S": f"{idle:g}", SWITCH_VARIABLE: "1" if start == "warm" else "0"}
+    script("listen", "start", env)
+    try:
+        runs = []
+        for i in range(repeats):
+            alone = operator_alone(work, env)
+            run = one_round_trip(series, rest, listen_port, work / "run" / "listen" / "jobs")
+            runs.append({**run, "operator_alone_s": alone})
+            log(f"LISTEN_IDLE_S={idle:g} ({start} start) pair {i + 1}: operator alone {alone:.1f} s, storescu -> "
+                f"SEG in Orthanc {run['latency_s']:.1f} s (stages {run['stages_s']})")
+    finally:
+        script("listen", "stop", env)
+    return runs
+
+
 def measure(idles: list[float], repeats: int, series: Path, work: Path, env: dict[str, str], rest: Rest,
-            listen_port: int) -> list[dict]:
+            listen_port: int) -> tuple[list[dict], dict]:
     """Per LISTEN_IDLE_S: `repeats` pairs of (operator alone, round trip), run back to back so that both
-    see the same load on the machine, after one operator run that warms Triton up."""
+    see the same load on the machine, after one operator run that warms Triton up; operators start warm.
+    Then the same at the last LISTEN_IDLE_S with every operator started cold, for the stages before/after."""
     settings = []
     operator_alone(work, env)  # not counted: Triton's first inference of the model is slower
     script("pacs", "start", env)
     try:
         for idle in idles:
-            env["LISTEN_IDLE_S"] = f"{idle:g}"
-            script("listen", "start", env)
-            try:
-                runs = []
-                for i in range(repeats):
-                    alone = operator_alone(work, env)
-                    run = one_round_trip(series, rest, listen_port, work / "run" / "listen" / "jobs")
-                    runs.append({**run, "operator_alone_s": alone})
-                    log(f"LISTEN_IDLE_S={idle:g} pair {i + 1}: operator alone {alone:.1f} s, storescu -> SEG in "
-                        f"Orthanc {run['latency_s']:.1f} s (stages {run['stages_s']})")
-            finally:
-                script("listen", "stop", env)
-            settings.append(summarise(idle, runs))
+            settings.append(summarise(idle, _round_trips(idle, repeats, series, work, env, rest, listen_port, "warm")))
+        cold = summarise(idles[-1], _round_trips(idles[-1], repeats, series, work, env, rest, listen_port, "cold"))
     finally:
         script("pacs", "stop", env)
-    return settings
+    compare = {"idle_s": idles[-1], "cold": {k: cold[k] for k in ("latency_s", "operator_alone_s", "ratio",
+                                                                   "outside_operators_s", "stages_s")},
+               "warm": {k: settings[-1][k] for k in ("latency_s", "operator_alone_s", "ratio",
+                                                      "outside_operators_s", "stages_s")},
+               "imports_s": import_times(work, env), "cold_runs": cold["runs"]}
+    return settings, compare
+
+
+# The module each stage of def/liver-dicom-pipeline.yml imports first (its `python -u -m` module).
+# What each stage imports on its way (the operator library imports its parts when they are first used, and
+# the SEG writer and register-results their DICOM toolkits inside the functions that need them).
+STAGE_MODULES = {"dicom-reader": "app.dicom.reader, odk.operator, odk.dicom.to_nifti",
+                 "segmentation": "app.main, odk.operator, odk.nifti, odk.triton, odk.transforms, odk.overlay",
+                 "dicom-seg-writer": "app.dicom.segwriter, odk.operator, odk.dicom.to_seg, highdicom",
+                 "register-results": "app.dicom.register, odk.operator, odk.dicom.store, pynetdicom"}
+IMPORT_PROBE = "import time\nt = time.perf_counter()\nimport {module}\nprint(time.perf_counter() - t)\n"
+
+
+def import_times(work: Path, env: dict[str, str], repeats: int = 3) -> dict[str, dict[str, float]]:
+    """Seconds each stage's module takes to import: in a fresh interpreter (cold) and in a child of the fork
+    server (warm: what its preloaded libraries leave); medians of ``repeats``."""
+    probes = work / "import-probes"
+    probes.mkdir(parents=True, exist_ok=True)
+    times: dict[str, dict[str, list[float]]] = {stage: {"cold": [], "warm": []} for stage in STAGE_MODULES}
+    with WarmServer.start() as server:
+        for _ in range(repeats):
+            for stage, module in STAGE_MODULES.items():
+                probe = probes / f"{stage}.py"
+                probe.write_text(IMPORT_PROBE.format(module=module))
+                cold = subprocess.run([sys.executable, "-u", str(probe)], cwd=ROOT, env=env, capture_output=True,
+                                      text=True, timeout=120, check=True)
+                times[stage]["cold"].append(float(cold.stdout.split()[-1]))
+                proc = spawn(server.socket, [sys.executable, "-u", str(probe)], env, ROOT)
+                if isinstance(proc, str):
+                    raise RuntimeError(f"the fork server refused the import probe: {proc}")
+                out = proc.stdout.read()
+                if proc.wait(timeout=120) != 0:
+                    raise RuntimeError(f"the warm import probe of {module} failed: {out[-300:]}")
+                times[stage]["warm"].append(float(out.split()[-1]))
+    return {stage: {k: round(statistics.median(v), 3) for k, v in t.items()} for stage, t in times.items()}
 
 
 def summarise(idle: float, runs: list[dict]) -> dict:
@@ -225,6 +275,14 @@ def print_table(result: dict) -> None:
               f"{st['stages_s']}")
     print("  alone: the segmentation operator by itself on the same study; ratio: median of latency / alone per pair;")
     print("  vs in-job: latency / the job's own segmentation stage; other: latency - idle wait - operator stages")
+    cmp = result.get("warm_vs_cold")
+    if cmp:
+        print(f"  at LISTEN_IDLE_S={cmp['idle_s']:g}, stages cold -> warm start (s): "
+              + ", ".join(f"{k} {cmp['cold']['stages_s'].get(k, 0):.1f} -> {v:.1f}"
+                          for k, v in cmp["warm"]["stages_s"].items())
+              + f"; latency {cmp['cold']['latency_s']:.1f} -> {cmp['warm']['latency_s']:.1f}")
+        print("  imports cold -> warm (s): " + ", ".join(f"{k} {v['cold']:.2f} -> {v['warm']:.2f}"
+                                                      for k, v in cmp["imports_s"].items()))
 
 
 def verdict_lines(result: dict | None) -> list[str]:

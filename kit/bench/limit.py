@@ -1,14 +1,18 @@
 """The limit: the operator's job with nothing between it and the machine.
 
 The operator's own model-side pipeline (kit.local_model.segment, as app/main.py: the same preprocessing,
-window grid, batches and post-processing) run straight through onnxruntime in this process (no Triton, no
+window grid, batches and post-processing) run straight through an engine in this process (no Triton, no
 transport), and the fastest gzip decoder/encoder available for reading the study and writing the label map.
+The engine is onnxruntime or OpenVINO, with the options the embedded Triton uses (kit.triton.onnx_engine); the
+bench runs both on the same windows and takes the faster as the limit.
 
-    python -m kit.bench.limit --input CT.nii.gz --model-dir local/models/<name> --out-dir DIR --json FILE
+    python -m kit.bench.limit --engine onnxruntime|openvino --input CT.nii.gz --model-dir local/models/<name> \
+        --out-dir DIR --json FILE
 """
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import time
 from collections.abc import Callable
@@ -19,8 +23,9 @@ import numpy as np
 from isal import igzip
 
 from kit.bench import contender
-from kit.bench.model import load_model, ort_session
+from kit.bench.model import engine_runner, load_model, ort_session
 from kit.local_model import segment
+from kit.triton.onnx_engine import ONNXRUNTIME, OPENVINO
 from odk import OperatorConfig, Timer, Volume, label_image, stem
 
 
@@ -82,13 +87,17 @@ def write_fastest(dest: Path, labels: np.ndarray, ref: Volume,
 
 
 def run(src: Path, model_dir: Path, out_dir: Path, overlap: float, blend: str, batch_size: int,
-        largest_component: bool) -> dict:
+        largest_component: bool, engine: str = ONNXRUNTIME) -> dict:
     model = load_model(model_dir)
-    session, t_session = _timed(lambda: ort_session(model.onnx_file))
+    session, t_session = _timed(lambda: engine_runner(model.onnx_file, engine))
     out_name = model.output_name
+    first: list[np.ndarray] = []  # the first real batch and its output: compared with onnxruntime afterwards
 
     def predict(batch: np.ndarray) -> np.ndarray:
-        return session.run([out_name], {model.input_name: batch})[0]  # type: ignore[union-attr]
+        out = session.run([out_name], {model.input_name: batch})[0]  # type: ignore[union-attr]
+        if not first and batch.any():
+            first.extend((batch.copy(), out.copy()))
+        return out
 
     cfg = OperatorConfig(model_name=model.name, overlap=overlap, blend=blend, batch_size=batch_size,
                          largest_component=largest_component, overlay=False)
@@ -105,7 +114,12 @@ def run(src: Path, model_dir: Path, out_dir: Path, overlap: float, blend: str, b
     name = stem(src)
     stages["write"], write_times = write_fastest(out_dir / f"{name}_seg.nii.gz", labels, vol, model.spec.labels)
     stages["total"] = sum(stages.values())
-    return {"timings_s": {k: round(v, 4) for k, v in stages.items()},
+    diff = None
+    if engine != ONNXRUNTIME and first:  # not timed: how far this engine's outputs are from onnxruntime's
+        reference = ort_session(model.onnx_file).run([out_name], {model.input_name: first[0]})[0]
+        diff = float(np.abs(first[1] - reference).max())
+    return {"engine": engine, "max_abs_diff_vs_onnxruntime": diff,
+            "timings_s": {k: round(v, 4) for k, v in stages.items()},
             "read_variants_s": {k: round(v, 4) for k, v in read_times.items()},
             "encode_variants_s": {k: round(v, 4) for k, v in write_times.items()},
             "session_s": round(t_session, 4), "warmup_s": round(t_warmup, 4), "batch_size": batch,
@@ -113,7 +127,14 @@ def run(src: Path, model_dir: Path, out_dir: Path, overlap: float, blend: str, b
 
 
 def main(argv: list[str] | None = None) -> int:
-    return contender.main("python -m kit.bench.limit", __doc__, run, argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--engine", choices=(ONNXRUNTIME, OPENVINO), default=ONNXRUNTIME)
+    known, rest = pre.parse_known_args(argv)
+
+    def run_with_engine(*args: object) -> dict:
+        return run(*args, engine=known.engine)  # type: ignore[arg-type]
+
+    return contender.main("python -m kit.bench.limit", __doc__, run_with_engine, rest)
 
 
 if __name__ == "__main__":

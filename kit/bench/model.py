@@ -44,6 +44,18 @@ def ort_session(onnx_file: Path):
     return open_session(onnx_file, cpu_threads())
 
 
+def engine_runner(onnx_file: Path, engine: str):
+    """The runner the embedded Triton builds for the same model with ``engine`` (kit.triton.onnx_engine: the same
+    options), on all cores; ``run(output_names, feed)`` like an onnxruntime session."""
+    from kit.triton.onnx_engine import ONNXRUNTIME, OPENVINO, OpenVinoOptions, OpenVinoRunner, OrtRunner
+
+    if engine == OPENVINO:
+        return OpenVinoRunner(onnx_file, OpenVinoOptions(threads=cpu_threads()))
+    if engine == ONNXRUNTIME:
+        return OrtRunner(onnx_file, cpu_threads())
+    raise ValueError(f"unknown engine {engine!r}; expected {ONNXRUNTIME} or {OPENVINO}")
+
+
 def write_identity_model(repo: Path, model: BenchModel) -> Path:
     """A model with the same signature whose output is its input repeated per class: no compute, so a
     round trip through Triton with it is the window traffic (transport + serving overhead) alone."""

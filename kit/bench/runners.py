@@ -83,12 +83,12 @@ def _class_volumes(report: dict, labels: tuple[str, ...]) -> dict[str, float | N
     return {name: report.get(f"{name}_volume_ml") for name in labels[1:]}
 
 
-def run_worker(job: Job, module: str, tag: str) -> dict:
-    """``python -m kit.bench.limit|peer``: its JSON result plus wall time and peak RSS."""
+def run_worker(job: Job, module: str, tag: str, extra: tuple[str, ...] = ()) -> dict:
+    """``python -m kit.bench.limit|peer [extra]``: its JSON result plus wall time and peak RSS."""
     out_dir = _fresh(job.work / f"{tag}-out")
     result = job.work / f"{tag}.json"
     result.unlink(missing_ok=True)
-    m = run_measured([job.python, "-u", "-m", module, *job.worker_args(out_dir, result)], dict(os.environ),
+    m = run_measured([job.python, "-u", "-m", module, *extra, *job.worker_args(out_dir, result)], dict(os.environ),
                      job.work / f"{tag}.log", cwd=ROOT)
     data = json.loads(result.read_text())
     data.update({"wall_s": round(m.wall_s, 4), "peak_rss_mb": round(m.peak_rss_mb, 1)})

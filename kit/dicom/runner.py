@@ -25,6 +25,7 @@ from kit.dicom import procgroup
 from kit.dicom.jobs import Job, utc_now
 from kit.dicom.recovery import delivered
 from kit.paths import ROOT
+from kit.warm import client as warm
 
 # The operator that sends the results (its failure leaves them kept, ready to be sent again).
 DELIVERY_MODULE = "app.dicom.register"
@@ -123,6 +124,7 @@ class JobRunner:
         self.delivery = delivery_operators(command.pipeline)
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+        self.warm = _warm_server(command.runtime, log)  # the jobs' host operators fork from it (kit.warm)
         self.threads = [threading.Thread(target=self._work, name=f"job-worker-{i}", daemon=True)
                         for i in range(workers)]
         for t in self.threads:
@@ -171,6 +173,8 @@ class JobRunner:
         self.log(f"job {job.name}: running {self.command.pipeline}")
         start = time.monotonic()
         env = {**os.environ, **dict(self.command.env), procgroup.MARKER: str(job.folder)}
+        if self.warm is not None and self.warm.alive():
+            env[warm.SOCKET_VARIABLE] = str(self.warm.socket)
         with job.log_path.open("ab") as out:
             if hint:
                 out.write(f"[odk] warning: {hint}\n".encode())
@@ -245,6 +249,18 @@ class JobRunner:
             self.queue.put(None)
         for t in self.threads:
             t.join(timeout=max(1.0, deadline + 2.0 - time.monotonic()))
+        if self.warm is not None:  # it ends the operators it forked (their own sessions) first
+            self.warm.stop()
+
+
+def _warm_server(runtime: str, log: Callable[[str], None]) -> warm.WarmServer | None:
+    if runtime == "container" or not warm.enabled():
+        return None
+    try:
+        return warm.WarmServer.start()
+    except (warm.WarmError, OSError) as exc:
+        log(f"warning: operators start cold: {exc}")
+        return None
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:

@@ -8,6 +8,7 @@ still run; the exit code is 1 naming the failed operator. A summary table ends e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from kit.pipeline.outputs import check_outputs, fresh
 from kit.pipeline.triton_hint import triton_warning
 from kit.triton.reap import reap
 from kit.triton.state import default_run_dir, read_state
+from kit.warm import client as warm
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Settings:
     dockerfile: Path
     log_dir: Path
     job_name: str
+    warm_socket: Path | None = None  # host runs: the fork server operators start from (kit.warm)
 
 
 def log(message: str) -> None:
@@ -128,12 +131,10 @@ def run_operator(p: wiring.Plan, env: dict[str, str], s: Settings, run_id: str) 
     """Run one operator, its output streamed with an ``[op]`` prefix and kept in LOG_DIR/<op>.log."""
     argv, full_env = command_for(p, env, s, run_id)
     log_path = s.log_dir / f"{p.operator.name}.log"
-    log(f"{p.operator.name}: {launch.shown(argv)}")
     last = ""
     started = time.time()
     with log_path.open("w", encoding="utf-8") as log_file:
-        proc = subprocess.Popen(argv, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, errors="replace", bufsize=1)
+        proc = start_operator(p.operator.name, argv, full_env, s)
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
@@ -160,6 +161,40 @@ def run_operator(p: wiring.Plan, env: dict[str, str], s: Settings, run_id: str) 
                 if done:
                     log(f"{p.operator.name}: removed what it left: {done.files} shared-memory region(s), "
                         f"{done.registrations} Triton registration(s), {done.temporaries} temporary file(s)")
+
+
+def start_operator(name: str, argv: list[str], env: dict[str, str],
+                   s: Settings) -> subprocess.Popen[str] | warm.WarmProcess:
+    """A host operator from the fork server when there is one and its command is a ``python`` one, else as
+    its own interpreter; the log says which."""
+    if s.warm_socket is not None:
+        proc = warm.spawn(s.warm_socket, argv, env, ROOT)
+        if isinstance(proc, warm.WarmProcess):
+            log(f"{name}: {launch.shown(argv)} (warm start: forked by the fork server, pid {proc.pid})")
+            return proc
+        log(f"{name}: cold start: {proc}")
+    log(f"{name}: {launch.shown(argv)}")
+    return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, errors="replace", bufsize=1)
+
+
+def warm_server(runtime: str, operators: int, stack: contextlib.ExitStack, log_dir: Path) -> Path | None:
+    """The fork server host operators start from: the listener's (ODK_WARM_SOCKET), else one for this run,
+    stopped with it; None for containers, with ODK_WARM_START=0, for a run of one operator (its imports would
+    only move into the server), or when it cannot start (then cold)."""
+    if runtime != "host" or not warm.enabled():
+        return None
+    given = os.environ.get(warm.SOCKET_VARIABLE)
+    if given and Path(given).exists():
+        return Path(given)
+    if operators < 2:
+        return None
+    try:
+        server = stack.enter_context(warm.WarmServer.start(log=log_dir / "warm-server.log"))
+    except (warm.WarmError, OSError) as exc:
+        log(f"warning: operators start cold: {exc}")
+        return None
+    return server.socket
 
 
 def run_pipeline(pipeline: Pipeline, input_dir: Path, output_dir: Path, s: Settings) -> list[Result]:
@@ -256,10 +291,14 @@ def _main(args: argparse.Namespace) -> int:
         pipeline = load_pipeline(args.pipeline, {**params_from(os.environ), **overrides}, os.environ)
         runtime = resolve_runtime(pipeline, args.runtime, args.engine or None, args.image)
         log(f"pipeline {pipeline.name} ({args.pipeline}): {' -> '.join(pipeline.order())}, runtime {runtime}")
-        settings = Settings(runtime=runtime, engine=args.engine or None, repo_image=args.image,
-                            python=Path(sys.executable), dockerfile=args.dockerfile,
-                            log_dir=args.log_dir.resolve(), job_name=args.job_name)
-        results = run_pipeline(pipeline, args.input_dir, args.output_dir, settings)
+        with contextlib.ExitStack() as stack:
+            log_dir = args.log_dir.resolve()
+            log_dir.mkdir(parents=True, exist_ok=True)
+            settings = Settings(runtime=runtime, engine=args.engine or None, repo_image=args.image,
+                                python=Path(sys.executable), dockerfile=args.dockerfile, log_dir=log_dir,
+                                job_name=args.job_name,
+                                warm_socket=warm_server(runtime, len(pipeline.operators), stack, log_dir))
+            results = run_pipeline(pipeline, args.input_dir, args.output_dir, settings)
     except (PipelineError, ValueError) as exc:
         for problem in getattr(exc, "problems", ()):
             print(problem)

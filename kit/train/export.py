@@ -34,6 +34,9 @@ def model_config(cfg: TrainConfig) -> mc.ModelConfig:
     }
     for key, value in params.items():
         c.parameters[key].string_value = value
+    # Run on CPU through OpenVINO: the embedded server compiles it with OpenVINO, the NGC server through
+    # onnxruntime's OpenVINO execution provider (docs/triton.md).
+    c.optimization.execution_accelerators.cpu_execution_accelerator.add(name="openvino")
     return c
 
 

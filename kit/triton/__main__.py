@@ -97,6 +97,7 @@ def cmd_stop(args) -> int:
 
 def cmd_status(args) -> int:
     from kit.triton.embedded import is_embedded_server
+    from kit.triton.onnx_engine import served_engine
     from kit.triton.readiness import readiness
     from kit.triton.state import read_state
 
@@ -114,7 +115,9 @@ def cmd_status(args) -> int:
     print(f"  gRPC    {state.grpc_url}\n  HTTP    {state.http_url}\n  metrics {state.metrics_url}")
     print(f"  models  {state.models_dir}")
     for name, version in state.model_versions():
-        print(f"    {name}{' v' + version if version else ''}: {'ready' if ready.get(name) else 'NOT ready'}")
+        engine = served_engine(state.http_url, name) if ready.get(name) else ""
+        print(f"    {name}{' v' + version if version else ''}: {'ready' if ready.get(name) else 'NOT ready'}"
+              + (f" (engine {engine})" if engine else ""))
     return 0 if all(ready.values()) else 1
 
 

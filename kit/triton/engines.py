@@ -1,5 +1,6 @@
-"""Which runtime serves a repository model on the embedded server: onnxruntime for ONNX entries, torch for
-TorchScript entries (pytorch_libtorch), with one interface (open, compare with config.pbtxt, infer callable)."""
+"""Which runtime serves a repository model on the embedded server: for ONNX entries onnxruntime or OpenVINO as
+config.pbtxt asks (kit.triton.onnx_engine), torch for TorchScript entries (pytorch_libtorch), with one interface
+(open, compare with config.pbtxt, infer callable, the engine's name)."""
 
 from __future__ import annotations
 
@@ -30,8 +31,24 @@ def missing_runtime(spec: ModelSpec) -> str | None:
     return None
 
 
+def open_runner(spec: ModelSpec, threads: int, engine: str | None = None):
+    """What runs ``spec`` when it is served: a TorchScript module, or the ONNX engine its config.pbtxt asks for
+    (``engine`` overrides that, e.g. the fallback decided for a first instance)."""
+    if spec.platform == TORCH_PLATFORM:
+        return _torch().load_module(spec.model_file, threads)
+    from kit.triton.onnx_engine import open_runner as open_onnx
+
+    return open_onnx(spec, threads, engine)
+
+
+def engine_of(spec: ModelSpec, runner) -> str:
+    """The name of the engine that runs ``spec`` with ``runner`` (published as the served config's odk_engine)."""
+    return "torch" if spec.platform == TORCH_PLATFORM else runner.engine
+
+
 def open_model(spec: ModelSpec, threads: int):
-    """The runtime object that runs ``spec``: an onnxruntime session or a TorchScript module."""
+    """The runtime object whose signature is checked against config.pbtxt: an onnxruntime session (the graph as
+    Triton's onnxruntime backend reads it) or a TorchScript module."""
     if spec.platform == TORCH_PLATFORM:
         return _torch().load_module(spec.model_file, threads)
     return _onnx().make_session(spec, threads)

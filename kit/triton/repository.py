@@ -25,8 +25,9 @@ DEFAULT_ONNX_FILENAME = "model.onnx"
 TORCH_PLATFORM = "pytorch_libtorch"
 TORCH_BACKEND = "pytorch"
 DEFAULT_TORCH_FILENAME = "model.pt"
-# A parameter key PyTriton's proxy model uses for itself; a model may not define it.
-RESERVED_PARAMETER_KEYS = frozenset({"workspace-path", "trace-config"})
+# Parameter keys PyTriton's proxy model uses for itself, and the one the embedded server names its engine
+# with (kit.triton.onnx_engine): a model may not define them.
+RESERVED_PARAMETER_KEYS = frozenset({"workspace-path", "trace-config", "odk_engine"})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,16 @@ import signal
 import sys
 from pathlib import Path
 
-from kit.triton.engines import make_infer_func, missing_runtime, open_model, runtime_name, signature_problems
+from kit.triton.engines import (
+    engine_of,
+    make_infer_func,
+    missing_runtime,
+    open_model,
+    open_runner,
+    runtime_name,
+    signature_problems,
+)
+from kit.triton.onnx_engine import ENGINE_PARAMETER
 from kit.triton.onnx_model import cpu_threads
 from kit.triton.pytriton_private import publish_parameters
 from kit.triton.repository import ModelSpec, Unservable, read_repository
@@ -32,21 +41,24 @@ class ServeOptions:
     workspace: Path | None = None  # PyTriton's workspace (must not exist); None: a fresh one of PyTriton's
 
 
-def _carry_parameters(triton, spec: ModelSpec) -> None:
+def _carry_parameters(triton, spec: ModelSpec, engine: str) -> None:
     """Publish config.pbtxt `parameters` in the served model config.
 
     PyTriton's public ModelConfig has no field for model parameters; its generated Triton config carries
     the proxy's own backend parameters, so the model's parameters are added to that same map
     (kit.triton.pytriton_private). Clients then read them with get_model_config(...).config.parameters as
-    from the NGC server.
+    from the NGC server. The engine that runs the model is published with them (``odk_engine``).
     """
-    publish_parameters(triton, spec.name, spec.version, spec.parameters)
+    publish_parameters(triton, spec.name, spec.version, {**spec.parameters, ENGINE_PARAMETER: engine})
 
 
-def _bind(triton, spec: ModelSpec, threads: int) -> None:
+def _bind(triton, spec: ModelSpec, threads: int) -> str:
+    """Bind the model with the engine its config.pbtxt asks for; returns that engine's name."""
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 
-    sessions = [open_model(spec, threads) for _ in range(spec.instance_count)]
+    first = open_runner(spec, threads)  # a fallback to onnxruntime is decided (and logged) once
+    engine = engine_of(spec, first)
+    sessions = [first, *(open_runner(spec, threads, engine) for _ in range(spec.instance_count - 1))]
     batcher = None
     if spec.batching is not None:
         batcher = DynamicBatcher(
@@ -67,7 +79,8 @@ def _bind(triton, spec: ModelSpec, threads: int) -> None:
         ),
         strict=True,
     )
-    _carry_parameters(triton, spec)
+    _carry_parameters(triton, spec, engine)
+    return engine
 
 
 def check_models(models: tuple[ModelSpec, ...], threads: int) -> tuple[list[ModelSpec], list[Unservable]]:
@@ -125,9 +138,8 @@ def serve(opts: ServeOptions) -> int:
     triton = Triton(config=config, security_config=security, workspace=opts.workspace)
     try:
         for spec in models:
-            _bind(triton, spec, threads or cpu_threads(spec.instance_count))
-            LOG.info("serving %s version %d (%s) with %s on CPU",
-                     spec.name, spec.version, spec.model_file, runtime_name(spec))
+            engine = _bind(triton, spec, threads or cpu_threads(spec.instance_count))
+            LOG.info("serving %s version %d (%s) with %s on CPU", spec.name, spec.version, spec.model_file, engine)
         triton.serve()
     except KeyboardInterrupt:
         LOG.info("stopping")

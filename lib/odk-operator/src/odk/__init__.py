@@ -61,7 +61,7 @@ _WHERE = {
     # the model and Triton
     "ModelSpec": "model", "WindowModel": "model", "ModelMismatch": "model", "parse_config": "model",
     "available_versions": "model", "select_versions": "model", "served_version": "model",
-    "model_labels": "model", "build_spec": "model",
+    "model_labels": "model", "build_spec": "model", "served_engine": "model",
     "TritonSession": "triton", "is_local_address": "triton",
     # pictures
     "render_overlay": "overlay", "colour_of": "overlay", "PALETTE": "overlay",

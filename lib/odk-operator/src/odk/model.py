@@ -125,6 +125,20 @@ def _param(config: model_config_pb2.ModelConfig, key: str) -> str | None:
     return None
 
 
+def served_engine(config: model_config_pb2.ModelConfig) -> str:
+    """The engine that runs the served model: the kit's embedded Triton names it (parameter odk_engine);
+    another Triton runs its backend, with the CPU execution accelerators the config lists.
+
+    >>> served_engine(config)                      # 'openvino', or 'onnxruntime_onnx with openvino on CPU'
+    """
+    named = _param(config, "odk_engine")
+    if named:
+        return named
+    accelerators = [a.name for a in config.optimization.execution_accelerators.cpu_execution_accelerator]
+    backend = config.backend or config.platform or "unknown"
+    return f"{backend} with {'+'.join(accelerators)} on CPU" if accelerators else backend
+
+
 def parse_config(path: Path) -> model_config_pb2.ModelConfig:
     """Parse a config.pbtxt with Triton's ModelConfig schema (raises text_format.ParseError, OSError)."""
     return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())

@@ -29,7 +29,7 @@ from tritonclient.utils import InferenceServerException
 from . import stopping
 from .config import OperatorConfig
 from .errors import TritonUnavailable
-from .model import ModelSpec, build_spec
+from .model import ModelSpec, build_spec, served_engine
 
 log = logging.getLogger("odk")
 
@@ -219,6 +219,7 @@ class TritonSession:
         self.cfg = cfg
         self.client = grpcclient.InferenceServerClient(url=cfg.triton_url)
         self.spec: ModelSpec | None = None
+        self.engine = ""  # what runs the model, from its served config (describe_model)
         self.transport = "grpc"
         self._regions = Regions()
         self._answering = True  # False once a call was abandoned at its deadline: no clean-up calls then
@@ -322,6 +323,7 @@ class TritonSession:
             raise TritonUnavailable(f"Triton at {cfg.triton_url} could not describe model '{cfg.model_name}'"
                                     f" ({short_reason(exc)}); check 'make triton-status'") from None
         self.spec = build_spec(meta, config, cfg)
+        self.engine = served_engine(config)
         return self.spec
 
     def choose_transport(self) -> str:

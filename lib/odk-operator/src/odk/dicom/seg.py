@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import highdicom as hd
 import nibabel as nib
 import numpy as np
 import pydicom
@@ -14,6 +14,9 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from .geometry import SeriesGeometry
+
+if TYPE_CHECKING:  # highdicom (~0.3 s to import) is imported by the functions that build a SEG
+    import highdicom as hd
 
 # Label names that are abnormal structures rather than anatomy (segmented property category).
 ABNORMAL = frozenset({"lesion", "tumor", "tumour", "neoplasm", "nodule", "mass", "metastasis", "cyst"})
@@ -48,6 +51,8 @@ def property_codes(label: str) -> tuple[hd.sr.CodedConcept, hd.sr.CodedConcept]:
 
 
 def segment_descriptions(algo: Algorithm) -> list[hd.seg.SegmentDescription]:
+    import highdicom as hd
+
     identification = hd.AlgorithmIdentificationSequence(
         name=algo.name, family=codes.cid7162.ArtificialIntelligence, version=algo.version)
     out = []
@@ -64,6 +69,8 @@ def segment_descriptions(algo: Algorithm) -> list[hd.seg.SegmentDescription]:
 
 def labels_on_series(img: nib.Nifti1Image, geom: SeriesGeometry, frame_uid: str) -> hd.Volume:
     """The label map as a highdicom volume whose frames follow the series' slices (per-frame references)."""
+    import highdicom as hd
+
     series_geom = hd.VolumeGeometry(geom.highdicom_affine(), (geom.n, geom.rows, geom.columns),
                                     coordinate_system="PATIENT", frame_of_reference_uid=frame_uid)
     vol = hd.Volume.from_nibabel(img, frame_of_reference_uid=frame_uid)
@@ -89,6 +96,8 @@ def seg_uids(sources: Sequence[pydicom.Dataset], labels: np.ndarray, algo: Algor
 
 def build_seg(sources: Sequence[pydicom.Dataset], labels: hd.Volume, algo: Algorithm, series_number: int,
               series_description: str) -> hd.seg.Segmentation:
+    import highdicom as hd
+
     counts = np.bincount(np.asarray(labels.array).ravel())  # uint8: at most 256 bins, far faster than unique
     unknown = [v for v in np.flatnonzero(counts).tolist() if v >= len(algo.labels)]
     if unknown:

@@ -17,13 +17,16 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE
 
 from ..config import ConfigError
 from .series import Instance
 from .tls import client_context
+
+if TYPE_CHECKING:  # pynetdicom is imported where an association is made: not at all without a destination
+    from pynetdicom import AE
 
 log = logging.getLogger("odk.dicom")
 # AE title: 1-16 printable characters without space, backslash or '@'; host: no space, ':' or '@'
@@ -146,6 +149,8 @@ class DestinationResult:
 
 
 def _ae(cfg: StoreConfig, instances: Sequence[Instance]) -> AE:
+    from pynetdicom import AE
+
     ae = AE(ae_title=cfg.calling_aet)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = cfg.timeout_s
     ae.connection_timeout = min(cfg.timeout_s, 10.0)

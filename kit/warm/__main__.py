@@ -1,0 +1,5 @@
+import sys
+
+from kit.warm.server import main
+
+sys.exit(main())
