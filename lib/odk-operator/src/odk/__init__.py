@@ -30,7 +30,7 @@ _WHERE = {
     "OperatorError": "operator",
     # configuration from the environment
     "OperatorConfig": "config", "ConfigError": "config", "from_env": "config", "flag": "config",
-    "number_list": "config", "log_level": "config", "triton_url": "config",
+    "number": "config", "number_list": "config", "log_level": "config", "triton_url": "config",
     # failures
     "StudyError": "errors", "RunError": "errors", "TritonUnavailable": "errors", "Interrupted": "errors",
     "shown": "errors",
