@@ -25,11 +25,12 @@ def operator_env(in_dir: Path, out_dir: Path, grpc_url: str, **extra: str) -> di
     return env
 
 
-def run_operator(in_dir: Path, out_dir: Path, grpc_url: str, timeout: float = 600,
+def run_operator(in_dir: Path, out_dir: Path, grpc_url: str, timeout: float = 600, module: str = "app",
                  **extra: str) -> subprocess.CompletedProcess[str]:
-    """Run the operator as the image does; returns the finished process (stdout+stderr in .stdout)."""
-    return subprocess.run([sys.executable, "-u", "-m", "app"], cwd=ROOT, env=operator_env(in_dir, out_dir, grpc_url,
-                                                                                          **extra),
+    """Run an operator (``module``: the segmentation operator's ``app`` by default) as the image does; returns
+    the finished process (stdout+stderr in .stdout)."""
+    return subprocess.run([sys.executable, "-u", "-m", module], cwd=ROOT,
+                          env=operator_env(in_dir, out_dir, grpc_url, **extra),
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False)
 
 
