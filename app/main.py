@@ -71,28 +71,15 @@ def postprocess(scores: np.ndarray, geom: odk.Geometry, model: Model, cfg: odk.O
     return odk.inverse_labels(labels, geom)
 
 
-# 5. What it writes: the label map, the overlay and the report, committed together.
+# 5. What it writes: the label map, the overlay and the report (with the organ's warnings), committed together.
 def write(study: odk.Study, vol: odk.Volume, labels: np.ndarray, geom: odk.Geometry, model: Model,
           result: odk.LabelMapResult, cfg: odk.OperatorConfig, timer: odk.Timer) -> odk.LabelMapResult:
-    names = model.window.labels
-    seg, png, report = study.output("_seg.nii.gz"), study.output("_overlay.png"), study.output(".json")
-    with odk.StudyWriter() as writer:
-        with timer.stage("write"):
-            writer.add(seg, odk.label_bytes(labels, vol, names))
-        if cfg.overlay:
-            with timer.stage("overlay"):
-                writer.add(png, odk.render_overlay(odk.to_canonical(vol.data, geom.ornt),
-                                                   odk.to_canonical(labels, geom.ornt), geom.canonical_spacing,
-                                                   title=f"{study.src.name}  {model.window.spec.name}",
-                                                   names=names[1:]))
-        result.timings_s = timer.total()
-        organ = names[1] if model.window.nested else " or ".join(names[1:])
-        result.warnings += organ_warnings(organ, sum(result.volumes_ml.values()) if not model.window.nested
-                                          else result.volumes_ml.get(names[1], 0.0))
-        result.outputs = {"segmentation": seg.name, "overlay": png.name, "report": report.name}
-        writer.add(report, result.dumps())
-        writer.commit()
-    return result
+    w = model.window
+    organ = w.labels[1] if w.nested else " or ".join(w.labels[1:])
+    result.warnings += organ_warnings(organ, result.volumes_ml.get(w.labels[1], 0.0) if w.nested
+                                      else sum(result.volumes_ml.values()))
+    return odk.write_label_map(study, vol, labels, geom, w.labels, result, timer, overlay=cfg.overlay,
+                               title=f"{study.src.name}  {w.spec.name}")
 
 
 def organ_warnings(organ: str, volume_ml: float) -> list[str]:

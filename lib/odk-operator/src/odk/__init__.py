@@ -31,7 +31,7 @@ _WHERE = {
     "OperatorError": "operator",
     # configuration from the environment
     "OperatorConfig": "config", "ConfigError": "config", "from_env": "config", "flag": "config",
-    "number_list": "config", "log_level": "config", "triton_url": "config",
+    "number": "config", "number_list": "config", "log_level": "config", "triton_url": "config",
     # failures
     "StudyError": "errors", "RunError": "errors", "TritonUnavailable": "errors", "Interrupted": "errors",
     "shown": "errors",
@@ -40,6 +40,7 @@ _WHERE = {
     "Study": "files", "RunSummary": "files", "find_studies": "files", "files_under": "files",
     "unsafe_reason": "files", "is_nifti": "files", "stem": "files", "atomic_write_bytes": "files",
     "atomic_write_parts": "files", "StudyWriter": "files", "check_writable": "files",
+    "write_label_map": "outputs",
     # NIfTI
     "Volume": "nifti", "read_volume": "nifti", "read_header": "nifti", "label_image": "nifti",
     "label_bytes": "nifti",

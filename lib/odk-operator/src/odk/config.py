@@ -63,9 +63,14 @@ def _floats(name: str, raw: str, n: int) -> tuple[float, ...]:
     return values
 
 
-def _number(env: Mapping[str, str], name: str, default: float, kind: type = float, minimum: float = 0.0,
-            maximum: float = 1e9, below: bool = False) -> float:
-    """A number within [minimum, maximum] (``below``: [minimum, maximum)); NaN and infinities are refused."""
+def number(env: Mapping[str, str], name: str, default: float, kind: type = float, minimum: float = 0.0,
+           maximum: float = 1e9, below: bool = False) -> float:
+    """The setting ``name`` of ``env`` as a number within [minimum, maximum] (``below``: [minimum, maximum)),
+    ``default`` when unset or empty; ConfigError (one line, the variable and what is expected) otherwise. NaN
+    and infinities are refused. For an operator's own settings, as ODK_* are read here.
+
+    >>> number(os.environ, "ODK_THRESHOLD", 0.5, maximum=1.0)     # 0.5, or e.g. 0.3 from ODK_THRESHOLD=0.3
+    """
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -137,7 +142,7 @@ def from_env(env: Mapping[str, str] | None = None) -> OperatorConfig:
     blend = env.get("ODK_BLEND", "gaussian").strip().lower() or "gaussian"
     if blend not in ("gaussian", "constant"):
         raise ConfigError(f"ODK_BLEND={blend!r}: expected gaussian or constant")
-    overlap = _number(env, "ODK_OVERLAP", OperatorConfig.overlap, maximum=1.0, below=True)
+    overlap = number(env, "ODK_OVERLAP", OperatorConfig.overlap, maximum=1.0, below=True)
     spacing = env.get("ODK_SPACING_MM", "").strip()
     window = env.get("ODK_HU_WINDOW", "").strip()
     hu = _floats("ODK_HU_WINDOW", window, 2) if window else None
@@ -153,16 +158,16 @@ def from_env(env: Mapping[str, str] | None = None) -> OperatorConfig:
         model_input=env.get("TRITON_MODEL_INPUT", "").strip(),
         model_output=env.get("TRITON_MODEL_OUTPUT", "").strip(),
         transport=transport,
-        ready_timeout_s=_number(env, "TRITON_READY_TIMEOUT", OperatorConfig.ready_timeout_s, minimum=0.1,
+        ready_timeout_s=number(env, "TRITON_READY_TIMEOUT", OperatorConfig.ready_timeout_s, minimum=0.1,
                                 maximum=86400),
-        request_timeout_s=_number(env, "TRITON_REQUEST_TIMEOUT", OperatorConfig.request_timeout_s, minimum=0.1,
+        request_timeout_s=number(env, "TRITON_REQUEST_TIMEOUT", OperatorConfig.request_timeout_s, minimum=0.1,
                                   maximum=86400),
-        retries=int(_number(env, "TRITON_RETRIES", OperatorConfig.retries, int, maximum=100)),
+        retries=int(number(env, "TRITON_RETRIES", OperatorConfig.retries, int, maximum=100)),
         overlap=overlap,
         blend=blend,
-        batch_size=int(_number(env, "ODK_BATCH_SIZE", 0, int, maximum=4096)),
-        max_voxels=int(_number(env, "ODK_MAX_VOXELS", OperatorConfig.max_voxels, int, minimum=1, maximum=1e15)),
-        max_memory_mb=int(_number(env, "ODK_MAX_MEMORY_MB", 0, int, maximum=1e9)),
+        batch_size=int(number(env, "ODK_BATCH_SIZE", 0, int, maximum=4096)),
+        max_voxels=int(number(env, "ODK_MAX_VOXELS", OperatorConfig.max_voxels, int, minimum=1, maximum=1e15)),
+        max_memory_mb=int(number(env, "ODK_MAX_MEMORY_MB", 0, int, maximum=1e9)),
         largest_component=flag(env, "ODK_LARGEST_COMPONENT", True),
         overlay=flag(env, "ODK_OVERLAY", True),
         spacing_mm=(sp[0], sp[1], sp[2]) if sp else None,

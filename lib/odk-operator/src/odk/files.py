@@ -196,6 +196,9 @@ class Study:
 
     src: Path
     out_dir: Path
+    # Every input entry of the run, and the study's sub-folder within its own: where :meth:`companion` looks.
+    inputs: tuple[Path, ...] = ()
+    rel_dir: Path = Path()
 
     @property
     def name(self) -> str:
@@ -205,6 +208,21 @@ class Study:
     def output(self, suffix: str) -> Path:
         """Where the output ``<name><suffix>`` of this study goes (e.g. ``_seg.nii.gz``, ``.json``)."""
         return self.out_dir / f"{self.name}{suffix}"
+
+    def companion(self, suffix: str) -> Path | None:
+        """The file ``<name><suffix>`` in the study's sub-folder of an input entry (the first that has one, in
+        the order of the entries), e.g. the report an upstream operator wrote for this study when the pipeline
+        gives its output as a second input; None when no entry has it. Never the study itself, never a link
+        out of its entry or anything but a regular file.
+
+        >>> report = study.companion(".json")          # PosixPath('/segmentation/ct.json') or None
+        """
+        own = self.src.resolve()
+        for root in self.inputs:
+            path = root / self.rel_dir / f"{self.name}{suffix}"
+            if root.is_dir() and path.is_file() and path.resolve() != own and unsafe_reason(path, root) is None:
+                return path
+        return None
 
 
 @dataclass
@@ -282,5 +300,5 @@ def find_studies(inputs: Sequence[Path], out_root: Path, summary: RunSummary) ->
                                    " rename one or put them in different sub-folders")
                 continue
             by_output[key] = path
-            studies.append(Study(path, out_dir))
+            studies.append(Study(path, out_dir, tuple(inputs), rel_dir))
     return studies
