@@ -126,3 +126,24 @@ def test_prune_removes_old_settled_jobs_only(tmp_path: Path) -> None:
     gone = prune(tmp_path, 7)
     assert sorted(p.job for p in gone) == ["old-failed", "old-incomplete", "old-ok"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new-ok", "old-queued", "old-running"]
+
+
+def test_a_queued_job_superseded_before_it_ran_is_not_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More of a study arrived while its first job waited in the queue: that job publishes nothing (its
+    follow-up runs the whole study), on a real runner whose pipeline would leave a file if it ran."""
+    from kit.dicom.runner import JobRunner, PipelineCommand
+
+    monkeypatch.setenv("ODK_WARM_START", "0")
+    pipeline = Path(__file__).resolve().parent / "data" / "listener" / "inventory-pipeline.yml"
+    first = Job.create(tmp_path, "ODK-p-1", "1.2", "CT1", str(pipeline))
+    first.update(superseded_by="ODK-p-2")
+    lines: list[str] = []
+    runner = JobRunner(PipelineCommand(pipeline, "host", "", "odk", (), ()), 1, lines.append, lambda: None)
+    try:
+        runner.run(first)
+    finally:
+        runner.stop()
+    status = json.loads((first.folder / "status.json").read_text())
+    assert status["state"] == "superseded" and "ODK-p-2" in status["reason"]
+    assert not first.output_dir.exists() and not first.log_path.exists()
+    assert lines == ["job ODK-p-1: superseded by ODK-p-2 before it ran; not run"]

@@ -1,7 +1,7 @@
 """Job folders of the listener: ``<jobs>/<job>/{input/, output/, logs/, job.log, status.json}``.
 
 status.json keys (read by other tools; keep them): job, study_instance_uid, calling_aet, instances, state
-(receiving | incomplete | queued | running | succeeded | failed | delivery-failed), reason, received_at,
+(receiving | incomplete | queued | running | succeeded | failed | delivery-failed | superseded), reason, received_at,
 started_at, finished_at, pipeline, supersedes / superseded_by (the job of the same study that this one re-runs
 with more instances, and the one that re-runs it). While a job's pipeline runs, <job>/run.state records its
 process group (kit.dicom.procgroup).
@@ -21,14 +21,15 @@ from pathlib import Path
 from odk import atomic_write_bytes
 
 STATUS_FILE = "status.json"
-STATES = ("receiving", "incomplete", "queued", "running", "succeeded", "failed", "delivery-failed")
-FINAL_STATES = ("succeeded", "failed")
+STATES = ("receiving", "incomplete", "queued", "running", "succeeded", "failed", "delivery-failed", "superseded")
+# superseded: queued, and more instances of its study arrived before it ran; the job that supersedes it runs them all
+FINAL_STATES = ("succeeded", "failed", "superseded")
 # held, not run: part of the study is missing (an association ended without release, instances were refused);
 # more instances of the study join the job, or an operator decides
 HELD_STATES = ("incomplete",)
 # Jobs that no listener works on: `make listen-prune` may remove them, `make listen-retry` runs them again
 # (delivery-failed: the results are kept and `make listen-resend` sends them; incomplete: received in part).
-SETTLED_STATES = ("succeeded", "failed", "delivery-failed", "incomplete")
+SETTLED_STATES = ("succeeded", "failed", "delivery-failed", "incomplete", "superseded")
 
 
 def utc_now() -> str:

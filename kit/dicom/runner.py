@@ -166,6 +166,12 @@ class JobRunner:
                     self.known.discard(job.name)
 
     def run(self, job: Job) -> None:
+        if job.status.superseded_by:  # more of its study arrived while it waited: its follow-up runs them all
+            job.update(state="superseded", finished_at=utc_now(),
+                       reason=f"more instances of the study arrived before it ran; job {job.status.superseded_by} "
+                              "runs the whole study instead")
+            self.log(f"job {job.name}: superseded by {job.status.superseded_by} before it ran; not run")
+            return
         hint = self.triton_hint()
         if hint:
             self.log(f"job {job.name}: warning: {hint}")
