@@ -34,6 +34,16 @@ def test_same_seed_same_phantom_other_seed_other_phantom(phantom) -> None:
     assert not np.array_equal(other.labels, phantom.labels)
 
 
+def test_lesion_count_can_be_fixed(phantom) -> None:
+    clean = make_phantom(7, SHAPE, SPACING, lesions=0)
+    assert clean.info["lesions"] == 0 and not np.any(clean.labels == LESION)
+    assert np.count_nonzero(clean.labels == LIVER) > 1000
+    # the default draws the count as before: same seed, same phantom as without the argument
+    assert phantom.info["lesions"] > 0 and np.array_equal(make_phantom(7, SHAPE, SPACING, lesions=None).ct, phantom.ct)
+    many = make_phantom(7, SHAPE, SPACING, lesions=4)
+    assert many.info["lesions"] == 4 and np.any(many.labels == LESION)
+
+
 def test_random_grid_is_scanner_like() -> None:
     for seed in range(40):
         rng_shape, rng_spacing = random_grid(np.random.default_rng(seed))

@@ -53,9 +53,14 @@ def liver_shape(f: Frame, rng: np.random.Generator) -> tuple[Sdf, tuple[Vec3, Ve
     return liver, _merge([_extent(c, r, 12) for c, r, _ in lobes])
 
 
-def lesion_parts(liver: Sdf, box: tuple[Vec3, Vec3], t: Tissues, rng: np.random.Generator) -> list[Part]:
-    """0-4 lesions, hypo- or hyperdense, each entirely inside the liver."""
+def lesion_parts(liver: Sdf, box: tuple[Vec3, Vec3], t: Tissues, rng: np.random.Generator,
+                 count: int | None = None) -> list[Part]:
+    """0-4 lesions (or ``count``; fewer when the liver has no room), hypo- or hyperdense, each entirely
+    inside the liver. The random count is drawn either way, so a given count leaves the rest of the
+    anatomy before the lesions as it was."""
     n = int(rng.choice(5, p=[0.1, 0.3, 0.25, 0.2, 0.15]))
+    if count is not None:
+        n = count
     m = 4000
     pts = rng.uniform(box[0], box[1], size=(m, 3)).astype(np.float32)
     depth = -liver(Coords(pts[:, 0], pts[:, 1], pts[:, 2]))

@@ -40,15 +40,15 @@ def random_grid(rng: np.random.Generator) -> tuple[Shape3, Vec3]:
     return (n, n, nz), (sp, sp, sz)
 
 
-def anatomy(rng: np.random.Generator) -> tuple[list[Part], Tissues]:
-    """All parts in painting order, and the phantom's tissue HU values."""
+def anatomy(rng: np.random.Generator, lesions: int | None = None) -> tuple[list[Part], Tissues]:
+    """All parts in painting order, and the phantom's tissue HU values (``lesions``: see make_phantom)."""
     t = Tissues.draw(rng)
     f = body.make_frame(rng)
     liver, liver_box = organs.liver_shape(f, rng)
     spine = body.spine_parts(f, t, rng)  # muscles first (under the gut), bones later
     parts = body.wall_parts(f, t, rng) + spine[:2] + organs.gut_parts(f, t, rng)
     parts.append(organs.liver_part(liver, liver_box, t))
-    parts += organs.lesion_parts(liver, liver_box, t, rng)
+    parts += organs.lesion_parts(liver, liver_box, t, rng, lesions)
     parts += organs.neighbour_parts(f, t, liver_box, rng)
     parts += spine[2:] + body.chest_parts(f, t, rng) + body.rib_parts(f, t, rng)
     return parts, t
@@ -81,11 +81,12 @@ def paint(grid: Grid, parts: list[Part], air: float = -1000.0) -> tuple[np.ndarr
 
 
 def make_phantom(seed: int, shape: Shape3 | None = None, spacing: Vec3 | None = None,
-                 noise: float | None = None) -> Phantom:
+                 noise: float | None = None, lesions: int | None = None) -> Phantom:
     """A random abdominal CT phantom; the same seed (and arguments) always gives the same volume.
 
     ``shape``/``spacing`` default to a random scanner-like grid; ``noise`` (HU standard deviation)
-    defaults to a random 6-20 HU.
+    defaults to a random 6-20 HU; ``lesions`` fixes the number of liver lesions (default: random 0-4;
+    0 gives a lesion-free liver, e.g. the negative cases of a classifier).
     """
     rng = np.random.default_rng(seed)
     rand_shape, rand_spacing = random_grid(rng)
@@ -95,7 +96,7 @@ def make_phantom(seed: int, shape: Shape3 | None = None, spacing: Vec3 | None = 
     shift = (rng.uniform(-20, 20), rng.uniform(-30, 10), rng.uniform(-40, 40))
     yaw = np.radians(rng.uniform(-10, 10))
     grid = Grid(shape=shape, spacing=spacing, shift=shift, yaw=yaw)  # type: ignore[arg-type]
-    parts, tissues = anatomy(rng)
+    parts, tissues = anatomy(rng, lesions)
 
     hu_c, liver_c, lesion_c = paint(grid, parts)
     liver_c += lesion_c  # fraction of the liver, lesions included
