@@ -138,3 +138,26 @@ def test_slice_model_segments_the_liver_with_and_without_lesions(slices) -> None
         assert pred.shape == truth.shape and pred.dtype == np.uint8
         assert dice(pred > 0, truth > 0) >= 0.85
         assert np.count_nonzero(pred == LESION) < 0.02 * np.count_nonzero(truth == LIVER)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_embedded_triton_serves_the_entry(triton_server, name: str) -> None:
+    import tritonclient.grpc as grpcclient
+
+    if Path(triton_server.models_dir).resolve() != MODELS.resolve():
+        pytest.skip("the session's Triton serves a stand-in repository (no local/models/segmentation_liver_v1)")
+    in_dims, out_dims, _, params = EXPECTED[name]
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    try:
+        assert client.is_model_ready(name, "1")
+        served = client.get_model_config(name).config
+        assert {k: served.parameters[k].string_value for k in params} == params
+        x = np.random.default_rng(1).uniform(0, 1, size=(2, *in_dims)).astype(np.float32)
+        inp = grpcclient.InferInput("NV_MODEL_INPUT", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        got = client.infer(name, [inp]).as_numpy("NV_MODEL_OUTPUT")
+    finally:
+        client.close()
+    want = load_repo_model(MODELS / name, threads=1).run(x)
+    assert got.shape == (2, *out_dims)
+    np.testing.assert_allclose(got, want, atol=1e-5)
