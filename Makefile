@@ -17,6 +17,7 @@ RUNTIME      ?= auto
 INPUT_DIR    ?= local/input
 OUTPUT_DIR   ?= local/output
 MODELS_DIR   ?= local/models
+TRAIN_MODEL  ?= liver
 PIPELINE     ?=
 JOB_NAME     ?= odk-job
 DRY_RUN      ?= 0
@@ -136,11 +137,11 @@ bench-report: $(DEV_STAMP) ## docs/benchmark.md from the last bench run (.run/be
 phantoms: $(DEV_STAMP) ## regenerate the sample study in local/input (and as DICOM in local/input-dicom) and its truth
 	@$(PY) -m kit.phantom sample
 
-train: $(DEV_STAMP) ## retrain the demo model and export local/models (CPU, ~20 min)
-	@scripts/train.sh
+train: $(DEV_STAMP) ## retrain a demo model into local/models: TRAIN_MODEL=liver (default, ~20 min)|classifier|slices
+	@TRAIN_MODEL=$(TRAIN_MODEL) scripts/train.sh
 
-evaluate: $(DEV_STAMP) ## held-out Dice of the demo model on fresh phantoms
-	@$(PY) -m kit.train.evaluate
+evaluate: $(DEV_STAMP) ## held-out accuracy of a demo model on fresh phantoms (TRAIN_MODEL=liver|classifier|slices)
+	@$(PY) -m kit.train.evaluate --model $(TRAIN_MODEL)
 
 wheel: $(DEV_STAMP) ## rebuild the vendored driver wheel in lib/
 	@scripts/build-wheel.sh

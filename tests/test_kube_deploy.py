@@ -21,8 +21,8 @@ PIPELINE = "def/one-operator-pipeline.yml"
 
 @pytest.fixture
 def kube(tmp_path: Path) -> dict[str, str]:
-    models = tmp_path / "models"
-    shutil.copytree(ROOT / "local" / "models", models,
+    models = tmp_path / "models"  # the sample pipeline's model alone: local/models holds other demo models too
+    shutil.copytree(ROOT / "local" / "models" / "segmentation_liver_v1", models / "segmentation_liver_v1",
                     ignore=shutil.ignore_patterns("*.onnx"))
     return {"PATH": f"{STANDINS}{os.pathsep}{os.environ['PATH']}", "KUBECTL_LOG": str(tmp_path / "calls.jsonl"),
             "ODK_RUN_DIR": str(tmp_path / "run"), "MODELS": str(models), "MANIFESTS": str(tmp_path / "manifests")}

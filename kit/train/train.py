@@ -23,20 +23,30 @@ from kit.train.unet import UNet3D
 
 def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weighted cross-entropy plus soft Dice over the foreground classes; also returns per-class hard Dice."""
+    """Weighted cross-entropy plus soft Dice over the foreground classes; also returns per-class hard Dice.
+    ``logits`` (N, C, *spatial), ``target`` (N, *spatial): volumes or slices."""
+    classes = logits.shape[1]
     ce = F.cross_entropy(logits, target, weight=weights)
     prob = torch.softmax(logits, dim=1)
-    onehot = F.one_hot(target, logits.shape[1]).permute(0, 4, 1, 2, 3).to(prob.dtype)
-    dims = (0, 2, 3, 4)
+    onehot = F.one_hot(target, classes).movedim(-1, 1).to(prob.dtype)
+    dims = (0, *range(2, logits.ndim))
     inter = (prob * onehot).sum(dims)
     denom = prob.sum(dims) + onehot.sum(dims)
     soft = (2 * inter + 1) / (denom + 1)
     loss = ce + (1 - soft[1:]).mean()
     with torch.no_grad():
-        hard = F.one_hot(logits.argmax(1), logits.shape[1]).permute(0, 4, 1, 2, 3).to(prob.dtype)
+        hard = F.one_hot(logits.argmax(1), classes).movedim(-1, 1).to(prob.dtype)
         h_inter = (hard * onehot).sum(dims)
         h_dice = (2 * h_inter + 1e-6) / (hard.sum(dims) + onehot.sum(dims) + 1e-6)
     return loss, h_dice
+
+
+def seed_torch(seed: int, threads: int) -> np.random.Generator:
+    """Seeded, deterministic, ``threads`` CPU threads (the machine is shared); the numpy generator for data."""
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return np.random.default_rng(seed)
 
 
 def load_cases(cfg: TrainConfig) -> list[Case]:
@@ -48,19 +58,23 @@ def load_cases(cfg: TrainConfig) -> list[Case]:
     return cases
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    warm = max(1, cfg.steps // 30)
+def lr_at(step: int, steps: int, lr: float) -> float:
+    """Linear warm-up over the first 1/30 of the steps, then cosine down to 2 % of ``lr``."""
+    warm = max(1, steps // 30)
     if step < warm:
-        return cfg.lr * (step + 1) / warm
-    t = (step - warm) / max(1, cfg.steps - warm)
-    return cfg.lr * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * t)))
+        return lr * (step + 1) / warm
+    t = (step - warm) / max(1, steps - warm)
+    return lr * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * t)))
+
+
+def progress(step: int, steps: int, t_start: float, losses: list[float], extra: str) -> None:
+    per = (time.perf_counter() - t_start) / (step + 1)
+    print(f"  step {step + 1}/{steps}  loss {np.mean(losses[-25:]):.3f}  {extra}  {per:.2f} s/step, "
+          f"~{per * (steps - step - 1) / 60:.0f} min left", flush=True)
 
 
 def train(cfg: TrainConfig) -> dict:
-    torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    rng = np.random.default_rng(cfg.seed)
+    rng = seed_torch(cfg.seed, cfg.threads)
     t0 = time.perf_counter()
     print(f"preparing {cfg.phantoms} training phantoms at {cfg.spacing_mm} mm, HU window {cfg.hu_window}",
           flush=True)
@@ -74,7 +88,7 @@ def train(cfg: TrainConfig) -> dict:
     t_train, running, dice_avg = time.perf_counter(), [], np.zeros(3)
     for step in range(cfg.steps):
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
+            g["lr"] = lr_at(step, cfg.steps, cfg.lr)
         crops = [random_crop(cases[int(rng.integers(len(cases)))], cfg.crop, rng,
                              cfg.lesion_crop_fraction, cfg.liver_crop_fraction) for _ in range(cfg.batch)]
         x = torch.from_numpy(np.stack([c[0] for c in crops]))
@@ -92,11 +106,8 @@ def train(cfg: TrainConfig) -> dict:
             net.eval()
             export(net, cfg, {"checkpoint_step": step + 1, "config": cfg.to_dict()})
         if (step + 1) % 25 == 0 or step + 1 == cfg.steps:
-            per = (time.perf_counter() - t_train) / (step + 1)
-            print(f"  step {step + 1}/{cfg.steps}  loss {np.mean(running[-25:]):.3f}  "
-                  f"dice liver {dice_avg[1]:.2f} lesion {dice_avg[2]:.2f}  "
-                  f"lr {lr_at(step, cfg):.1e}  {per:.2f} s/step, ~{per * (cfg.steps - step - 1) / 60:.0f} min left",
-                  flush=True)
+            progress(step, cfg.steps, t_train, running, f"dice liver {dice_avg[1]:.2f} lesion {dice_avg[2]:.2f}  "
+                     f"lr {lr_at(step, cfg.steps, cfg.lr):.1e}")
     net.eval()
     minutes = (time.perf_counter() - t0) / 60
     card = {"model": "3D U-Net, softmax output", "trained_on": "synthetic CT phantoms (kit.phantom)",
