@@ -131,7 +131,7 @@ def _segment(server: str, out: Path, name: str, transport: str) -> np.ndarray:
 
 
 def test_model_config_writes_the_entry_from_the_torchscript(models: Path) -> None:
-    from app.model import parse_config
+    from odk import parse_config
 
     config = parse_config(models / "liver_ts" / "config.pbtxt")
     assert config.name == "liver_ts" and config.platform == "pytorch_libtorch" and config.max_batch_size == 4
@@ -157,7 +157,7 @@ def test_torchscript_labels_equal_the_onnx_models(server: str, onnx_labels: np.n
 
 def test_imported_bundle_labels_equal_the_onnx_models(server: str, onnx_labels: np.ndarray, models: Path,
                                                       tmp_path: Path) -> None:
-    from app.model import parse_config
+    from odk import parse_config
 
     config = parse_config(models / "liver_bundle" / "config.pbtxt")
     demo = parse_config(DEMO / "config.pbtxt")
@@ -174,7 +174,7 @@ def test_imported_bundle_labels_equal_the_onnx_models(server: str, onnx_labels: 
 
 def test_a_bundle_imported_as_onnx_gives_the_same_labels(server: str, onnx_labels: np.ndarray, models: Path,
                                                         tmp_path: Path) -> None:
-    from app.model import parse_config
+    from odk import parse_config
 
     config = parse_config(models / "liver_bundle_onnx" / "config.pbtxt")
     assert config.platform == "onnxruntime_onnx" and (models / "liver_bundle_onnx" / "1" / "model.onnx").is_file()

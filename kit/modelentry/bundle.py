@@ -24,8 +24,8 @@ from pathlib import Path
 from kit.modelentry.entry import Parameters, check_name, model_config, write_entry
 from kit.modelentry.signature import EntryError, onnx_signature, torchscript_signature
 
-OPERATOR_OVERLAP = 0.25  # app.config.OperatorConfig.overlap
-OPERATOR_SIGMA_SCALE = 0.125  # app.sliding: Gaussian sigma = roi / 8
+OPERATOR_OVERLAP = 0.25  # odk.OperatorConfig.overlap
+OPERATOR_SIGMA_SCALE = 0.125  # odk.sliding_window: Gaussian sigma = roi / 8
 # Steps the operator does itself, whatever their arguments: reading the study, channel first, types, writing.
 PASS_THROUGH = {"LoadImaged", "LoadImage", "EnsureChannelFirstd", "AddChanneld", "EnsureTyped", "ToTensord",
                 "CastToTyped", "EnsureType", "ToNumpyd", "SaveImaged", "SaveImage", "Invertd", "CopyItemsd",

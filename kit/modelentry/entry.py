@@ -26,7 +26,7 @@ ACTIVATIONS = ("softmax", "none")
 
 @dataclasses.dataclass(frozen=True)
 class Parameters:
-    """The operator's parameters of a model (config.pbtxt `parameters`, read by app.model)."""
+    """The operator's parameters of a model (config.pbtxt `parameters`, read by odk.ModelSpec)."""
 
     spacing_mm: tuple[float, float, float] | None = None
     hu_window: tuple[float, float] | None = None

@@ -24,7 +24,7 @@ DEMO_CONFIG = ROOT / "local" / "models" / MODEL_NAME / "config.pbtxt"
 
 
 def _demo_parameters() -> dict[str, str]:
-    from app.model import parse_config
+    from odk import parse_config
 
     return {k: v.string_value for k, v in parse_config(DEMO_CONFIG).parameters.items()}
 

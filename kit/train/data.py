@@ -81,7 +81,7 @@ def prepare_spacing(arr: np.ndarray, affine: np.ndarray, spacing: tuple[float, f
 def prepare_resized(arr: np.ndarray, affine: np.ndarray, shape: tuple[int, int, int],
                     window: tuple[float, float]) -> np.ndarray:
     """The ``resize_shape`` contract: canonical RAS+, the whole extent linearly onto ``shape`` voxels (voxel
-    size extent/shape per axis, app.transforms' extent-preserving mapping), HU window -> 0..1."""
+    size extent/shape per axis, odk's extent-preserving mapping), HU window -> 0..1."""
     canon = to_canonical(arr, canonical_ornt(affine))
     return hu_window(resample_linear(canon, shape), *window)
 
