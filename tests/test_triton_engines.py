@@ -142,7 +142,7 @@ def _infer_shm(client, model: str, x: np.ndarray, server_url: str) -> np.ndarray
 
 
 def test_the_demo_config_asks_for_openvino() -> None:
-    from app.model import parse_config
+    from odk import parse_config
 
     assert requested_engine(parse_config(DEMO / "config.pbtxt")) == OPENVINO
 
