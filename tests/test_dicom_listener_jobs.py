@@ -53,7 +53,7 @@ def running_job(listener: Listener, timeout: float = 60) -> tuple[dict, procgrou
             rec = procgroup.recorded(listener.jobs_dir / job["job"])
             folder = listener.jobs_dir / job["job"]
             if job["state"] == "running" and rec and (folder / "logs" / "inventory.log").is_file() \
-                    and len(procgroup.members(folder)) >= 2:  # the pipeline runner and its operator
+                    and len(procgroup.members(folder)) >= 2:  # the pipeline runner and its (warm) operator
                 return job, rec
         return None
     return wait_for(found, timeout, "a running job")
@@ -84,7 +84,7 @@ def test_stop_while_a_job_runs_and_an_association_sends(tmp_path: Path, pytestco
         assert storescu(tmp_path / "a", listener.port).returncode == 0
         job_a, rec = running_job(listener)
         assert rec.pgid and rec.listener_pid == pid and group_alive(rec.pgid)
-        assert set(procgroup.members(listener.jobs_dir / job_a["job"])) <= set(group_alive(rec.pgid))
+        assert set(procgroup.members(listener.jobs_dir / job_a["job"], rec.pgid)) <= set(group_alive(rec.pgid))
 
         # a second caller still sending its study: 2 of its 6 instances stored, the association kept open
         ae = AE(ae_title="SLOWSCU")

@@ -4,6 +4,10 @@ Every job's pipeline leads a process group of its own (``start_new_session``), a
 ``ODK_LISTEN_JOB=<job folder>`` in its environment. ``<job>/run.state`` (key=value lines) records the group
 while it runs: ``pgid``, ``listener_pid``, ``started_at``. A group is ours only when a process in it still
 carries that marker: a recorded pgid that the system gave to something else since is never signalled.
+
+An operator started warm (kit.warm) is forked by the fork server, in a session of its own, and its
+/proc/<pid>/environ is the server's: it claims its job instead (:func:`claim`), a file ``<job>/warm/<pid>``
+holding its start time, and counts as the job's while a live process of that pid has that start time.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from odk import atomic_write_bytes
 
 RUN_STATE = "run.state"
 MARKER = "ODK_LISTEN_JOB"
+WARM_DIR = "warm"  # <job>/warm/<pid>: operators of the job forked by the fork server
 
 
 @dataclass(frozen=True)
@@ -75,8 +80,37 @@ def _pgid(pid: int) -> int:
     return int(fields[2]) if len(fields) > 2 and fields[0] not in ("Z", "X") else 0
 
 
+def _start_time(pid: int) -> str:
+    """The process's start time (clock ticks since boot, /proc/<pid>/stat field 22): a pid with another start
+    time is another process."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+    except OSError:
+        return ""
+    return fields[19] if len(fields) > 19 else ""
+
+
+def claim(folder: Path, pid: int | None = None) -> None:
+    """Record that process ``pid`` (this one) belongs to the job of ``folder`` although it does not carry the
+    marker in /proc (an operator forked warm)."""
+    pid = pid or os.getpid()
+    atomic_write_bytes(folder / WARM_DIR / str(pid), _start_time(pid).encode())
+
+
+def _claimed(folder: Path) -> list[int]:
+    found = []
+    with contextlib.suppress(OSError):
+        for path in (folder / WARM_DIR).iterdir():
+            if path.name.isdigit() and _pgid(int(path.name)):
+                with contextlib.suppress(OSError):
+                    if path.read_text() == _start_time(int(path.name)):
+                        found.append(int(path.name))
+    return found
+
+
 def members(folder: Path, pgid: int | None = None) -> list[int]:
-    """Live processes of this job (its marker in their environment), in process group ``pgid`` when given."""
+    """Live processes of this job (its marker in their environment, or claimed by an operator forked warm), in
+    process group ``pgid`` when given."""
     found = []
     target = str(folder)
     for entry in Path("/proc").iterdir():
@@ -87,6 +121,9 @@ def members(folder: Path, pgid: int | None = None) -> list[int]:
             continue
         group = _pgid(pid)
         if group and (pgid is None or group == pgid):
+            found.append(pid)
+    for pid in _claimed(folder):
+        if pid not in found and (pgid is None or _pgid(pid) == pgid):
             found.append(pid)
     return found
 

@@ -110,6 +110,9 @@ def only_delivery_failed(log_path: Path, delivery: set[str]) -> bool:
     return bool(failed) and failed <= delivery
 
 
+RETRY_RUN_S = 2.0  # a job that could not start (e.g. no space left for its status) is tried again after this
+
+
 class JobRunner:
     """A queue of complete jobs and ``workers`` threads that run them one pipeline each."""
 
@@ -159,11 +162,16 @@ class JobRunner:
                 continue
             try:
                 self.run(job)
-            except OSError as exc:  # its folder went away or the disk is full: that job only
+            except OSError as exc:  # the disk is full, or its folder went away: that job only
+                if job.folder.is_dir() and not self.stopping.is_set():
+                    self.log(f"job {job.name}: cannot run now ({exc}); trying again in {RETRY_RUN_S:g} s")
+                    retry = threading.Timer(RETRY_RUN_S, self.queue.put, (job,))
+                    retry.daemon = True
+                    retry.start()
+                    continue  # still known here: queued again
                 self.log(f"job {job.name}: cannot run: {exc}")
-            finally:
-                with self.lock:
-                    self.known.discard(job.name)
+            with self.lock:
+                self.known.discard(job.name)
 
     def run(self, job: Job) -> None:
         if job.status.superseded_by:  # more of its study arrived while it waited: its follow-up runs them all

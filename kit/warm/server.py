@@ -126,6 +126,12 @@ def _run_child(request: dict, fds: list[int], inherited: list[int]) -> int:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
+    job = os.environ.get("ODK_LISTEN_JOB")  # a listener's job: it must find this operator, which /proc shows
+    if job:  # with the server's environment, to stop it or end it after a crash (kit.dicom.procgroup)
+        from kit.dicom import procgroup
+
+        with contextlib.suppress(OSError):
+            procgroup.claim(Path(job))
     # -u: unbuffered binary layer, text written through, as `python -u` sets stdout and stderr up.
     sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8", errors="replace")
     sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="backslashreplace",
